@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` and `make test`. Both build the virtualenv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: install test demo emulator bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m emulator.demo $(DEMO_ARGS)
+
+emulator: $(STAMP)
+	$(PY) -m emulator
+
+bench: $(STAMP)
+	$(PY) bench/emulator_load.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,8 @@
+"""A local, deterministic OpenAI Assistants API server: the offline stand-in for the
+shut-down hosted API that every test, demo and benchmark of durable-assistants runs against."""
+
+from .app import Emulator
+from .config import EmulatorConfig
+from .script import Script, ScriptedCall
+
+__all__ = ["Emulator", "EmulatorConfig", "Script", "ScriptedCall"]

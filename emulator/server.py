@@ -1,0 +1,152 @@
+"""Run the emulator under uvicorn: from the command line, or as a child process of a test
+or of the local stack (``EmulatorProcess``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+import uvicorn
+
+from .app import Emulator
+from .config import EmulatorConfig
+
+READY_LINE = re.compile(r"emulator listening on (?P<url>http://\S+/v1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m emulator",
+        description="Local OpenAI Assistants API emulator (base URL http://HOST:PORT/v1).",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--api-key", help="require this API key; by default any key is accepted")
+    parser.add_argument("--expiry-seconds", type=float, help="run expiry after creation (default: 600)")
+    parser.add_argument("--turn-seconds", type=float, help="time the model takes per turn (default: 0.05)")
+    parser.add_argument("--queue-seconds", type=float, help="time a run stays queued (default: 0)")
+    parser.add_argument("--chars-per-second", type=float, help="streaming rate of assistant text (default: unthrottled)")
+    parser.add_argument("--poll-after-ms", type=int, help="openai-poll-after-ms on non-terminal run reads (default: 100)")
+    parser.add_argument("--seed", type=int, help="seed for IDs and fault sampling")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    fields = {
+        "api_key": args.api_key,
+        "expiry_seconds": args.expiry_seconds,
+        "turn_seconds": args.turn_seconds,
+        "queue_seconds": args.queue_seconds,
+        "chars_per_second": args.chars_per_second,
+        "poll_after_ms": args.poll_after_ms,
+        "seed": args.seed,
+    }
+    return EmulatorConfig(**{k: v for k, v in fields.items() if v is not None})
+
+
+def serve(config: EmulatorConfig, host: str, port: int, log_level: str = "warning") -> None:
+    """Serve until SIGINT or SIGTERM (uvicorn handles both and shuts down gracefully)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound_port = sock.getsockname()[1]
+    emulator = Emulator(config)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            emulator.app,
+            log_level=log_level,
+            access_log=log_level == "debug",
+            timeout_graceful_shutdown=2,
+            lifespan="on",
+        )
+    )
+    shown = f"[{host}]" if ":" in host else host
+    print(f"emulator listening on http://{shown}:{bound_port}/v1", flush=True)
+    server.run(sockets=[sock])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc).splitlines()[-1] if "\n" in str(exc) else str(exc))
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
+    # handler that was installed before it; make that a clean exit with status 0.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        serve(config, args.host, args.port, args.log_level)
+    except OSError as exc:
+        print(f"emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, SystemExit):
+        print("emulator stopped", flush=True)
+    return 0
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+class EmulatorProcess:
+    """The emulator as a child process on a free loopback port; a context manager.
+
+    ``base_url`` is ready when ``__enter__`` returns; leaving stops the process (SIGTERM,
+    then SIGKILL) so nothing outlives the caller.
+    """
+
+    def __init__(self, *args: str, startup_timeout: float = 20.0) -> None:
+        self.args = list(args)
+        self.startup_timeout = startup_timeout
+        self.process: subprocess.Popen[str] | None = None
+        self.base_url = ""
+
+    @property
+    def admin_url(self) -> str:
+        return self.base_url.removesuffix("/v1") + "/_emulator"
+
+    def __enter__(self) -> "EmulatorProcess":
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "emulator", "--port", "0", *self.args],
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + self.startup_timeout
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            match = READY_LINE.search(line)
+            if match:
+                self.base_url = match.group("url")
+                return self
+        self.stop()
+        raise RuntimeError(f"the emulator did not start (exit code {self.process.returncode})")
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return self.process.returncode
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,77 @@
+"""Server-sent events for run streams, in the framing the `openai` SDK reads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, AsyncIterator, Callable
+
+from starlette.responses import StreamingResponse
+
+from .engine import FINAL_EVENTS, Event, RunState
+
+DONE = b"event: done\ndata: [DONE]\n\n"
+
+
+def encode(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+class RunEventStream(StreamingResponse):
+    """Streams one run's events until it needs action or ends, then ``done``.
+
+    Subscribe *before* the change that produces the events (creating, submitting), so the
+    stream misses none. ``discard()`` releases the subscription of a stream that is never sent.
+    """
+
+    def __init__(
+        self,
+        run_state: RunState,
+        queue: asyncio.Queue[Event],
+        keepalive_seconds: float,
+        prelude: list[Event] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self._run_state = run_state
+        self._queue = queue
+        super().__init__(
+            self._events(prelude or [], keepalive_seconds),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", **(headers or {})},
+        )
+
+    async def _events(self, prelude: list[Event], keepalive_seconds: float) -> AsyncIterator[bytes]:
+        try:
+            for event, data in prelude:
+                yield encode(event, data)
+            while True:
+                try:
+                    event, data = await asyncio.wait_for(self._queue.get(), keepalive_seconds)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                yield encode(event, data)
+                if event in FINAL_EVENTS:
+                    break
+            yield DONE
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        self._run_state.unsubscribe(self._queue)
+
+
+def run_stream(
+    run_state: RunState,
+    start: Callable[[], None],
+    keepalive_seconds: float,
+    prelude: list[Event] | None = None,
+) -> RunEventStream:
+    """Subscribe to ``run_state``, then ``start`` the change whose events the stream carries."""
+    queue = run_state.subscribe()
+    try:
+        start()
+    except BaseException:
+        run_state.unsubscribe(queue)
+        raise
+    return RunEventStream(run_state, queue, keepalive_seconds, prelude)

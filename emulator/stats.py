@@ -1,0 +1,43 @@
+"""Counters that let a test prove exactly-once behaviour."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests: Counter[str] = Counter()
+        self.responses: Counter[str] = Counter()
+        self.faults_fired: Counter[str] = Counter()
+        self.threads: defaultdict[str, Counter[str]] = defaultdict(Counter)
+        self.runs: defaultdict[str, Counter[str]] = defaultdict(Counter)
+
+    def request(self, operation: str) -> None:
+        self.requests[operation] += 1
+
+    def response(self, operation: str, status: int) -> None:
+        self.responses[f"{operation} {status}"] += 1
+
+    def thread(self, thread_id: str, counter: str, n: int = 1) -> None:
+        self.threads[thread_id][counter] += n
+
+    def run(self, run_id: str, counter: str, n: int = 1) -> None:
+        self.runs[run_id][counter] += n
+
+    def snapshot(self) -> dict[str, Any]:
+        totals: Counter[str] = Counter()
+        for counters in (*self.threads.values(), *self.runs.values()):
+            totals.update(counters)
+        return {
+            "requests": dict(self.requests),
+            "responses": dict(self.responses),
+            "faults_fired": dict(self.faults_fired),
+            "totals": dict(totals),
+            "threads": {k: dict(v) for k, v in self.threads.items()},
+            "runs": {k: dict(v) for k, v in self.runs.items()},
+        }
