@@ -93,7 +93,7 @@ def check_sampling(params: dict[str, Any]) -> None:
     check_range(params, "temperature", 0, 2)
     check_range(params, "top_p", 0, 1)
     check_positive(params, "max_prompt_tokens", 256)
-    check_positive(params, "max_completion_tokens", 16)
+    check_positive(params, "max_completion_tokens", 256)
 
 
 def run_response(emulator: Emulator, run_state: RunState, *, read: bool = False) -> JSONResponse:

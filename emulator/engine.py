@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -40,6 +41,8 @@ from .model import (
 from .pagination import ListQuery, page
 from .script import Script, ScriptError, find_directive, named_scenario, script_from_directive
 from .stats import Stats
+
+log = logging.getLogger("emulator")
 
 ACTIVE_STATUSES = frozenset({"queued", "in_progress", "requires_action", "cancelling"})
 TERMINAL_STATUSES = frozenset({"cancelled", "failed", "completed", "incomplete", "expired"})
@@ -527,6 +530,15 @@ class AssistantsEngine:
         except _Expired:
             self._close_open_work(run_state, "expired", _now())
             self._finish(run_state, "expired")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug here must not leave a run in_progress forever: fail it visibly.
+            log.exception("run %s crashed in the emulator", run.id)
+            self._close_open_work(run_state, "failed", _now())
+            run.last_error = run_types.LastError(code="server_error", message="The emulator failed while running this run; see its log.")
+            run.failed_at = _now()
+            self._finish(run_state, "failed")
 
     async def _wait(self, run_state: RunState, seconds: float) -> None:
         remaining = run_state.deadline - time.time()
@@ -642,7 +654,8 @@ class AssistantsEngine:
         if turn.incomplete_reason is not None:
             message.status = "incomplete"
             message.incomplete_at = now
-            message.incomplete_details = message_types.IncompleteDetails(reason=turn.incomplete_reason)  # type: ignore[arg-type]
+            # Messages say why they stopped in their own terms: a token limit is `max_tokens`.
+            message.incomplete_details = message_types.IncompleteDetails(reason="max_tokens")
             run_state.emit("thread.message.incomplete", lambda: dump(message))
         else:
             message.status = "completed"
@@ -695,10 +708,7 @@ class AssistantsEngine:
         step = run_state.open_step
         if step is not None and step.status == "in_progress":
             step.status = status  # type: ignore[assignment]
-            if status == "cancelled":
-                step.cancelled_at = now
-            else:
-                step.expired_at = now
+            setattr(step, {"cancelled": "cancelled_at", "expired": "expired_at", "failed": "failed_at"}[status], now)
             run_state.emit(f"thread.run.step.{status}", lambda: step_body(step))
         run_state.open_step = None
         run_state.pending_step = None
@@ -706,6 +716,7 @@ class AssistantsEngine:
         if message is not None:
             message.status = "incomplete"
             message.incomplete_at = now
+            message.incomplete_details = message_types.IncompleteDetails(reason=f"run_{status}")  # type: ignore[arg-type]
             run_state.emit("thread.message.incomplete", lambda: dump(message))
         run_state.open_message = None
 

@@ -1,0 +1,131 @@
+"""Shared fixtures: one emulator process for the session, real HTTP, the real `openai` SDK.
+
+Every JSON response the SDK clients receive from the emulator is checked against the
+pinned OpenAI spec (``tests/openapi_spec.py``); a violation fails the test that caused it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+import httpx
+import httpx2
+import pytest
+from openai import AsyncOpenAI, OpenAI
+
+from emulator.server import EmulatorProcess
+from tests.openapi_spec import SpecViolation, validate_response
+
+# Fast defaults for tests; tests that need other timing change it through the admin API
+# and the `emulator_config` fixture puts it back.
+EMULATOR_ARGS = ("--turn-seconds", "0.02", "--poll-after-ms", "20", "--seed", "7")
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[EmulatorProcess]:
+    with EmulatorProcess(*EMULATOR_ARGS) as process:
+        yield process
+
+
+@pytest.fixture(scope="session")
+def _session_admin(emulator: EmulatorProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=emulator.admin_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def _default_config(_session_admin: httpx.Client) -> dict[str, Any]:
+    return _session_admin.get("/config").json()
+
+
+@pytest.fixture
+def admin(_session_admin: httpx.Client, _default_config: dict[str, Any]) -> Iterator[httpx.Client]:
+    """The emulator's admin API. After the test: state, faults and config are reset."""
+    yield _session_admin
+    _session_admin.post("/reset").raise_for_status()
+    _session_admin.patch("/config", json=_default_config).raise_for_status()
+
+
+@pytest.fixture
+def spec_violations() -> Iterator[list[str]]:
+    found: list[str] = []
+    yield found
+    if found:
+        pytest.fail("responses that break the OpenAI spec:\n" + "\n".join(found), pytrace=False)
+
+
+def _check(response: httpx2.Response, found: list[str]) -> None:
+    if not response.url.path.startswith("/v1/"):
+        return
+    content_type = response.headers.get("content-type", "")
+    try:
+        if "text/event-stream" in content_type:
+            validate_response(response.request.method, response.url.path, response.status_code, None, content_type="text/event-stream")
+            return
+        response.read()
+        validate_response(response.request.method, response.url.path, response.status_code, response.json())
+    except SpecViolation as exc:
+        found.append(f"{response.request.method} {response.url.path} -> {response.status_code}: {exc}")
+
+
+@pytest.fixture
+def client(emulator: EmulatorProcess, admin: httpx.Client, spec_violations: list[str]) -> Iterator[OpenAI]:
+    """Sync SDK client. ``max_retries=0``: a test that wants SDK retries builds its own."""
+    http = httpx2.Client(event_hooks={"response": [lambda r: _check(r, spec_violations)]})
+    with OpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0, http_client=http) as sdk:
+        yield sdk
+
+
+@pytest.fixture
+async def aclient(emulator: EmulatorProcess, admin: httpx.Client, spec_violations: list[str]) -> Any:
+    async def hook(response: httpx2.Response) -> None:
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            await response.aread()
+        _check(response, spec_violations)
+
+    http = httpx2.AsyncClient(event_hooks={"response": [hook]})
+    async with AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0, http_client=http) as sdk:
+        yield sdk
+
+
+def function_tool(name: str, properties: dict[str, Any] | None = None, description: str | None = None) -> dict[str, Any]:
+    """A strict function tool definition with all properties required."""
+    props = properties or {}
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description or f"The {name} tool.",
+            "strict": True,
+            "parameters": {"type": "object", "properties": props, "required": list(props), "additionalProperties": False},
+        },
+    }
+
+
+ADD = function_tool("add", {"a": {"type": "integer"}, "b": {"type": "integer"}})
+WEATHER = function_tool("get_weather", {"city": {"type": "string", "examples": ["Paris"]}})
+
+
+@pytest.fixture
+def assistant(client: OpenAI) -> Any:
+    return client.beta.assistants.create(model="gpt-4o", name="test", instructions="Be brief.", tools=[ADD, WEATHER])
+
+
+def script(**fields: Any) -> str:
+    """A user message line that scripts the emulator's model."""
+    import json
+
+    return "@emulator " + json.dumps(fields)
+
+
+def answer_all(run: Any, output: Any = None) -> list[dict[str, str]]:
+    """Tool outputs for every call a run asks for: ``output`` or ``<name>:<arguments>``."""
+    calls = run.required_action.submit_tool_outputs.tool_calls
+    return [
+        {"tool_call_id": c.id, "output": output if output is not None else f"{c.function.name}:{c.function.arguments}"}
+        for c in calls
+    ]
+
+
+os.environ.setdefault("OPENAI_API_KEY", "sk-test")
