@@ -399,7 +399,7 @@ def api_endpoint(emu: Emulator, operation: str, handler: Handler) -> Callable[[R
         if rule is not None and rule.when == "before":
             spoiled = await _apply_fault(rule)
             if spoiled is not None:
-                emu.stats.response(operation, spoiled.status_code)
+                emu.stats.response(operation, _outcome(spoiled))
                 return spoiled
         try:
             response = await handler(request, emu)
@@ -411,10 +411,14 @@ def api_endpoint(emu: Emulator, operation: str, handler: Handler) -> Callable[[R
                 if isinstance(response, RunEventStream):
                     response.discard()
                 response = spoiled
-        emu.stats.response(operation, response.status_code)
+        emu.stats.response(operation, _outcome(response))
         return response
 
     return endpoint
+
+
+def _outcome(response: Response) -> str:
+    return "dropped" if isinstance(response, DroppedConnection) else str(response.status_code)
 
 
 def admin_endpoint(emu: Emulator, handler: Handler) -> Callable[[Request], Awaitable[Response]]:

@@ -20,8 +20,9 @@ class Stats:
     def request(self, operation: str) -> None:
         self.requests[operation] += 1
 
-    def response(self, operation: str, status: int) -> None:
-        self.responses[f"{operation} {status}"] += 1
+    def response(self, operation: str, outcome: str) -> None:
+        """``outcome`` is the HTTP status, or ``dropped`` for a connection broken on purpose."""
+        self.responses[f"{operation} {outcome}"] += 1
 
     def thread(self, thread_id: str, counter: str, n: int = 1) -> None:
         self.threads[thread_id][counter] += n
