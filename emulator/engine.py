@@ -56,7 +56,10 @@ Event = tuple[str, dict[str, Any]]
 
 
 def dump(obj: Any) -> dict[str, Any]:
-    return obj.model_dump(mode="json", by_alias=True, warnings=False)
+    # Objects are built with every top-level field given (null included, as OpenAI sent
+    # them); nested request echoes keep only what the client sent, so an optional field the
+    # client left out (a function's `description`) is left out, not sent as null.
+    return obj.model_dump(mode="json", by_alias=True, exclude_unset=True, warnings=False)
 
 
 def step_body(step: RunStep) -> dict[str, Any]:
