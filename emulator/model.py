@@ -147,31 +147,43 @@ class ScriptedModel:
 def example_arguments(schema: dict[str, Any] | None, user_text: str) -> dict[str, Any]:
     if not schema:
         return {}
-    value = example_value(schema, user_text, depth=0)
+    value = _example(schema, schema, user_text, depth=0)
     return value if isinstance(value, dict) else {}
 
 
-def example_value(schema: dict[str, Any], user_text: str, depth: int) -> Any:
+def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """Follow a local ``$ref`` (``#/$defs/X``, as pydantic writes nested models)."""
+    ref = schema.get("$ref")
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        return schema
+    target: Any = root
+    for part in ref[2:].split("/"):
+        target = target.get(part, {}) if isinstance(target, dict) else {}
+    return target if isinstance(target, dict) else {}
+
+
+def _example(schema: dict[str, Any], root: dict[str, Any], user_text: str, depth: int) -> Any:
+    if depth > 8:
+        return None
+    schema = _resolve(schema, root)
     for key in ("const", "default"):
         if key in schema:
             return schema[key]
     for key in ("examples", "enum"):
         if schema.get(key):
             return schema[key][0]
-    if depth > 8:
-        return None
-    for key in ("anyOf", "oneOf"):
+    for key in ("anyOf", "oneOf", "allOf"):
         if schema.get(key):
-            return example_value(schema[key][0], user_text, depth + 1)
+            return _example(schema[key][0], root, user_text, depth + 1)
     kind = schema.get("type", "object")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object":
         props = schema.get("properties", {})
-        return {name: example_value(sub, user_text, depth + 1) for name, sub in props.items()}
+        return {name: _example(sub, root, user_text, depth + 1) for name, sub in props.items()}
     if kind == "array":
         items = schema.get("items")
-        return [example_value(items, user_text, depth + 1)] if isinstance(items, dict) else []
+        return [_example(items, root, user_text, depth + 1)] if isinstance(items, dict) else []
     if kind == "string":
         return user_text[:64] or "example"
     if kind == "integer":
