@@ -297,7 +297,7 @@ class AssistantsEngine:
         for i, message in enumerate(additional):
             _check_message_params(message, f"additional_messages[{i}]")
         tools = _check_tools(params["tools"]) if params.get("tools") is not None else [dump(t) for t in assistant.tools]
-        script, user_text = self._choose_script(state, additional, params.get("metadata"), assistant)
+        script, user_text = self._choose_script(state.messages, additional, params.get("metadata"), assistant)
         for message in additional:
             self._add_message(state, message, run_id=None, assistant_id=None)
         return self._start_run(state, assistant, params, tools, script, user_text)
@@ -310,26 +310,27 @@ class AssistantsEngine:
         for i, message in enumerate(thread_params.get("messages") or []):
             _check_message_params(message, f"thread.messages[{i}]")
         # Resolve the script before creating anything, so a bad script leaves no thread behind.
-        probe = ThreadState(Thread.model_construct(id="(new thread)"))
-        self._choose_script(probe, thread_params.get("messages") or [], params.get("metadata"), assistant)
+        self._choose_script([], thread_params.get("messages") or [], params.get("metadata"), assistant, "the thread's messages")
         state = self.create_thread(thread_params)
         run_params = {k: v for k, v in params.items() if k not in ("thread", "tool_resources")}
         return self.create_run(state.thread.id, run_params)
 
     def _choose_script(
         self,
-        state: ThreadState,
+        stored_messages: list[Message],
         new_messages: list[dict[str, Any]],
         run_metadata: dict[str, str] | None,
         assistant: Assistant,
+        new_source: str = "the run's additional messages",
     ) -> tuple[Script | None, str]:
+        """The script for a new run and the user's text the model answers."""
         user_text, source = "", ""
         for message in reversed(new_messages):
             if message["role"] == "user":
-                user_text, source = _text_of_params(message), "the run's additional messages"
+                user_text, source = _text_of_params(message), new_source
                 break
         else:
-            for stored in reversed(state.messages):
+            for stored in reversed(stored_messages):
                 if stored.role == "user":
                     user_text, source = _text_of(stored), f"message {stored.id}"
                     break
