@@ -1,0 +1,61 @@
+"""One place that decides what a model-API error means to Temporal.
+
+408, 409, 429, ≥500, timeouts and connection errors are retryable, with the server's
+``retry-after-ms`` / ``retry-after`` as the next retry delay. Every other 4xx is a
+non-retryable ``ApplicationError`` carrying the API's message and request ID: retrying a
+bad request only repeats it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from datetime import timedelta
+
+import openai
+from temporalio.exceptions import ApplicationError
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+MAX_RETRY_AFTER = timedelta(minutes=5)
+
+
+def retry_after(headers: object) -> timedelta | None:
+    """The delay a response asks for, from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    value = get("retry-after-ms")
+    try:
+        if value is not None:
+            return min(timedelta(milliseconds=float(value)), MAX_RETRY_AFTER)
+    except ValueError:
+        pass
+    value = get("retry-after")
+    if value is None:
+        return None
+    try:
+        return min(timedelta(seconds=float(value)), MAX_RETRY_AFTER)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        return min(timedelta(seconds=max(0.0, parsed.timestamp() - time.time())), MAX_RETRY_AFTER)
+
+
+def to_temporal_error(exc: openai.OpenAIError, what: str) -> ApplicationError:
+    """``what`` says which call failed, e.g. ``create run on thread_abc``."""
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        request_id = exc.request_id or "none"
+        message = f"{what}: HTTP {status} {exc.message} (request ID {request_id})"
+        retryable = status in RETRYABLE_STATUSES or status >= 500
+        return ApplicationError(
+            message,
+            {"status": status, "request_id": exc.request_id, "code": exc.code, "param": exc.param},
+            type=f"ModelApi{status}",
+            non_retryable=not retryable,
+            next_retry_delay=retry_after(exc.response.headers) if retryable else None,
+        )
+    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
+        return ApplicationError(f"{what}: {type(exc).__name__}: {exc}", type="ModelApiConnection")
+    return ApplicationError(f"{what}: {type(exc).__name__}: {exc}", type="ModelApiError", non_retryable=True)

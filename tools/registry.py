@@ -1,0 +1,216 @@
+"""Registered Python functions the model can call, and what the worker needs to run them.
+
+``@tool`` turns a sync or async function into a tool: its name is the function's name, its
+description the docstring, its arguments a pydantic model made from the type hints, and
+its schema the OpenAI strict function schema of that model (``openai.pydantic_function_tool``).
+Per-tool options say how Temporal runs it: timeout, retries, heartbeats, task queue, and
+what happens when retries run out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Callable, Iterator, Literal, get_type_hints
+
+import openai
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+OnFailure = Literal["error_output", "fail_run"]
+
+
+class ToolPolicy(BaseModel):
+    """How the workflow schedules one tool: the part of a tool that crosses into workflow code.
+
+    Durations are seconds so the model stays plain JSON in Temporal's history and UI.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    task_queue: str | None = None
+    timeout_seconds: float = Field(60.0, gt=0, description="Start-to-close timeout of one attempt.")
+    heartbeat_timeout_seconds: float | None = Field(None, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    initial_retry_seconds: float = Field(1.0, gt=0)
+    backoff: float = Field(2.0, ge=1)
+    max_retry_seconds: float = Field(30.0, gt=0)
+    non_retryable_errors: tuple[str, ...] = ()
+    on_failure: OnFailure = "error_output"
+
+
+class ToolContext:
+    """What a running tool may know and do. Declare a parameter of this type to get it.
+
+    ``idempotency_key`` is stable across retries of the same call (run ID + tool call ID),
+    so a tool with side effects can deduplicate them. ``heartbeat(progress)`` reports
+    progress; it is safe from sync tools (which run in a thread) and async tools alike.
+    """
+
+    def __init__(self, *, run_id: str, thread_id: str, call_id: str, tool_name: str, attempt: int) -> None:
+        self.run_id = run_id
+        self.thread_id = thread_id
+        self.call_id = call_id
+        self.tool_name = tool_name
+        self.attempt = attempt
+        self.progress: Any = None
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.run_id}:{self.call_id}"
+
+    def heartbeat(self, progress: Any = None) -> None:
+        with self._lock:
+            self.progress = progress
+        if self._loop is not None and self._changed is not None:
+            self._loop.call_soon_threadsafe(self._changed.set)
+
+    def is_cancelled(self) -> bool:
+        """True once the run or workflow was cancelled; long sync tools should check it."""
+        return self._cancelled.is_set()
+
+    def _bind(self, loop: asyncio.AbstractEventLoop, changed: asyncio.Event) -> None:
+        self._loop, self._changed = loop, changed
+
+    def _mark_cancelled(self) -> None:
+        self._cancelled.set()
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str | None
+    function: Callable[..., Any]
+    arguments_model: type[BaseModel]
+    policy: ToolPolicy
+    context_parameter: str | None
+    non_retryable: tuple[type[BaseException], ...] = field(default=())
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.function)
+
+    def schema(self) -> dict[str, Any]:
+        """The Assistants API function tool: ``{"type": "function", "function": {...}}``."""
+        param = openai.pydantic_function_tool(self.arguments_model, name=self.name, description=self.description)
+        return {"type": "function", "function": dict(param["function"])}
+
+    def parse_arguments(self, arguments: dict[str, Any]) -> BaseModel:
+        return self.arguments_model.model_validate(arguments)
+
+    def call_kwargs(self, parsed: BaseModel, context: ToolContext | None) -> dict[str, Any]:
+        kwargs = {name: getattr(parsed, name) for name in type(parsed).model_fields}
+        if self.context_parameter is not None:
+            kwargs[self.context_parameter] = context
+        return kwargs
+
+
+class ToolRegistry:
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+
+    def tool(
+        self,
+        function: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        task_queue: str | None = None,
+        timeout: timedelta = timedelta(seconds=60),
+        heartbeat_timeout: timedelta | None = None,
+        max_attempts: int = 3,
+        initial_retry: timedelta = timedelta(seconds=1),
+        backoff: float = 2.0,
+        max_retry_interval: timedelta = timedelta(seconds=30),
+        non_retryable: tuple[type[BaseException], ...] = (),
+        on_failure: OnFailure = "error_output",
+    ) -> Any:
+        """Register a function as a tool; usable bare (``@tool``) or with options."""
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            tool_name = name or fn.__name__
+            if tool_name in self._tools:
+                raise ValueError(f"a tool named {tool_name!r} is already registered")
+            arguments_model, context_parameter = _arguments_model(fn, tool_name)
+            policy = ToolPolicy(
+                name=tool_name,
+                task_queue=task_queue,
+                timeout_seconds=timeout.total_seconds(),
+                heartbeat_timeout_seconds=heartbeat_timeout.total_seconds() if heartbeat_timeout else None,
+                max_attempts=max_attempts,
+                initial_retry_seconds=initial_retry.total_seconds(),
+                backoff=backoff,
+                max_retry_seconds=max_retry_interval.total_seconds(),
+                non_retryable_errors=tuple(e.__name__ for e in non_retryable),
+                on_failure=on_failure,
+            )
+            self._tools[tool_name] = Tool(
+                name=tool_name,
+                description=description or inspect.getdoc(fn),
+                function=fn,
+                arguments_model=arguments_model,
+                policy=policy,
+                context_parameter=context_parameter,
+                non_retryable=non_retryable,
+            )
+            return fn
+
+        return register(function) if function is not None else register
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def __iter__(self) -> Iterator[Tool]:
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def schemas(self) -> list[dict[str, Any]]:
+        return [t.schema() for t in self]
+
+    def policies(self) -> dict[str, ToolPolicy]:
+        return {t.name: t.policy for t in self}
+
+    def for_queue(self, task_queue: str | None) -> list[Tool]:
+        """Tools a worker on ``task_queue`` runs; ``None`` means the run workflow's own queue."""
+        return [t for t in self if t.policy.task_queue == task_queue]
+
+
+def _arguments_model(fn: Callable[..., Any], tool_name: str) -> tuple[type[BaseModel], str | None]:
+    hints = get_type_hints(fn)
+    fields: dict[str, Any] = {}
+    context_parameter = None
+    for parameter in inspect.signature(fn).parameters.values():
+        annotation = hints.get(parameter.name, Any)
+        if annotation is ToolContext:
+            context_parameter = parameter.name
+            continue
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise TypeError(f"tool {tool_name!r}: *args and **kwargs can't be described to the model")
+        if parameter.name not in hints:
+            raise TypeError(f"tool {tool_name!r}: parameter {parameter.name!r} needs a type hint")
+        default = ... if parameter.default is parameter.empty else parameter.default
+        fields[parameter.name] = (annotation, default)
+    model = pydantic.create_model(  # type: ignore[call-overload]
+        f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
+    )
+    return model, context_parameter
+
+
+registry = ToolRegistry()
+tool = registry.tool

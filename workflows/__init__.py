@@ -1,0 +1,1 @@
+"""Deterministic orchestration: the run workflow and its models."""

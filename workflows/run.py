@@ -1,0 +1,269 @@
+"""``AssistantRun``: one workflow per assistant run.
+
+The loop (see DESIGN.md): start the run and wait until it is actionable (one activity);
+on ``requires_action`` run every tool call of the round as its own activity, all at once;
+submit all outputs and wait again (one activity); until the run ends. Problems the model
+made (an unknown tool, arguments that are not a JSON object) never reach an activity: the
+model gets an error output it can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError as TemporalTimeoutError, TimeoutType
+
+with workflow.unsafe.imports_passed_through():
+    from activities.model_api import (
+        CancelInput,
+        CreateThreadInput,
+        ModelActivities,
+        StartInput,
+        SubmitInput,
+        ToolOutput,
+    )
+    from activities.tools import INVALID_ARGUMENTS, ToolCallInput, ToolCallOutput
+    from tools import ToolPolicy
+    from workflows.models import (
+        RUN_WORKFLOW_NAME,
+        RunRequest,
+        RunResult,
+        RunSnapshot,
+        ToolCall,
+        ToolCallRecord,
+    )
+
+# Model-API activities wait for the model inside (polling or streaming) and heartbeat.
+MODEL_API_START_TO_CLOSE = timedelta(minutes=15)
+MODEL_API_HEARTBEAT = timedelta(seconds=30)
+MODEL_API_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30))
+CANCEL_START_TO_CLOSE = timedelta(minutes=2)
+PREVIEW_CHARS = 200
+SUMMARY_CHARS = 120
+
+
+@workflow.defn(name=RUN_WORKFLOW_NAME)
+class AssistantRunWorkflow:
+    def __init__(self) -> None:
+        self._snapshot: RunSnapshot | None = None
+        self._records: list[ToolCallRecord] = []
+        self._round = 0
+        self._failure: str | None = None
+        self._policies: dict[str, ToolPolicy] = {}
+
+    @workflow.run
+    async def run(self, request: RunRequest) -> RunResult:
+        info = workflow.info()
+        key = f"{info.workflow_id}/{info.first_execution_run_id}"
+        thread_id = request.thread_id
+        try:
+            if thread_id is None:
+                thread_id = await workflow.execute_activity_method(
+                    ModelActivities.create_thread,
+                    CreateThreadInput(request=request, key=key),
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=MODEL_API_RETRY,
+                    summary="create thread",
+                )
+            start = await workflow.execute_activity_method(
+                ModelActivities.start_run,
+                StartInput(request=request, thread_id=thread_id, key=key, add_messages=request.thread_id is not None),
+                start_to_close_timeout=MODEL_API_START_TO_CLOSE,
+                heartbeat_timeout=MODEL_API_HEARTBEAT,
+                retry_policy=MODEL_API_RETRY,
+                summary=f"start run of {request.assistant_id} on {thread_id}",
+            )
+        except ActivityError as exc:
+            raise _as_application_error(exc, "starting the run") from None
+        self._snapshot = start.snapshot
+        self._policies = start.tools
+        try:
+            while self._snapshot.status == "requires_action":
+                self._round += 1
+                outputs = await self._run_round(request, self._snapshot, self._policies)
+                if self._failure is not None:
+                    return await self._stop(request, "failed")
+                self._snapshot = await self._submit(request, self._snapshot, outputs)
+        except asyncio.CancelledError:
+            self._failure = "the workflow was cancelled"
+            return await self._stop(request, "cancelled")
+        except _RunOutOfTime as exc:
+            self._failure = str(exc)
+            return await self._stop(request, "expired")
+        return self._result(self._snapshot)
+
+    # ------------------------------------------------------------------ one round of tools
+
+    async def _run_round(self, request: RunRequest, snapshot: RunSnapshot, policies: dict[str, ToolPolicy]) -> list[ToolOutput]:
+        deadline = None
+        if snapshot.expires_at is not None:
+            deadline = snapshot.expires_at - request.expiry_margin_seconds
+        calls = [self._call_tool(request, snapshot, call, policies.get(call.name), deadline) for call in snapshot.tool_calls]
+        finished = await asyncio.gather(*calls)
+        self._records.extend(record for _, record in finished)  # in call order, not finishing order
+        return [output for output, _ in finished]
+
+    async def _call_tool(
+        self,
+        request: RunRequest,
+        snapshot: RunSnapshot,
+        call: ToolCall,
+        policy: ToolPolicy | None,
+        deadline: float | None,
+    ) -> tuple[ToolOutput, ToolCallRecord]:
+        started = workflow.now()
+        attempts = 0
+        error: str | None = None
+        if policy is None:
+            known = ", ".join(sorted(self._policies)) or "none"
+            error = f"unknown tool '{call.name}'. Available tools: {known}."
+        elif not _is_json_object(call.arguments):
+            error = f"the arguments for {call.name} are not a JSON object: {call.arguments[:PREVIEW_CHARS]!r}"
+        if error is not None:
+            return self._record(call, f"Error: {error}", started, attempts=0, error=error)
+
+        assert policy is not None
+        budget = None if deadline is None else deadline - workflow.now().timestamp()
+        if budget is not None and budget <= 0:
+            return self._out_of_time(request, call, started, "there was no time left before the run expires")
+        try:
+            result: ToolCallOutput = await workflow.execute_activity(
+                call.name,
+                ToolCallInput(
+                    run_id=snapshot.run_id,
+                    thread_id=snapshot.thread_id,
+                    call_id=call.id,
+                    name=call.name,
+                    arguments=call.arguments,
+                    output_cap_chars=request.output_cap_chars,
+                ),
+                result_type=ToolCallOutput,
+                task_queue=policy.task_queue or workflow.info().task_queue,
+                start_to_close_timeout=timedelta(seconds=policy.timeout_seconds),
+                schedule_to_close_timeout=timedelta(seconds=budget) if budget is not None else None,
+                heartbeat_timeout=timedelta(seconds=policy.heartbeat_timeout_seconds or 30),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=policy.initial_retry_seconds),
+                    backoff_coefficient=policy.backoff,
+                    maximum_interval=timedelta(seconds=policy.max_retry_seconds),
+                    maximum_attempts=policy.max_attempts,
+                    non_retryable_error_types=list(policy.non_retryable_errors),
+                ),
+                summary=_summary(call),
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            if isinstance(cause, TemporalTimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_CLOSE:
+                return self._out_of_time(request, call, started, f"{call.name} did not finish before the run's deadline")
+            if isinstance(cause, ApplicationError) and cause.type == INVALID_ARGUMENTS:
+                return self._record(call, f"Error: {cause.message}", started, attempts=1, error=cause.message)
+            message = _failure_message(exc)
+            attempts = policy.max_attempts if not (isinstance(cause, ApplicationError) and cause.non_retryable) else 1
+            on_failure = request.tool_failure or policy.on_failure
+            if on_failure == "fail_run" and self._failure is None:
+                self._failure = f"tool {call.name} failed: {message}"
+            return self._record(call, f"Error: tool {call.name} failed: {message}", started, attempts=attempts, error=message)
+        return self._record(call, result.output, started, attempts=result.attempt, error=None)
+
+    def _out_of_time(self, request: RunRequest, call: ToolCall, started: object, why: str) -> tuple[ToolOutput, ToolCallRecord]:
+        if request.expiry_policy == "fail":
+            raise _RunOutOfTime(f"tool {call.name} would outlast the run: {why}")
+        return self._record(call, f"Error: {why}.", started, attempts=0, error=why)
+
+    def _record(
+        self, call: ToolCall, output: str, started: object, *, attempts: int, error: str | None
+    ) -> tuple[ToolOutput, ToolCallRecord]:
+        record = ToolCallRecord(
+            round=self._round,
+            call_id=call.id,
+            name=call.name,
+            arguments=call.arguments,
+            output_preview=output[:PREVIEW_CHARS],
+            attempts=attempts,
+            duration_seconds=(workflow.now() - started).total_seconds(),  # type: ignore[operator]
+            error=error,
+        )
+        return ToolOutput(tool_call_id=call.id, output=output), record
+
+    # ------------------------------------------------------------------ model API steps
+
+    async def _submit(self, request: RunRequest, snapshot: RunSnapshot, outputs: list[ToolOutput]) -> RunSnapshot:
+        try:
+            return await workflow.execute_activity_method(
+                ModelActivities.submit_tool_outputs,
+                SubmitInput(snapshot=snapshot, outputs=outputs, mode=request.mode),
+                start_to_close_timeout=MODEL_API_START_TO_CLOSE,
+                heartbeat_timeout=MODEL_API_HEARTBEAT,
+                retry_policy=MODEL_API_RETRY,
+                summary=f"submit {len(outputs)} outputs, round {self._round}",
+            )
+        except ActivityError as exc:
+            raise _as_application_error(exc, f"submitting round {self._round}") from None
+
+    async def _stop(self, request: RunRequest, status: str) -> RunResult:
+        """Cancel the API run (its tools are cancelled with the workflow) and say why."""
+        assert self._snapshot is not None
+        snapshot = self._snapshot
+        if not snapshot.terminal:
+            # Also when the workflow itself is being cancelled: the API run must stop too.
+            snapshot = await workflow.execute_activity_method(
+                ModelActivities.cancel_run,
+                CancelInput(thread_id=snapshot.thread_id, run_id=snapshot.run_id),
+                start_to_close_timeout=CANCEL_START_TO_CLOSE,
+                heartbeat_timeout=MODEL_API_HEARTBEAT,
+                retry_policy=MODEL_API_RETRY,
+                summary=f"cancel run {snapshot.run_id}",
+            )
+            self._snapshot = snapshot
+        result = self._result(snapshot)
+        result.status = status  # type: ignore[assignment]
+        return result
+
+    def _result(self, snapshot: RunSnapshot) -> RunResult:
+        return RunResult(
+            status=snapshot.status,
+            run_id=snapshot.run_id,
+            thread_id=snapshot.thread_id,
+            final_text=snapshot.final_text,
+            message_ids=snapshot.message_ids,
+            usage=snapshot.usage,
+            rounds=self._round,
+            tool_calls=self._records,
+            last_error=snapshot.last_error,
+            incomplete_details=snapshot.incomplete_details,
+            failure=self._failure,
+        )
+
+
+class _RunOutOfTime(Exception):
+    """A tool would outlast the run and the request's expiry policy says stop."""
+
+
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+def _summary(call: ToolCall) -> str:
+    arguments = call.arguments if len(call.arguments) <= SUMMARY_CHARS else call.arguments[: SUMMARY_CHARS - 1] + "…"
+    return f"{call.name}({arguments})"
+
+
+def _failure_message(exc: ActivityError) -> str:
+    cause = exc.cause
+    while cause is not None and isinstance(cause, ActivityError):
+        cause = cause.cause
+    return cause.message if cause is not None and hasattr(cause, "message") else str(exc)
+
+
+def _as_application_error(exc: ActivityError, doing: str) -> ApplicationError:
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        return ApplicationError(f"{doing}: {cause.message}", *cause.details, type=cause.type, non_retryable=True)
+    return ApplicationError(f"{doing}: {_failure_message(exc)}", non_retryable=True)
