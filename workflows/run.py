@@ -18,6 +18,8 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError as TemporalTimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
+    import pydantic
+
     from activities.model_api import (
         CancelInput,
         CreateThreadInput,
@@ -46,7 +48,9 @@ PREVIEW_CHARS = 200
 SUMMARY_CHARS = 120
 
 
-@workflow.defn(name=RUN_WORKFLOW_NAME)
+# A request that doesn't match RunRequest fails the workflow at once (instead of a workflow
+# task retried forever): the caller sees pydantic's message naming the field and the value.
+@workflow.defn(name=RUN_WORKFLOW_NAME, failure_exception_types=[pydantic.ValidationError])
 class AssistantRunWorkflow:
     def __init__(self) -> None:
         self._snapshot: RunSnapshot | None = None

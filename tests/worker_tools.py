@@ -1,0 +1,74 @@
+"""Tools the worker tests call. Importing this module registers them in the default registry
+(a worker subprocess loads it with DA_TOOL_MODULES=tests.worker_tools)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from tools import ToolContext, tool
+
+HEAVY_QUEUE = "durable-assistants-test-heavy"
+FAST_RETRY = timedelta(milliseconds=100)
+CANCELLED: list[str] = []  # call IDs of `slow` calls that heard their cancellation
+
+
+class PermanentError(Exception):
+    """A failure retrying can't fix."""
+
+
+@tool(max_attempts=3, initial_retry=FAST_RETRY)
+def flaky(succeed_on_attempt: int, context: ToolContext) -> str:
+    """Fails until the given attempt."""
+    if context.attempt < succeed_on_attempt:
+        raise RuntimeError(f"flaky failure on attempt {context.attempt}")
+    return f"ok on attempt {context.attempt}"
+
+@tool(max_attempts=2, initial_retry=FAST_RETRY)
+def always_fails(reason: str) -> str:
+    """Always raises."""
+    raise RuntimeError(reason)
+
+@tool(max_attempts=2, initial_retry=FAST_RETRY, on_failure="fail_run")
+def critical(reason: str) -> str:
+    """Always raises; the run can't go on without it."""
+    raise RuntimeError(reason)
+
+@tool(max_attempts=5, initial_retry=FAST_RETRY, non_retryable=(PermanentError,))
+def permanent(reason: str) -> str:
+    """Raises an error that is never retried."""
+    raise PermanentError(reason)
+
+@tool(timeout=timedelta(minutes=2), heartbeat_timeout=timedelta(seconds=2), max_attempts=5, initial_retry=FAST_RETRY)
+async def slow(seconds: float, marker: str, context: ToolContext) -> str:
+    """Sleeps, heartbeating; appends its attempt to the `marker` file when it starts."""
+    if marker:
+        with Path(marker).open("a") as f:
+            f.write(f"{context.idempotency_key} attempt {context.attempt}\n")
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < seconds:
+            await asyncio.sleep(0.05)
+            context.heartbeat({"elapsed": round(time.monotonic() - started, 2)})
+    except asyncio.CancelledError:
+        CANCELLED.append(context.call_id)
+        raise
+    return f"slept {seconds}"
+
+@tool
+def big_output(size: int) -> str:
+    """A long string."""
+    return "x" * size
+
+@tool
+def structured(n: int) -> dict[str, object]:
+    """A dict, sent to the model as JSON."""
+    return {"n": n, "squares": [i * i for i in range(n)]}
+
+@tool(task_queue=HEAVY_QUEUE)
+def heavy(n: int) -> int:
+    """Runs on its own task queue."""
+    return n * 2
+
