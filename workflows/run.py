@@ -174,9 +174,11 @@ class AssistantRunWorkflow:
         return self._record(call, result.output, started, attempts=result.attempt, error=None)
 
     def _out_of_time(self, request: RunRequest, call: ToolCall, started: object, why: str) -> tuple[ToolOutput, ToolCallRecord]:
+        output, record = self._record(call, f"Error: {why}.", started, attempts=0, error=why)
         if request.expiry_policy == "fail":
+            self._records.append(record)  # the round ends here; keep this call in the log
             raise _RunOutOfTime(f"tool {call.name} would outlast the run: {why}")
-        return self._record(call, f"Error: {why}.", started, attempts=0, error=why)
+        return output, record
 
     def _record(
         self, call: ToolCall, output: str, started: object, *, attempts: int, error: str | None

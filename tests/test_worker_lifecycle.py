@@ -1,0 +1,191 @@
+"""Expiry, cancellation, a worker killed mid-tool, and replay of recorded histories."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import httpx
+import pytest
+from openai import AsyncOpenAI, OpenAI
+from temporalio.client import Client, WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+
+import worker
+from devstack.temporal import TemporalDevServer
+from tests.conftest import script
+from tests.test_worker_runs import TOOLS, message, start
+from tests.worker_tools import CANCELLED
+from tools import registry
+from workflows.models import RunRequest
+from workflows.run import AssistantRunWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+REPO = Path(__file__).parent.parent
+
+
+@pytest.fixture
+async def workers(temporal_client: Client, emulator, task_queue: str, admin) -> AsyncIterator[None]:
+    model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0, timeout=5)
+    async with worker.WorkerGroup(worker.build_workers(temporal_client, model, registry, task_queue, max_cached_workflows=0)):
+        yield
+    await model.close()
+
+
+@pytest.fixture
+def assistant_id(client: OpenAI) -> str:
+    return client.beta.assistants.create(model="gpt-4o", tools=TOOLS).id  # type: ignore[arg-type]
+
+
+def slow_round(seconds: float, marker: Path | str = "") -> list[list[dict[str, Any]]]:
+    return [[{"name": "slow", "arguments": {"seconds": seconds, "marker": str(marker)}}, {"name": "structured", "arguments": {"n": 1}}]]
+
+
+async def wait_for(predicate: Any, what: str, limit: float = 30.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("policy", ["submit_errors", "fail"])
+async def test_a_tool_that_would_outlast_the_run(
+    policy: str, temporal_client: Client, task_queue: str, workers: None, assistant_id: str, admin: httpx.Client, client: OpenAI
+) -> None:
+    admin.patch("/config", json={"expiry_seconds": 5}).raise_for_status()
+    request = RunRequest(
+        assistant_id=assistant_id,
+        messages=[message(script(rounds=slow_round(30)))],
+        expiry_policy=policy,  # type: ignore[arg-type]
+        expiry_margin_seconds=1.5,
+    )
+    result = await (await start(temporal_client, task_queue, request)).result()
+    slow = result.tool_calls[0]
+    assert slow.name == "slow" and slow.error == "slow did not finish before the run's deadline"
+    if policy == "submit_errors":
+        # The model got an error output in time and the run went on to its answer.
+        assert result.status == "completed" and result.failure is None
+        assert "- slow: Error: slow did not finish before the run's deadline." in (result.final_text or "")
+    else:
+        assert result.status == "expired"
+        assert result.failure == "tool slow would outlast the run: slow did not finish before the run's deadline"
+        api_run = client.beta.threads.runs.retrieve(thread_id=result.thread_id, run_id=result.run_id)
+        assert api_run.status == "cancelled"
+
+
+async def test_cancelling_the_workflow_cancels_its_tools_and_the_run(
+    temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI, tmp_path: Path
+) -> None:
+    marker = tmp_path / "started"
+    request = RunRequest(assistant_id=assistant_id, messages=[message(script(rounds=slow_round(60, marker)))])
+    handle = await start(temporal_client, task_queue, request)
+    await wait_for(marker.exists, "the slow tool to start")
+    await handle.cancel()
+    result = await handle.result()
+
+    assert result.status == "cancelled" and result.failure == "the workflow was cancelled"
+    api_run = client.beta.threads.runs.retrieve(thread_id=result.thread_id, run_id=result.run_id)
+    assert api_run.status == "cancelled"
+    call_id = marker.read_text().split()[0].split(":")[1]
+    await wait_for(lambda: call_id in CANCELLED, "the slow tool to hear its cancellation")
+
+
+def spawn_worker(server: TemporalDevServer, emulator: Any, task_queue: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": server.address,
+        "OPENAI_BASE_URL": emulator.base_url,
+        "OPENAI_API_KEY": "sk-test",
+        "DA_TOOL_MODULES": "tests.worker_tools,tools.examples",
+        "DA_LOG_FORMAT": "json",
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "worker.py", "--task-queue", task_queue], cwd=REPO, env=env, stderr=out, stdout=out)
+
+
+async def test_worker_killed_mid_tool_and_restarted_creates_nothing_twice(
+    temporal_client: Client,
+    temporal_server: TemporalDevServer,
+    emulator: Any,
+    task_queue: str,
+    assistant_id: str,
+    admin: httpx.Client,
+    client: OpenAI,
+    tmp_path: Path,
+) -> None:
+    marker = tmp_path / "attempts"
+    thread = client.beta.threads.create()
+    rounds = [*slow_round(3, marker), [{"name": "structured", "arguments": {"n": 2}}]]
+    request = RunRequest(assistant_id=assistant_id, thread_id=thread.id, messages=[message(script(rounds=rounds))])
+    log = tmp_path / "workers.log"
+    first = spawn_worker(temporal_server, emulator, task_queue, log)
+    second = None
+    try:
+        handle = await start(temporal_client, task_queue, request)
+        await wait_for(marker.exists, "the slow tool to start on the first worker")
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        second = spawn_worker(temporal_server, emulator, task_queue, log)
+        result = await asyncio.wait_for(handle.result(), 60)
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+    assert result.status == "completed" and result.rounds == 2, log.read_text()
+    attempts = marker.read_text().splitlines()
+    assert len(attempts) == 2 and attempts[0].endswith("attempt 1") and attempts[1].endswith("attempt 2")
+    assert attempts[0].split()[0] == attempts[1].split()[0]  # same idempotency key on the retry
+    assert result.tool_calls[0].attempts == 2
+    stats = admin.get("/stats").json()
+    assert stats["threads"][thread.id]["runs_created"] == 1
+    assert stats["threads"][thread.id]["user_messages_created"] == 1
+    assert stats["runs"][result.run_id]["submits_accepted"] == 2
+    assert second is not None and second.returncode == 0  # SIGTERM is a clean shutdown
+
+
+async def test_recorded_histories_replay_without_nondeterminism(
+    temporal_client: Client, task_queue: str, workers: None, assistant_id: str
+) -> None:
+    """Replays every committed history (recorded by earlier versions of the workflow) and
+    the histories of fresh runs. Set DA_RECORD_HISTORIES=1 to (re)record the fresh ones."""
+    scenarios = {
+        "poll-two-rounds": RunRequest(
+            assistant_id=assistant_id,
+            messages=[message(script(rounds=[[{"name": "structured", "arguments": {"n": 1}}, {"name": "no_such_tool"}], [{"name": "flaky", "arguments": {"succeed_on_attempt": 2}}]]))],
+        ),
+        "stream-fail-run": RunRequest(
+            assistant_id=assistant_id,
+            messages=[message(script(rounds=[[{"name": "critical", "arguments": {"reason": "x"}}]]))],
+            mode="stream",
+        ),
+    }
+    fresh = []
+    for name, request in scenarios.items():
+        handle = await start(temporal_client, task_queue, request)
+        await handle.result()
+        history = await handle.fetch_history()
+        fresh.append(history)
+        if os.environ.get("DA_RECORD_HISTORIES"):
+            HISTORIES.mkdir(exist_ok=True)
+            (HISTORIES / f"{name}.json").write_text(history.to_json())
+    recorded = [WorkflowHistory.from_json(p.stem, p.read_text()) for p in sorted(HISTORIES.glob("*.json"))]
+    assert recorded, f"no recorded histories in {HISTORIES}; run with DA_RECORD_HISTORIES=1 once"
+    replayer = Replayer(workflows=[AssistantRunWorkflow], data_converter=pydantic_data_converter)
+    async with replayer.workflow_replay_iterator(_iterate([*recorded, *fresh])) as outcomes:
+        async for outcome in outcomes:
+            assert outcome.replay_failure is None, outcome.replay_failure
+
+
+async def _iterate(histories: list[WorkflowHistory]) -> AsyncIterator[WorkflowHistory]:
+    for history in histories:
+        yield history
