@@ -785,6 +785,14 @@ def _check_message_params(params: dict[str, Any], where: str) -> None:
             param=f"{prefix}content",
             code="string_too_short",
         )
+    if not isinstance(content, str):
+        for i, part in enumerate(content):
+            if part.get("type") == "text" and not part.get("text"):
+                raise bad_request(
+                    f"Invalid '{prefix}content[{i}].text': string too short. Expected a string with minimum length 1, but got an empty string instead.",
+                    param=f"{prefix}content[{i}].text",
+                    code="string_too_short",
+                )
     if not isinstance(content, str) and not content:
         raise bad_request(
             f"Invalid '{prefix}content': empty array. Expected an array with minimum length 1, but got an empty array instead.",

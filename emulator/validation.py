@@ -31,8 +31,10 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = json.loads(raw, parse_constant=_reject_constant)
+        # JSON escapes can smuggle in lone surrogates, which no UTF-8 response can carry.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError, RecursionError):
         raise bad_request(
             "We could not parse the JSON body of your request. The OpenAI API expects a JSON "
             "payload, but what was sent was not valid JSON."
@@ -43,6 +45,10 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
             code="invalid_type",
         )
     return body
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 @cache
@@ -115,9 +121,10 @@ def _to_api_error(exc: ValidationError | _PathedError, prefix: tuple[Any, ...]) 
     if isinstance(exc, _PathedError):
         return _to_api_error(exc.error, (*prefix, *exc.path))
     errors = exc.errors(include_url=False)
-    # In a union, pydantic reports every branch. A wrong discriminator (`type`) shows up as a
-    # literal_error in each branch; prefer the errors of the branch that did match it.
-    specific = [e for e in errors if not (e["type"] == "literal_error" and e["loc"][-1:] == ("type",))]
+    # In a union, pydantic reports every branch. A branch whose `type` literal didn't match is
+    # not what the client meant: drop all its errors and report from the branch that matched.
+    mismatched = {_branch(e) for e in errors if e["type"] == "literal_error" and e["loc"][-1:] == ("type",)}
+    specific = [e for e in errors if _branch(e) not in mismatched]
     chosen = (specific or errors)[0]
     loc = (*prefix, *chosen["loc"])
     param = _param_path(loc)
@@ -138,6 +145,13 @@ def _to_api_error(exc: ValidationError | _PathedError, prefix: tuple[Any, ...]) 
         param=param,
         code=code,
     )
+
+
+def _branch(error: Any) -> tuple[Any, ...]:
+    """The location up to and including the last union-branch label (the branch's identity)."""
+    loc = error["loc"]
+    labels = [i for i, part in enumerate(loc) if isinstance(part, str) and _is_type_label(part)]
+    return tuple(loc[: labels[-1] + 1]) if labels else ()
 
 
 def _param_path(loc: tuple[Any, ...]) -> str:
