@@ -47,7 +47,9 @@ def to_temporal_error(exc: openai.OpenAIError, what: str) -> ApplicationError:
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         request_id = exc.request_id or "none"
-        message = f"{what}: HTTP {status} {exc.message} (request ID {request_id})"
+        body = exc.body if isinstance(exc.body, dict) else {}
+        api_message = body.get("message") if isinstance(body.get("message"), str) else exc.message
+        message = f"{what}: HTTP {status} {api_message} (request ID {request_id})"
         retryable = status in RETRYABLE_STATUSES or status >= 500
         return ApplicationError(
             message,

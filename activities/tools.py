@@ -9,7 +9,6 @@ as text: strings as they are, anything else as JSON, cut at the request's cap wi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from typing import Any, Callable
 
@@ -88,7 +87,8 @@ async def execute(tool: Tool, call: ToolCallInput) -> ToolCallOutput:
     changed = asyncio.Event()
     context._bind(asyncio.get_running_loop(), changed)
     interval = (tool.policy.heartbeat_timeout_seconds or DEFAULT_HEARTBEAT_SECONDS * 3) / 3
-    heartbeater = asyncio.create_task(_heartbeat_until_done(context, changed, interval))
+    stop = asyncio.Event()
+    heartbeater = asyncio.create_task(_heartbeat_until_done(context, changed, stop, interval))
     kwargs = tool.call_kwargs(parsed, context)
     try:
         if tool.is_async:
@@ -101,9 +101,8 @@ async def execute(tool: Tool, call: ToolCallInput) -> ToolCallOutput:
     except tool.non_retryable as exc:  # type: ignore[misc]
         raise ApplicationError(f"{tool.name}: {exc}", type=type(exc).__name__, non_retryable=True) from exc
     finally:
-        heartbeater.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeater
+        stop.set()
+        await asyncio.shield(heartbeater)
     output, truncated = render_output(value, call.output_cap_chars)
     return ToolCallOutput(output=output, attempt=info.attempt, truncated=truncated)
 
@@ -113,11 +112,16 @@ def _invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type=INVALID_ARGUMENTS, non_retryable=True, category=ApplicationErrorCategory.BENIGN)
 
 
-async def _heartbeat_until_done(context: ToolContext, changed: asyncio.Event, interval: float) -> None:
-    """Heartbeat at least every ``interval`` and at once when the tool reports progress.
-    Temporal throttles what it sends; the newest details win."""
-    while True:
+async def _heartbeat_until_done(context: ToolContext, changed: asyncio.Event, stop: asyncio.Event, interval: float) -> None:
+    """Heartbeat at least every ``interval`` and at once when the tool reports progress, until
+    ``stop``. Temporal throttles what it sends; the newest details win. (A stop event, not
+    task cancellation: on Python 3.11 ``wait_for`` can swallow a cancel that races a wake-up.)"""
+    while not stop.is_set():
         activity.heartbeat({"tool": context.tool_name, "call_id": context.call_id, "progress": context.progress})
         changed.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), interval)
+        waiters = {asyncio.ensure_future(changed.wait()), asyncio.ensure_future(stop.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()

@@ -1,0 +1,164 @@
+"""The tool registry, schemas, the tool executor under ActivityEnvironment, and the
+model-API error mapping. No server needed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Literal
+
+import httpx2
+import openai
+import pytest
+from pydantic import BaseModel
+from temporalio.exceptions import ApplicationError, CancelledError as TemporalCancelledError
+from temporalio.testing import ActivityEnvironment
+
+from activities.errors import retry_after, to_temporal_error
+from activities.tools import ToolCallInput, execute, render_output
+from tools import ToolContext, ToolRegistry
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+def make_registry() -> ToolRegistry:
+    registry = ToolRegistry()
+
+    @registry.tool(timeout=timedelta(seconds=5), max_attempts=7, task_queue="q", on_failure="fail_run")
+    def move(point: Point, unit: Literal["m", "km"] = "m", context: ToolContext = None) -> dict[str, object]:  # type: ignore[assignment]
+        """Move a point."""
+        return {"moved": point.model_dump(), "unit": unit, "key": context.idempotency_key, "attempt": context.attempt}
+
+    @registry.tool(name="count_up", heartbeat_timeout=timedelta(seconds=3))
+    async def count(to: int, context: ToolContext) -> str:
+        """Counts, reporting progress."""
+        for i in range(to):
+            context.heartbeat({"at": i + 1})
+            await asyncio.sleep(0.05)
+        return "done"
+
+    @registry.tool
+    async def forever(context: ToolContext) -> str:
+        """Never ends on its own."""
+        await asyncio.Event().wait()
+        return "unreachable"
+
+    return registry
+
+
+def test_schema_is_strict_and_named_after_the_function() -> None:
+    registry = make_registry()
+    schema = registry.get("move").schema()  # type: ignore[union-attr]
+    function = schema["function"]
+    assert schema["type"] == "function" and function["name"] == "move" and function["strict"] is True
+    assert function["description"] == "Move a point."
+    params = function["parameters"]
+    assert params["required"] == ["point", "unit"] and params["additionalProperties"] is False
+    assert "context" not in params["properties"]
+    assert params["properties"]["unit"]["enum"] == ["m", "km"]
+    assert registry.get("count_up") is not None and "count" not in registry
+
+
+def test_policy_carries_the_options() -> None:
+    policy = make_registry().get("move").policy  # type: ignore[union-attr]
+    assert (policy.timeout_seconds, policy.max_attempts, policy.task_queue, policy.on_failure) == (5.0, 7, "q", "fail_run")
+
+
+def test_registration_mistakes_are_named() -> None:
+    registry = ToolRegistry()
+    with pytest.raises(TypeError, match="parameter 'x' needs a type hint"):
+        registry.tool(lambda x: x)
+    with pytest.raises(TypeError, match=r"\*args and \*\*kwargs"):
+
+        @registry.tool
+        def spread(*items: int) -> None: ...
+
+    @registry.tool
+    def once() -> None: ...
+
+    with pytest.raises(ValueError, match="already registered"):
+        registry.tool(once)
+
+
+def call(name: str, arguments: object, cap: int = 1000) -> ToolCallInput:
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return ToolCallInput(run_id="run_1", thread_id="thread_1", call_id="call_1", name=name, arguments=text, output_cap_chars=cap)
+
+
+async def test_executor_validates_runs_and_renders() -> None:
+    registry = make_registry()
+    env = ActivityEnvironment()
+    result = await env.run(execute, registry.get("move"), call("move", {"point": {"x": 1, "y": 2}, "unit": "km"}))
+    assert json.loads(result.output) == {"moved": {"x": 1, "y": 2}, "unit": "km", "key": "run_1:call_1", "attempt": 1}
+
+    for arguments, fragment in [
+        ({"point": {"x": "one", "y": 2}}, "point.x: Input should be a valid integer"),
+        ({"point": {"x": 1, "y": 2}, "extra": 1}, "extra: Extra inputs are not permitted"),
+        ("[1, 2]", "not a JSON object"),
+        ("{oops", "not a JSON object"),
+    ]:
+        with pytest.raises(ApplicationError) as exc:
+            await env.run(execute, registry.get("move"), call("move", arguments))
+        assert exc.value.type == "InvalidToolArguments" and exc.value.non_retryable and fragment in exc.value.message
+
+
+async def test_progress_is_heartbeated() -> None:
+    env = ActivityEnvironment()
+    beats: list[object] = []
+    env.on_heartbeat = lambda *details: beats.append(details[0])
+    result = await env.run(execute, make_registry().get("count_up"), call("count_up", {"to": 3}))
+    assert result.output == "done"
+    # Each progress report is sent as it happens (the loop wakes on it), not only on the timer.
+    for at in (1, 2, 3):
+        assert {"tool": "count_up", "call_id": "call_1", "progress": {"at": at}} in beats
+
+
+async def test_cancellation_reaches_an_async_tool() -> None:
+    env = ActivityEnvironment()
+    task = asyncio.create_task(env.run(execute, make_registry().get("forever"), call("forever", {})))
+    await asyncio.sleep(0.1)
+    env.cancel()
+    with pytest.raises((asyncio.CancelledError, TemporalCancelledError)):
+        await task
+
+
+def test_outputs_are_text_and_capped() -> None:
+    assert render_output("plain", 100) == ("plain", False)
+    assert render_output({"a": [1, 2]}, 100) == ('{"a": [1, 2]}', False)
+    text, truncated = render_output("y" * 500, 80)
+    assert truncated and len(text) == 80 and text.endswith("…[truncated 420 of 500 characters]")
+
+
+def api_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
+    request = httpx2.Request("POST", "http://api.test/v1/threads/t/runs")
+    response = httpx2.Response(status, headers={"x-request-id": "req_42", **(headers or {})}, request=request, json={"error": {"message": "nope", "type": "x", "param": "p", "code": "c"}})
+    return openai.OpenAI(api_key="k", base_url="http://api.test/v1")._make_status_error_from_response(response)
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [(400, False), (401, False), (403, False), (404, False), (408, True), (409, True), (422, False), (429, True), (500, True), (503, True)],
+)
+def test_status_mapping(status: int, retryable: bool) -> None:
+    error = to_temporal_error(api_error(status), "create run on t")
+    assert error.non_retryable is (not retryable)
+    assert error.type == f"ModelApi{status}"
+    assert error.message == f"create run on t: HTTP {status} nope (request ID req_42)"
+    assert error.details[0]["request_id"] == "req_42"
+
+
+def test_retry_after_becomes_the_next_delay() -> None:
+    assert to_temporal_error(api_error(429, {"retry-after-ms": "1500"}), "x").next_retry_delay == timedelta(milliseconds=1500)
+    assert to_temporal_error(api_error(503, {"retry-after": "3"}), "x").next_retry_delay == timedelta(seconds=3)
+    assert to_temporal_error(api_error(400, {"retry-after": "3"}), "x").next_retry_delay is None
+    assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == timedelta(0)
+    assert retry_after({"retry-after": "9999"}) == timedelta(minutes=5)
+
+
+def test_connection_errors_are_retryable() -> None:
+    error = to_temporal_error(openai.APIConnectionError(request=httpx2.Request("GET", "http://x")), "read run r")
+    assert not error.non_retryable and error.type == "ModelApiConnection"
