@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test demo emulator bench clean
+.PHONY: install test demo worker emulator bench clean
 
 install: $(STAMP)
 
@@ -20,7 +20,10 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m emulator.demo $(DEMO_ARGS)
+	$(PY) -m devstack.demo $(DEMO_ARGS)
+
+worker: $(STAMP)
+	$(PY) worker.py
 
 emulator: $(STAMP)
 	$(PY) -m emulator
@@ -29,4 +32,4 @@ bench: $(STAMP)
 	$(PY) bench/emulator_load.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info .local

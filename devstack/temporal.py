@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from emulator.server import die_with_parent
+
 # Registered on every dev server the stack starts; production clusters register them once
 # with `temporal operator search-attribute create` (see the README).
 SEARCH_ATTRIBUTES: dict[str, str] = {}
@@ -85,7 +87,7 @@ class TemporalDevServer:
 
     def start(self) -> "TemporalDevServer":
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, start_new_session=True)
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, preexec_fn=die_with_parent)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -99,6 +99,16 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
+def die_with_parent() -> None:
+    """``preexec_fn`` for child servers: the kernel sends SIGTERM to the child when the process
+    that started it dies, even by SIGKILL, so no server outlives a killed test run (Linux only)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class EmulatorProcess:
     """The emulator as a child process on a free loopback port; a context manager.
 
@@ -122,6 +132,7 @@ class EmulatorProcess:
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + self.startup_timeout
         assert self.process.stdout is not None

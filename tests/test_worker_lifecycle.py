@@ -20,6 +20,7 @@ from temporalio.worker import Replayer
 
 import worker
 from devstack.temporal import TemporalDevServer
+from emulator.server import die_with_parent
 from tests.conftest import script
 from tests.test_worker_runs import TOOLS, message, start
 from tests.worker_tools import CANCELLED
@@ -108,7 +109,9 @@ def spawn_worker(server: TemporalDevServer, emulator: Any, task_queue: str, log:
         "DA_LOG_FORMAT": "json",
     }
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "worker.py", "--task-queue", task_queue], cwd=REPO, env=env, stderr=out, stdout=out)
+        return subprocess.Popen(
+            [sys.executable, "worker.py", "--task-queue", task_queue], cwd=REPO, env=env, stderr=out, stdout=out, preexec_fn=die_with_parent
+        )
 
 
 async def test_worker_killed_mid_tool_and_restarted_creates_nothing_twice(

@@ -1,0 +1,203 @@
+"""`make demo`: the whole local stack and one durable run you can watch.
+
+Starts the Temporal dev server (state in .local/temporal.db, UI on port 8233), the emulator
+(unless OPENAI_BASE_URL points at a real Assistants-compatible API), and the worker; creates
+or updates a demo assistant whose tools come from the registry; enqueues a run that calls
+several tools in parallel over two rounds, one of them long-running; prints each tool call
+as it starts and finishes, the final answer, and the Temporal UI link to the workflow. The
+stack stays up for inspection until Ctrl-C; `--once` exits after the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+from openai import AsyncOpenAI
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
+
+from devstack.temporal import TemporalDevServer, free_port
+from emulator.server import EmulatorProcess, die_with_parent
+from workflows.models import DEFAULT_TASK_QUEUE, MessageInput, RunRequest, RunResult
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+REPO = Path(__file__).resolve().parent.parent
+STATE = REPO / ".local"
+ASSISTANT_NAME = "durable-assistants-demo"
+QUESTION = "Compare the weather and population of Lisbon and Oslo, convert the temperatures to Fahrenheit, and compile a short report."
+# What the emulator's scripted model does for the demo assistant (a real model decides for itself).
+DEMO_SCENARIO = {
+    "rounds": [
+        [
+            {"name": "get_weather", "arguments": {"city": "Lisbon"}},
+            {"name": "get_weather", "arguments": {"city": "Oslo"}},
+            {"name": "city_population", "arguments": {"city": "Lisbon"}},
+            {"name": "city_population", "arguments": {"city": "Oslo"}},
+        ],
+        [
+            {"name": "convert_temperature", "arguments": {"value": 24, "to": "fahrenheit"}},
+            {"name": "convert_temperature", "arguments": {"value": 7, "to": "fahrenheit"}},
+            {"name": "compile_report", "arguments": {"topic": "Lisbon vs Oslo", "sections": 6}},
+        ],
+    ],
+    "reply": "Here is what I found:\n{outputs}",
+    "turn_seconds": 0.5,
+}
+
+
+def port_or_free(preferred: int) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return free_port()
+
+
+@contextlib.contextmanager
+def worker_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    log = (STATE / "worker.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "worker.py")], cwd=REPO, env=env, stdout=log, stderr=log, preexec_fn=die_with_parent
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
+
+
+async def prepare_assistant(model: AsyncOpenAI, admin_url: str | None) -> str:
+    """Create the demo assistant, or bring an existing one's tools up to date with the registry."""
+    import tools.examples  # noqa: F401  (registers the example tools)
+    from tools import registry
+
+    schemas = registry.schemas()
+    metadata = {}
+    if admin_url is not None:
+        httpx.put(f"{admin_url}/scenarios/durable-demo", json=DEMO_SCENARIO).raise_for_status()
+        metadata["emulator_scenario"] = "durable-demo"
+    async for assistant in model.beta.assistants.list(limit=100):
+        if assistant.name == ASSISTANT_NAME:
+            await model.beta.assistants.update(assistant.id, tools=schemas, metadata=metadata)  # type: ignore[arg-type]
+            return assistant.id
+    created = await model.beta.assistants.create(
+        model="gpt-4o-mini", name=ASSISTANT_NAME, instructions="Use the tools, then answer briefly.", tools=schemas, metadata=metadata  # type: ignore[arg-type]
+    )
+    return created.id
+
+
+async def follow(handle: WorkflowHandle[Any, RunResult]) -> RunResult:
+    """Print tool calls as Temporal records them, then return the result."""
+    names: dict[int, str] = {}
+    started = time.monotonic()
+    async for event in handle.fetch_history_events(wait_new_event=True):
+        elapsed = f"{time.monotonic() - started:5.1f}s"
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            attrs = event.activity_task_scheduled_event_attributes
+            summary = event.user_metadata.summary.data.decode().strip('"') if event.HasField("user_metadata") else ""
+            names[event.event_id] = attrs.activity_type.name
+            print(f"  {elapsed}  → {summary.encode().decode('unicode_escape') or attrs.activity_type.name}", flush=True)
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            name = names.get(event.activity_task_completed_event_attributes.scheduled_event_id, "?")
+            print(f"  {elapsed}  ✓ {name}", flush=True)
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
+            name = names.get(event.activity_task_failed_event_attributes.scheduled_event_id, "?")
+            print(f"  {elapsed}  ✗ {name}: {event.activity_task_failed_event_attributes.failure.message}", flush=True)
+    return await handle.result()
+
+
+async def run_demo(args: argparse.Namespace) -> int:
+    STATE.mkdir(exist_ok=True)
+    real_api = os.environ.get("OPENAI_BASE_URL")
+    server = TemporalDevServer(
+        port=port_or_free(7233), ui=True, ui_port=port_or_free(8233), db_filename=STATE / "temporal.db", log_file=STATE / "temporal.log"
+    )
+    with contextlib.ExitStack() as stack:
+        print(f"Temporal dev server … ", end="", flush=True)
+        stack.enter_context(server)
+        print(f"{server.address}, UI {server.ui_url}")
+        if real_api:
+            base_url, admin_url = real_api, None
+            print(f"model API: {base_url} (OPENAI_BASE_URL)")
+        else:
+            emulator = stack.enter_context(EmulatorProcess())
+            base_url, admin_url = emulator.base_url, emulator.admin_url
+            print(f"model API: the emulator at {base_url}")
+        env = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": server.address,
+            "TEMPORAL_NAMESPACE": "default",
+            "OPENAI_BASE_URL": base_url,
+            "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "sk-local"),
+            "DA_LOG_FORMAT": "json",
+        }
+        worker = stack.enter_context(worker_process(env))
+        print(f"worker: pid {worker.pid}, log {STATE / 'worker.log'}")
+
+        model = AsyncOpenAI(base_url=base_url, api_key=env["OPENAI_API_KEY"])
+        assistant_id = await prepare_assistant(model, admin_url)
+        await model.close()
+        from temporalio.contrib.pydantic import pydantic_data_converter
+
+        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        request = RunRequest(assistant_id=assistant_id, messages=[MessageInput(content=QUESTION)], mode="stream")
+        workflow_id = f"demo-{uuid.uuid4().hex[:8]}"
+        handle = await client.start_workflow("AssistantRun", request, id=workflow_id, task_queue=DEFAULT_TASK_QUEUE, result_type=RunResult)
+        print(f"\nassistant {assistant_id}: {QUESTION}")
+        print(f"workflow {workflow_id}: {server.ui_url}/namespaces/default/workflows/{workflow_id}\n")
+        result = await follow(handle)
+        print(f"\nrun {result.run_id} ended {result.status} after {result.rounds} tool rounds, {len(result.tool_calls)} tool calls")
+        print(f"\n{result.final_text}\n")
+        print(f"Inspect it in the Temporal UI: {server.ui_url}/namespaces/default/workflows/{workflow_id}")
+        if worker.poll() is not None:
+            print(f"the worker exited early (code {worker.returncode}); see {STATE / 'worker.log'}", file=sys.stderr)
+            return 1
+        if not args.once:
+            print("The stack stays up for inspection. Ctrl-C stops everything.")
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+        return 0 if result.status == "completed" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--once", action="store_true", help="exit after the demo run instead of keeping the stack up")
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(run_demo(args))
+    except KeyboardInterrupt:
+        print("\nstopped; nothing left running")
+        return 0
+    except Exception as exc:  # one line, no traceback
+        print(f"demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # See worker.py: skip interpreter finalization after using the Temporal client
+    # (https://github.com/temporalio/sdk-python/issues/300).
+    os._exit(code)
