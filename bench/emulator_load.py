@@ -10,15 +10,33 @@ What it does
 ------------
 It starts its own emulator (``EmulatorProcess``: ``python -m emulator --port 0`` on
 loopback) and always stops it at the end, also on Ctrl-C, SIGTERM or an error. The load
-generator is one asyncio process with one shared HTTP connection pool; a semaphore bounds
-the requests in flight (``--concurrency``). Before measuring, one warm-up run exercises every
-endpoint (the emulator builds its validators lazily) and the emulator is reset.
+generator is one asyncio process. At most ``--concurrency`` requests (default 64) are in
+flight: each needs one of that many "lanes", and a lane is one keep-alive connection.
+Before measuring, a warm-up sends every kind of request on every lane (the emulator builds
+its validators on first use) and the emulator is reset.
+
+The generator shares the 2 cores with the emulator, so it has to be lean. ``--client``
+chooses how requests are made:
+
+- ``wire`` (default): HTTP/1.1 written by hand on asyncio streams, JSON parsed with ``json``;
+  about 0.25 ms of generator CPU a request, so the emulator is the bottleneck.
+- ``raw``: the same JSON over ``httpx2`` (the SDK's HTTP client); about 1.3 ms a request.
+- ``sdk``: ``AsyncOpenAI(max_retries=0)`` over ``httpx2``; about 2 ms a request (the SDK
+  builds request options and pydantic models for each call): the generator saturates a
+  core at well under half of what the emulator can serve.
+
+``--pool shared`` makes ``raw``/``sdk`` use one ``httpx2.AsyncClient`` whose pool holds all
+the connections instead of one client per lane; that costs more still, about 3 ms a request
+with the SDK (httpcore walks the whole pool, probing idle sockets, on every request and
+response).
 
 Phase 1, "concurrency": ``--runs`` runs (default 1000), each on its own thread
 (``threads.create_and_run``), each scripted to make 2 rounds of 2 parallel tool calls and
-then reply; every model turn takes ``--turn-seconds`` (default 1 s). All runs are driven to
-completion at once: poll with ``runs.retrieve`` every ``--poll-interval`` seconds, submit
-tool outputs when a run requires action. While this goes on a sampler reads
+then reply; every model turn takes ``--turn-seconds`` (default 2 s, so a run lives at least
+6 s: longer than creating 1000 runs takes while the first ones are already being polled,
+about 5 s here; with 1 s turns the first runs end before the last start and the peak stays a
+little under 1000). All runs are driven to completion at once: poll with ``runs.retrieve``
+every ``--poll-interval`` seconds, submit tool outputs when a run requires action. While this goes on a sampler reads
 ``/_emulator/health`` and ``/_emulator/stats`` and the emulator's ``/proc`` entries.
 
 Phase 2, "throughput": the emulator is reset and ``--runs`` runs are parked in
@@ -36,9 +54,10 @@ How to read the report
   minus runs ended. The emulator's figure is the one the requirement is about.
 - *requests/s* in phase 1 is limited by the poll interval as much as by the server (the
   demand is about ``runs / poll-interval`` requests/s); phase 2's figure is the capacity.
-- *latency* is the time from sending a request to having its parsed response, measured after
-  the semaphore is acquired (so waiting for a free slot is not counted; waiting in the
-  emulator's queue is). Percentiles are nearest-rank.
+- *latency* is the time from sending a request to having its parsed response, measured once
+  a lane is free (so waiting for a lane is not counted; waiting in the emulator's queue is).
+  With every lane busy, latency is about ``concurrency / requests-per-second`` (Little's
+  law): it shows queueing, not the cost of one request. Percentiles are nearest-rank.
 - *CPU* is shown in seconds and as a share of one core (100% = one core busy for the whole
   phase). The emulator is one single-threaded process: near 100% means the emulator is the
   bottleneck; the generator near 100% means the figures are bounded by the load generator.
@@ -212,7 +231,7 @@ class OperationStats:
 
     def figures(self) -> dict[str, Any]:
         ordered = sorted(self.latencies)
-        ms = lambda v: round(v * 1000, 2)  # noqa: E731
+        ms = lambda v: _round(v * 1000, 2)  # noqa: E731
         return {
             "count": len(ordered),
             "errors": sum(self.errors.values()),
@@ -220,14 +239,14 @@ class OperationStats:
             "p50_ms": ms(percentile(ordered, 0.50)),
             "p95_ms": ms(percentile(ordered, 0.95)),
             "p99_ms": ms(percentile(ordered, 0.99)),
-            "max_ms": ms(ordered[-1]) if ordered else float("nan"),
+            "max_ms": ms(ordered[-1] if ordered else float("nan")),
         }
 
 
 class Recorder:
     """Times API calls, each on a free lane, so at most ``len(lanes)`` are in flight.
 
-    The lanes are the bound on concurrency (a queue of them serves as the semaphore). With
+    The lanes are the bound on concurrency (a queue of free lanes is the semaphore). With
     one shared connection pool every lane is the same client; with per-lane pools each lane
     is a client with one connection of its own (see ``make_lanes``).
     """
@@ -262,6 +281,10 @@ class Recorder:
             self.free.put_nowait(lane)
         stats.latencies.append(time.perf_counter() - started)
         return result
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None or value != value else round(value, digits)
 
 
 def _error_kind(exc: BaseException) -> str:
@@ -303,8 +326,6 @@ def _outputs(call_ids: Sequence[str]) -> list[dict[str, str]]:
 class SdkClient:
     """The ``openai`` SDK (``AsyncOpenAI``, no retries) over one shared ``httpx2`` pool."""
 
-    name = "sdk"
-
     def __init__(self, base_url: str, concurrency: int) -> None:
         self.http = connection_pool(concurrency)
         self.sdk = AsyncOpenAI(base_url=base_url, api_key=API_KEY, max_retries=0, http_client=self.http)
@@ -343,26 +364,17 @@ class SdkClient:
         await self.http.aclose()
 
 
-class RawClient:
-    """Plain JSON over the same kind of ``httpx2`` pool: no SDK models, for comparison."""
+class JsonClient:
+    """The benchmark's calls as plain JSON requests; subclasses say how a request is sent."""
 
-    name = "raw"
-
-    def __init__(self, base_url: str, concurrency: int) -> None:
-        headers = {"Authorization": f"Bearer {API_KEY}", "OpenAI-Beta": "assistants=v2"}
-        self.http = connection_pool(concurrency, base_url=base_url.rstrip("/") + "/", headers=headers)
+    async def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        raise NotImplementedError
 
     @staticmethod
     def _view(body: dict[str, Any]) -> RunView:
         action = body.get("required_action")
         calls = tuple(c["id"] for c in action["submit_tool_outputs"]["tool_calls"]) if action else ()
         return RunView(body["id"], body["thread_id"], body["status"], calls)
-
-    async def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        response = await self.http.request(method, path, json=body)
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
 
     async def create_assistant(self) -> str:
         body = await self._json("POST", "assistants", {"model": "gpt-4o", "name": "bench", "tools": TOOLS})
@@ -382,6 +394,20 @@ class RawClient:
     async def list_messages(self, thread_id: str) -> int:
         return len((await self._json("GET", f"threads/{thread_id}/messages"))["data"])
 
+
+class RawClient(JsonClient):
+    """Plain JSON over the same kind of ``httpx2`` pool: no SDK models."""
+
+    def __init__(self, base_url: str, concurrency: int) -> None:
+        headers = {"Authorization": f"Bearer {API_KEY}", "OpenAI-Beta": "assistants=v2"}
+        self.http = connection_pool(concurrency, base_url=base_url.rstrip("/") + "/", headers=headers)
+
+    async def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = await self.http.request(method, path, json=body)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
     async def aclose(self) -> None:
         await self.http.aclose()
 
@@ -394,18 +420,20 @@ class WireError(Exception):
         self.status_code = status_code
 
 
-class WireClient:
+class WireClient(JsonClient):
     """HTTP/1.1 written by hand over one keep-alive asyncio connection: the leanest client
     this process can be, so the figures measure the emulator rather than the generator.
 
     It relies on what the emulator sends: JSON bodies with ``Content-Length`` (no chunked
-    encoding, no streaming; this benchmark never asks for streams).
+    encoding, no streaming; this benchmark never asks for streams). A connection the server
+    closed while idle (uvicorn's keep-alive timeout is 5 s) is replaced before it is reused.
     """
 
-    name = "wire"
     TIMEOUT = 60.0
 
-    def __init__(self, base_url: str, concurrency: int) -> None:
+    def __init__(self, base_url: str, concurrency: int = 1) -> None:
+        if concurrency != 1:
+            raise ValueError("the wire client has one connection: use one per lane")
         url = urllib.parse.urlsplit(base_url)
         if url.scheme != "http" or url.hostname is None or url.port is None:
             raise ValueError(f"the wire client needs an http://host:port URL, got {base_url}")
@@ -423,6 +451,8 @@ class WireClient:
         head = f"{method} {self.prefix}/{path} HTTP/1.1\r\n{self.fixed_headers}Content-Length: {len(payload)}\r\n\r\n"
         try:
             async with asyncio.timeout(self.TIMEOUT):
+                if self.reader is not None and self.reader.at_eof():
+                    self._drop()  # the server closed it while it was idle
                 if self.reader is None or self.writer is None:
                     self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
                 self.writer.write(head.encode("ascii") + payload)
@@ -462,13 +492,6 @@ class WireClient:
             self.writer.close()
         self.reader = self.writer = None
 
-    create_assistant = RawClient.create_assistant
-    create_and_run = RawClient.create_and_run
-    retrieve_run = RawClient.retrieve_run
-    submit_outputs = RawClient.submit_outputs
-    list_messages = RawClient.list_messages
-    _view = staticmethod(RawClient._view)
-
     async def aclose(self) -> None:
         writer = self.writer
         self._drop()
@@ -487,11 +510,11 @@ def make_lanes(client: str, pool: str, base_url: str, concurrency: int) -> list[
 
     Why "lanes" is the default: httpcore's pool walks every pooled connection on each
     request and response, probing each idle one's socket; with 64 connections that walk
-    cost the generator about as much CPU as the rest of the request, so a shared pool made
-    the generator, not the emulator, the bottleneck.
+    cost the generator about as much CPU as the rest of the request. (The wire client has
+    one connection per client, so it only comes as lanes.)
     """
     make = CLIENTS[client]
-    if pool == "shared" and client != "wire":  # the wire client always has one connection
+    if pool == "shared":
         return [make(base_url, concurrency)] * concurrency
     return [make(base_url, 1) for _ in range(concurrency)]
 
@@ -555,15 +578,23 @@ def api_requests_of(stats: dict[str, Any]) -> int:
 class ActiveRuns:
     """Client-side bookkeeping of which runs are non-terminal."""
 
+    origin: float = field(default_factory=time.perf_counter)
     active: set[str] = field(default_factory=set)
     peak: int = 0
+    created: int = 0
+    last_created_at: float | None = None  # seconds after ``origin``
+    first_ended_at: float | None = None
 
     def started(self, run_id: str) -> None:
         self.active.add(run_id)
+        self.created += 1
+        self.last_created_at = time.perf_counter() - self.origin
         self.peak = max(self.peak, len(self.active))
 
     def ended(self, run_id: str) -> None:
         self.active.discard(run_id)
+        if self.first_ended_at is None:
+            self.first_ended_at = time.perf_counter() - self.origin
 
 
 @dataclass(frozen=True)
@@ -583,6 +614,7 @@ class Sampler:
     stats_every: int
     samples: list[Sample] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    stats_latencies: list[float] = field(default_factory=list)
 
     async def run(self, started: float, stop: asyncio.Event) -> None:
         for tick in itertools.count():
@@ -596,7 +628,11 @@ class Sampler:
     async def take(self, started: float, *, with_stats: bool) -> None:
         try:
             health = await self.admin.health()
-            emulator_active = active_runs_of(await self.admin.stats()) if with_stats else None
+            emulator_active = None
+            if with_stats:
+                asked = time.perf_counter()
+                emulator_active = active_runs_of(await self.admin.stats())
+                self.stats_latencies.append(time.perf_counter() - asked)
         except Exception as exc:  # a slow sample must not end the benchmark
             self.errors[_error_kind(exc)] += 1
             return
@@ -667,12 +703,12 @@ async def phase_concurrency(settings: Settings, recorder: Recorder, admin: Admin
     assistant_id = await recorder.call("assistants.create", lambda c: c.create_assistant())
     recorder.reset()
     stats_before = await admin.stats()
-    tracker = ActiveRuns()
+    window = CpuWindow(admin.pid).start()
+    tracker = ActiveRuns(origin=window.wall_start)
     # /stats renders every run and thread, so it costs the emulator more than /health: read it every ~1 s.
     sampler = Sampler(admin, tracker, settings.sample_interval, max(1, round(1.0 / settings.sample_interval)))
     stop = asyncio.Event()
     deadline = time.monotonic() + settings.phase1_timeout
-    window = CpuWindow(admin.pid).start()
     sampling = asyncio.create_task(sampler.run(window.wall_start, stop))
     try:
         outcomes = await asyncio.gather(
@@ -704,6 +740,10 @@ async def phase_concurrency(settings: Settings, recorder: Recorder, admin: Admin
         "peak_active_client": tracker.peak,
         "peak_active_emulator_sampled": max(emulator_peaks, default=0),
         "runs_held_at_end": samples[-1].runs_held if samples else None,
+        # When the last create response arrived and the client first saw a run end: if
+        # creating every run takes longer than a run lives, the peak stays below --runs.
+        "last_created_at_seconds": _round(tracker.last_created_at, 2),
+        "first_ended_at_seconds": _round(tracker.first_ended_at, 2),
         "requests": requests,
         "request_errors": recorder.errors,
         "emulator_counted_requests": api_requests_of(stats_after) - api_requests_of(stats_before),
@@ -715,6 +755,8 @@ async def phase_concurrency(settings: Settings, recorder: Recorder, admin: Admin
         "rss_mib_high_water": round(end.hwm_kib / 1024, 1),
         "emulator_cpu_seconds_total": round(end.cpu_seconds, 2),
         "samples": len(samples),
+        "stats_sample_ms_p50": _round(percentile(sorted(sampler.stats_latencies), 0.5) * 1000, 1),
+        "stats_sample_ms_max": _round(max(sampler.stats_latencies, default=float("nan")) * 1000, 1),
         "sampler_errors": dict(sampler.errors),
         "operations": {op: s.figures() for op, s in recorder.ops.items()},
     }
@@ -747,7 +789,8 @@ async def phase_throughput(settings: Settings, recorder: Recorder, admin: Admin)
     setup_started = time.perf_counter()
     parked = await park_runs(recorder, assistant_id, settings.runs)
     setup_seconds = time.perf_counter() - setup_started
-    active_before = active_runs_of(await admin.stats())
+    stats_before = await admin.stats()
+    active_before = active_runs_of(stats_before)
     recorder.reset()
 
     unexpected: Counter[str] = Counter()
@@ -776,7 +819,8 @@ async def phase_throughput(settings: Settings, recorder: Recorder, admin: Admin)
     await asyncio.gather(*(worker(w * stride) for w in range(settings.concurrency)))
     window.stop()
     end = admin.proc()
-    active_after = active_runs_of(await admin.stats())
+    stats_after = await admin.stats()
+    active_after = active_runs_of(stats_after)
     requests = recorder.requests
     return {
         "parked_runs": len(parked),
@@ -785,6 +829,7 @@ async def phase_throughput(settings: Settings, recorder: Recorder, admin: Admin)
         "emulator_active_runs_after": active_after,
         "requests": requests,
         "request_errors": recorder.errors,
+        "emulator_counted_requests": api_requests_of(stats_after) - api_requests_of(stats_before),
         "unexpected_responses": dict(unexpected),
         "requests_per_second": round(requests / max(window.wall, 1e-9), 1),
         **window.figures(),
@@ -826,14 +871,23 @@ async def benchmark(settings: Settings, emulator: EmulatorProcess) -> dict[str, 
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "concurrency": concurrency,
         "throughput": throughput,
-        "requirement": {
-            "concurrent_runs_required": REQUIRED_CONCURRENT_RUNS,
-            "concurrent_runs_measured": concurrency["peak_active_emulator_sampled"],
-            "requests_per_second_required": REQUIRED_REQUESTS_PER_SECOND,
-            "requests_per_second_measured": throughput["requests_per_second"],
-            "met": concurrency["peak_active_emulator_sampled"] >= REQUIRED_CONCURRENT_RUNS
-            and throughput["requests_per_second"] >= REQUIRED_REQUESTS_PER_SECOND,
-        },
+        "requirement": requirement(settings, concurrency, throughput),
+    }
+
+
+def requirement(settings: Settings, concurrency: dict[str, Any], throughput: dict[str, Any]) -> dict[str, Any]:
+    """The measured figures next to the required ones; ``met`` is None when ``--runs`` is
+    too small to tell (a smoke check)."""
+    runs = concurrency["peak_active_emulator_sampled"]
+    rate = throughput["requests_per_second"]
+    return {
+        "concurrent_runs_required": REQUIRED_CONCURRENT_RUNS,
+        "concurrent_runs_measured": runs,
+        "requests_per_second_required": REQUIRED_REQUESTS_PER_SECOND,
+        "requests_per_second_measured": rate,
+        "met": None
+        if settings.runs < REQUIRED_CONCURRENT_RUNS
+        else runs >= REQUIRED_CONCURRENT_RUNS and rate >= REQUIRED_REQUESTS_PER_SECOND,
     }
 
 
@@ -844,12 +898,16 @@ def _pct(share: float) -> str:
     return f"{share * 100:.0f}% of a core"
 
 
+def _ms(value: float | None) -> str:
+    return f"{value:>9.1f}" if value is not None else f"{'-':>9}"
+
+
 def _operations_table(operations: dict[str, dict[str, Any]]) -> list[str]:
     lines = [f"    {'operation':<16}{'count':>8}{'errors':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}"]
     for op, f in operations.items():
         lines.append(
             f"    {op:<16}{f['count']:>8}{f['errors']:>8}"
-            f"{f['p50_ms']:>9.1f}{f['p95_ms']:>9.1f}{f['p99_ms']:>9.1f}{f['max_ms']:>9.1f}"
+            f"{_ms(f['p50_ms'])}{_ms(f['p95_ms'])}{_ms(f['p99_ms'])}{_ms(f['max_ms'])}"
         )
         if f["error_kinds"]:
             lines.append(f"      errors: {f['error_kinds']}")
@@ -870,7 +928,8 @@ def render(result: dict[str, Any]) -> str:
         f"  runs                  completed {c['completed']} | failed {c['failed']} | expired {c['expired']} | other {c['other']}"
         + (f" {c['outcomes']}" if c["other"] else ""),
         f"  peak active runs      {c['peak_active_emulator_sampled']} (emulator /stats, sampled ~1/s) | "
-        f"{c['peak_active_client']} (client bookkeeping)",
+        f"{c['peak_active_client']} (client bookkeeping); all created by {c['last_created_at_seconds']} s, "
+        f"first ended at {c['first_ended_at_seconds']} s",
         f"  requests              {c['requests']} in {c['wall_seconds']:.1f} s = {c['requests_per_second']:.0f} req/s "
         f"({c['request_errors']} errors; emulator counted {c['emulator_counted_requests']})",
         f"  emulator RSS          {c['rss_mib_at_peak']} MiB at peak | {c['rss_mib_at_end']} MiB at end | "
@@ -885,7 +944,7 @@ def render(result: dict[str, Any]) -> str:
         f"{t['emulator_active_runs_after']} after), "
         f"{s['concurrency']} workers x (runs.retrieve | messages.list) for {s['seconds']:g} s",
         f"  requests              {t['requests']} in {t['wall_seconds']:.1f} s = {t['requests_per_second']:.0f} req/s "
-        f"({t['request_errors']} errors"
+        f"({t['request_errors']} errors; emulator counted {t['emulator_counted_requests']}"
         + (f"; unexpected {t['unexpected_responses']}" if t["unexpected_responses"] else "")
         + ")",
         f"  emulator CPU          {t['emulator_cpu_seconds']:.1f} s = {_pct(t['emulator_cpu_share'])}",
@@ -895,7 +954,7 @@ def render(result: dict[str, Any]) -> str:
         "",
         f"Requirement: >= {r['concurrent_runs_required']} concurrent runs (measured {r['concurrent_runs_measured']}), "
         f">= {r['requests_per_second_required']:.0f} req/s (measured {r['requests_per_second_measured']:.0f}): "
-        + ("met" if r["met"] else "NOT met"),
+        + {True: "met", False: "NOT met", None: f"not judged (--runs {s['runs']} < {r['concurrent_runs_required']})"}[r["met"]],
     ]
     return "\n".join(lines)
 
@@ -927,7 +986,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a smoke check: 100 runs, 3 s of throughput")
     parser.add_argument("--client", choices=sorted(CLIENTS), default="wire", help="wire: hand-written HTTP/1.1; raw: JSON over httpx2; sdk: AsyncOpenAI over httpx2 (default %(default)s)")
     parser.add_argument("--pool", choices=POOLS, default="lanes", help="a connection pool per lane, or one shared pool (default %(default)s; see make_lanes)")
-    parser.add_argument("--turn-seconds", type=float, default=1.0, help="emulator --turn-seconds for phase 1 (default %(default)s)")
+    parser.add_argument("--turn-seconds", type=float, default=2.0, help="emulator --turn-seconds for phase 1 (default %(default)s)")
     parser.add_argument("--poll-interval", type=positive_float, default=0.5, help="seconds between polls of a run (default %(default)s)")
     parser.add_argument("--phase1-timeout", type=positive_float, default=300.0, help="give up on runs not finished by then (default %(default)s s)")
     parser.add_argument("--sample-interval", type=positive_float, default=0.25, help="seconds between /health samples (default %(default)s)")
@@ -950,11 +1009,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwinds through the `with EmulatorProcess` below, which stops it
+    raise KeyboardInterrupt  # unwinds like Ctrl-C, through the `finally` in main that stops the emulator
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.client == "wire" and args.pool == "shared":
+        parser.error("--client wire has one connection per lane; --pool shared needs --client sdk or raw")
     settings = settings_from(args)
     # EmulatorProcess runs `python -m emulator` in the current directory: make the package
     # importable from anywhere (the project is not necessarily pip-installed).
