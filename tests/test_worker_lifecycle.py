@@ -192,3 +192,18 @@ async def test_recorded_histories_replay_without_nondeterminism(
 async def _iterate(histories: list[WorkflowHistory]) -> AsyncIterator[WorkflowHistory]:
     for history in histories:
         yield history
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"TEMPORAL_ADDRESS": "127.0.0.1:1"}, "worker: cannot connect to Temporal (127.0.0.1:1)"),
+        ({"OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}, "worker: cannot reach the model API at http://127.0.0.1:1/v1"),
+    ],
+)
+def test_worker_says_in_one_line_what_it_cannot_reach(temporal_server: TemporalDevServer, env: dict[str, str], expected: str) -> None:
+    full_env = {**os.environ, "TEMPORAL_ADDRESS": temporal_server.address, "OPENAI_API_KEY": "k", **env}
+    done = subprocess.run([sys.executable, "worker.py"], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected) and "Traceback" not in done.stderr
