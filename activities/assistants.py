@@ -9,6 +9,7 @@ already moved past those tool calls counts as done, confirmed from the run itsel
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import Any, Awaitable, TypeVar
 
 import openai
@@ -20,6 +21,10 @@ from workflows.models import TERMINAL_STATUSES, RunRequest, RunSnapshot, ToolCal
 
 from .backend import Heartbeat
 from .errors import to_temporal_error
+
+# The SDK marks every Assistants method deprecated (OpenAI's hosted API is gone); speaking
+# that protocol to compatible servers is this backend's whole job, so the warning is noise.
+warnings.filterwarnings("ignore", message="(deprecated|The Assistants API is deprecated)", category=DeprecationWarning)
 
 TAG_KEY = "durable_assistants_key"
 POLL_FLOOR_SECONDS = 0.05
