@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import structlog
 from pydantic import BaseModel
 from temporalio import activity
 
@@ -50,8 +51,23 @@ class CancelInput(BaseModel):
     run_id: str
 
 
+log = structlog.get_logger("model_api")
+
+
 def _heartbeat(details: dict[str, Any]) -> None:
     activity.heartbeat(details)
+
+
+def _bind(**ids: str | None) -> None:
+    info = activity.info()
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt, **ids)
+
+
+def _ended(snapshot: RunSnapshot) -> RunSnapshot:
+    log.info("run is waiting for tools" if snapshot.status == "requires_action" else "run ended",
+             run_id=snapshot.run_id, status=snapshot.status, tool_calls=len(snapshot.tool_calls))
+    return snapshot
 
 
 class ModelActivities:
@@ -63,24 +79,30 @@ class ModelActivities:
 
     @activity.defn(name="create_thread")
     async def create_thread(self, input: CreateThreadInput) -> str:
+        _bind(assistant_id=input.request.assistant_id)
         # Check the assistant first: a bad request must fail before anything is created.
         await self.backend.check_assistant(input.request.assistant_id)
-        return await self.backend.create_conversation(input.request, input.key)
+        thread_id = await self.backend.create_conversation(input.request, input.key)
+        log.info("thread created", thread_id=thread_id)
+        return thread_id
 
     @activity.defn(name="start_run")
     async def start_run(self, input: StartInput) -> StartResult:
+        _bind(assistant_id=input.request.assistant_id, thread_id=input.thread_id)
         if input.add_messages:
             await self.backend.check_assistant(input.request.assistant_id)
         snapshot = await self.backend.start(input.request, input.thread_id, input.key, input.add_messages, _heartbeat)
-        return StartResult(snapshot=snapshot, tools=self.tools.policies())
+        return StartResult(snapshot=_ended(snapshot), tools=self.tools.policies())
 
     @activity.defn(name="submit_tool_outputs")
     async def submit_tool_outputs(self, input: SubmitInput) -> RunSnapshot:
+        _bind(thread_id=input.snapshot.thread_id, run_id=input.snapshot.run_id)
         if not input.outputs:
-            return await self.backend.wait(input.snapshot, _heartbeat)
+            return _ended(await self.backend.wait(input.snapshot, _heartbeat))
         outputs = [o.model_dump() for o in input.outputs]
-        return await self.backend.submit_and_wait(input.snapshot, outputs, input.mode, _heartbeat)
+        return _ended(await self.backend.submit_and_wait(input.snapshot, outputs, input.mode, _heartbeat))
 
     @activity.defn(name="cancel_run")
     async def cancel_run(self, input: CancelInput) -> RunSnapshot:
-        return await self.backend.cancel(input.thread_id, input.run_id, _heartbeat)
+        _bind(thread_id=input.thread_id, run_id=input.run_id)
+        return _ended(await self.backend.cancel(input.thread_id, input.run_id, _heartbeat))

@@ -13,12 +13,15 @@ import json
 from typing import Any, Callable
 
 import pydantic
+import structlog
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from tools import Tool, ToolContext, ToolRegistry
+
+log = structlog.get_logger("tools")
 
 INVALID_ARGUMENTS = "InvalidToolArguments"
 DEFAULT_HEARTBEAT_SECONDS = 10.0
@@ -71,19 +74,33 @@ def tool_activities(registry: ToolRegistry, task_queue: str | None) -> list[Call
 
 async def execute(tool: Tool, call: ToolCallInput) -> ToolCallOutput:
     info = activity.info()
+    structlog.contextvars.bind_contextvars(
+        workflow_id=info.workflow_id, run_id=call.run_id, thread_id=call.thread_id,
+        tool=tool.name, call_id=call.call_id, attempt=info.attempt,
+    )
+    try:
+        return await _execute(tool, call, info.attempt)
+    finally:
+        structlog.contextvars.clear_contextvars()
+
+
+async def _execute(tool: Tool, call: ToolCallInput, attempt: int) -> ToolCallOutput:
     try:
         raw = json.loads(call.arguments) if call.arguments.strip() else {}
         if not isinstance(raw, dict):
             raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
         parsed = tool.parse_arguments(raw)
     except pydantic.ValidationError as exc:
+        log.warning("tool arguments invalid", problems=describe_validation_error(exc))
         raise _invalid(f"invalid arguments for {tool.name}: {describe_validation_error(exc)}") from None
     except ValueError as exc:
+        log.warning("tool arguments not a JSON object", error=str(exc))
         raise _invalid(f"arguments for {tool.name} are not a JSON object: {exc}") from None
 
     context = ToolContext(
-        run_id=call.run_id, thread_id=call.thread_id, call_id=call.call_id, tool_name=tool.name, attempt=info.attempt
+        run_id=call.run_id, thread_id=call.thread_id, call_id=call.call_id, tool_name=tool.name, attempt=attempt
     )
+    log.info("tool started")
     changed = asyncio.Event()
     context._bind(asyncio.get_running_loop(), changed)
     interval = (tool.policy.heartbeat_timeout_seconds or DEFAULT_HEARTBEAT_SECONDS * 3) / 3
@@ -97,14 +114,20 @@ async def execute(tool: Tool, call: ToolCallInput) -> ToolCallOutput:
             value = await asyncio.to_thread(tool.function, **kwargs)
     except asyncio.CancelledError:
         context._mark_cancelled()  # a sync tool in its thread sees this through is_cancelled()
+        log.info("tool cancelled")
         raise
     except tool.non_retryable as exc:  # type: ignore[misc]
+        log.warning("tool failed, not retryable", error=f"{type(exc).__name__}: {exc}")
         raise ApplicationError(f"{tool.name}: {exc}", type=type(exc).__name__, non_retryable=True) from exc
+    except Exception as exc:
+        log.warning("tool failed", error=f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         stop.set()
         await asyncio.shield(heartbeater)
     output, truncated = render_output(value, call.output_cap_chars)
-    return ToolCallOutput(output=output, attempt=info.attempt, truncated=truncated)
+    log.info("tool finished", output_chars=len(output), truncated=truncated)
+    return ToolCallOutput(output=output, attempt=attempt, truncated=truncated)
 
 
 def _invalid(message: str) -> ApplicationError:

@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 from emulator.server import die_with_parent
+from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
-# Registered on every dev server the stack starts; production clusters register them once
-# with `temporal operator search-attribute create` (see the README).
-SEARCH_ATTRIBUTES: dict[str, str] = {}
 
 
 def temporal_binary() -> str:
@@ -58,7 +56,7 @@ class TemporalDevServer:
         self.ui = ui
         self.ui_port = ui_port or (free_port(host) if ui else None)
         self.db_filename = db_filename
-        self.search_attributes = SEARCH_ATTRIBUTES if search_attributes is None else search_attributes
+        self.search_attributes = SEARCH_ATTRIBUTE_TYPES if search_attributes is None else search_attributes
         self.log_file = log_file
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args)

@@ -162,3 +162,14 @@ def test_retry_after_becomes_the_next_delay() -> None:
 def test_connection_errors_are_retryable() -> None:
     error = to_temporal_error(openai.APIConnectionError(request=httpx2.Request("GET", "http://x")), "read run r")
     assert not error.non_retryable and error.type == "ModelApiConnection"
+
+
+async def test_tool_logs_carry_the_run_the_tool_and_the_attempt() -> None:
+    from structlog.testing import capture_logs
+
+    with capture_logs(processors=[__import__("structlog").contextvars.merge_contextvars]) as logs:
+        await ActivityEnvironment().run(execute, make_registry().get("move"), call("move", {"point": {"x": 0, "y": 0}}))
+    events = {entry["event"]: entry for entry in logs}
+    assert set(events) == {"tool started", "tool finished"}
+    for entry in events.values():
+        assert (entry["tool"], entry["call_id"], entry["run_id"], entry["thread_id"], entry["attempt"]) == ("move", "call_1", "run_1", "thread_1", 1)

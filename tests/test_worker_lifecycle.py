@@ -207,3 +207,12 @@ def test_worker_says_in_one_line_what_it_cannot_reach(temporal_server: TemporalD
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected) and "Traceback" not in done.stderr
+
+
+async def test_the_dev_server_registers_the_search_attributes(temporal_client: Client) -> None:
+    from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+
+    from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
+
+    response = await temporal_client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace="default"))
+    assert set(SEARCH_ATTRIBUTE_TYPES) <= set(response.custom_attributes)
