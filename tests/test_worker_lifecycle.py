@@ -216,3 +216,27 @@ async def test_the_dev_server_registers_the_search_attributes(temporal_client: C
 
     response = await temporal_client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace="default"))
     assert set(SEARCH_ATTRIBUTE_TYPES) <= set(response.custom_attributes)
+
+
+async def test_long_runs_continue_as_new_without_repeating_anything(
+    emulator: Any, assistant_id: str, admin: httpx.Client, client: OpenAI, task_queue: str
+) -> None:
+    # A server that suggests continue-as-new after 40 history events: a few rounds' worth.
+    with TemporalDevServer(extra_args=["--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"]) as server:
+        temporal = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0)
+        rounds = [[{"name": "structured", "arguments": {"n": r}}, {"name": "get_weather", "arguments": {"city": "Rome"}}] for r in range(6)]
+        thread = client.beta.threads.create()
+        request = RunRequest(assistant_id=assistant_id, thread_id=thread.id, messages=[message(script(rounds=rounds))])
+        async with worker.WorkerGroup(worker.build_workers(temporal, model, registry, task_queue)):
+            handle = await start(temporal, task_queue, request)
+            result = await handle.result()
+        await model.close()
+        runs = [w async for w in temporal.list_workflows(f"WorkflowId = '{handle.id}'")]
+
+    assert result.status == "completed" and result.rounds == 6
+    assert [r.round for r in result.tool_calls] == [r for r in range(1, 7) for _ in range(2)]
+    assert len(runs) >= 2  # it did continue as new
+    stats = admin.get("/stats").json()
+    assert stats["threads"][thread.id]["runs_created"] == 1 and stats["threads"][thread.id]["user_messages_created"] == 1
+    assert stats["runs"][result.run_id]["submits_accepted"] == 6

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tools.registry import ToolPolicy
+
 RUN_WORKFLOW_NAME = "AssistantRun"
 DEFAULT_TASK_QUEUE = "durable-assistants"
 
@@ -76,6 +78,9 @@ class RunRequest(BaseModel):
         15.0, ge=0, description="Tools must finish this long before the run's expires_at."
     )
     output_cap_chars: int = Field(16_000, ge=64, description="Tool outputs longer than this are cut, with a marker.")
+    resume: "RunProgress | None" = Field(
+        None, description="Set by the workflow when it continues as new; callers leave it unset."
+    )
 
     def run_create_params(self) -> dict[str, Any]:
         """The ``runs.create`` keyword arguments this request sets."""
@@ -141,3 +146,16 @@ class RunResult(BaseModel):
     last_error: dict[str, Any] | None = None
     incomplete_details: dict[str, Any] | None = None
     failure: str | None = Field(None, description="Why the worker stopped the run, when it did (a tool, expiry, cancel).")
+
+
+class RunProgress(BaseModel):
+    """Where a run that continued as new picks up: the state its history held."""
+
+    thread_id: str
+    snapshot: RunSnapshot
+    tools: dict[str, ToolPolicy]
+    records: list[ToolCallRecord]
+    rounds: int
+
+
+RunRequest.model_rebuild()

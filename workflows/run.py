@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from tools import ToolPolicy
     from workflows.models import (
         RUN_WORKFLOW_NAME,
+        RunProgress,
         RunRequest,
         RunResult,
         RunSnapshot,
@@ -61,7 +62,31 @@ class AssistantRunWorkflow:
 
     @workflow.run
     async def run(self, request: RunRequest) -> RunResult:
+        if request.resume is not None:
+            self._resume(request.resume)
+        else:
+            await self._start(request)
+        assert self._snapshot is not None
+        try:
+            while self._snapshot.status == "requires_action":
+                self._round += 1
+                outputs = await self._run_round(request, self._snapshot, self._policies)
+                if self._failure is not None:
+                    return await self._stop(request, "failed")
+                self._snapshot = await self._submit(request, self._snapshot, outputs)
+                if self._snapshot.status == "requires_action" and workflow.info().is_continue_as_new_suggested():
+                    workflow.continue_as_new(request.model_copy(update={"resume": self._progress()}))
+        except asyncio.CancelledError:
+            self._failure = "the workflow was cancelled"
+            return await self._stop(request, "cancelled")
+        except _RunOutOfTime as exc:
+            self._failure = str(exc)
+            return await self._stop(request, "expired")
+        return self._result(self._snapshot)
+
+    async def _start(self, request: RunRequest) -> None:
         info = workflow.info()
+        # Tags every message and run the worker creates; the same across retries and continue-as-new.
         key = f"{info.workflow_id}/{info.first_execution_run_id}"
         thread_id = request.thread_id
         try:
@@ -85,20 +110,22 @@ class AssistantRunWorkflow:
             raise _as_application_error(exc, "starting the run") from None
         self._snapshot = start.snapshot
         self._policies = start.tools
-        try:
-            while self._snapshot.status == "requires_action":
-                self._round += 1
-                outputs = await self._run_round(request, self._snapshot, self._policies)
-                if self._failure is not None:
-                    return await self._stop(request, "failed")
-                self._snapshot = await self._submit(request, self._snapshot, outputs)
-        except asyncio.CancelledError:
-            self._failure = "the workflow was cancelled"
-            return await self._stop(request, "cancelled")
-        except _RunOutOfTime as exc:
-            self._failure = str(exc)
-            return await self._stop(request, "expired")
-        return self._result(self._snapshot)
+
+    def _resume(self, progress: RunProgress) -> None:
+        self._snapshot = progress.snapshot
+        self._policies = progress.tools
+        self._records = list(progress.records)
+        self._round = progress.rounds
+
+    def _progress(self) -> RunProgress:
+        assert self._snapshot is not None
+        return RunProgress(
+            thread_id=self._snapshot.thread_id,
+            snapshot=self._snapshot,
+            tools=self._policies,
+            records=self._records,
+            rounds=self._round,
+        )
 
     # ------------------------------------------------------------------ one round of tools
 
