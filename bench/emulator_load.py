@@ -20,16 +20,17 @@ The generator shares the 2 cores with the emulator, so it has to be lean. ``--cl
 chooses how requests are made:
 
 - ``wire`` (default): HTTP/1.1 written by hand on asyncio streams, JSON parsed with ``json``;
-  about 0.25 ms of generator CPU a request, so the emulator is the bottleneck.
-- ``raw``: the same JSON over ``httpx2`` (the SDK's HTTP client); about 1.3 ms a request.
-- ``sdk``: ``AsyncOpenAI(max_retries=0)`` over ``httpx2``; about 2 ms a request (the SDK
-  builds request options and pydantic models for each call): the generator saturates a
-  core at well under half of what the emulator can serve.
+  about 0.25 ms of generator CPU a request (the emulator spends about 0.6 ms), so the
+  emulator is the bottleneck.
+- ``raw``: the same JSON over ``httpx2`` (the SDK's HTTP client); about 1.4 ms a request.
+- ``sdk``: ``AsyncOpenAI(max_retries=0)`` over ``httpx2``; about 2.4 ms a request (the SDK
+  builds request options and pydantic models for each call).
 
-``--pool shared`` makes ``raw``/``sdk`` use one ``httpx2.AsyncClient`` whose pool holds all
-the connections instead of one client per lane; that costs more still, about 3 ms a request
-with the SDK (httpcore walks the whole pool, probing idle sockets, on every request and
-response).
+With ``raw`` or ``sdk`` the generator saturates its core at a quarter to a third of what the
+emulator serves with ``wire``. ``--pool shared`` makes them use one ``httpx2.AsyncClient``
+whose pool holds all the connections instead of one client per lane; that costs more still,
+about 3.3 ms a request with the SDK (httpcore walks the whole pool, probing idle sockets, on
+every request and response).
 
 Phase 1, "concurrency": ``--runs`` runs (default 1000), each on its own thread
 (``threads.create_and_run``), each scripted to make 2 rounds of 2 parallel tool calls and
@@ -63,11 +64,12 @@ How to read the report
 - *CPU* is shown in seconds and as a share of one core (100% = one core busy for the whole
   phase). The emulator is one single-threaded process: near 100% means the emulator is the
   bottleneck; the generator near 100% means the figures are bounded by the load generator.
-  Neither near 100% means too few requests in flight to keep both busy: requests and
-  responses go back and forth in batches and each side waits for the other part of the
-  time (on this machine 64 in flight left the emulator at ~80%, 128 saturated it). The
-  2 cores are shared with anything else running; the sampler costs the emulator a little
-  (a ``/stats`` read renders every run and thread: ~30 ms with 1000 of each).
+  Neither near 100% means too few requests in flight to keep both busy (requests and
+  responses go back and forth in batches, each side waiting for the other part of the
+  time), or that something else on the machine took CPU: raise ``--concurrency``, or run
+  on a quiet machine. The sampler costs the emulator a little: a ``/stats`` read renders
+  every run and thread, 30-70 ms with 1000 of each, during which the emulator serves
+  nothing else (it shows in the phase-1 p99 latencies).
 - *RSS* is the emulator's resident memory (``VmRSS``; ``VmHWM`` is its high-water mark).
 
 Usage::
@@ -912,6 +914,7 @@ async def benchmark(settings: Settings, emulator: EmulatorProcess) -> dict[str, 
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "concurrency": concurrency,
         "throughput": throughput,
+        "admin_requests": admin.requests,  # /health, /stats and /reset calls: not in the request counts
         "requirement": requirement(settings, concurrency, throughput),
     }
 

@@ -256,7 +256,9 @@ async def retrieve_step(request: Request, emu: Emulator) -> Response:
 
 
 async def admin_health(request: Request, emu: Emulator) -> Response:
-    return json_response({"status": "ok", "runs": len(emu.engine.runs), "threads": len(emu.engine.threads)})
+    engine = emu.engine
+    active = sum(1 for t in engine.threads.values() if t.active_run is not None)
+    return json_response({"status": "ok", "threads": len(engine.threads), "runs": len(engine.runs), "active_runs": active})
 
 
 async def admin_stats(request: Request, emu: Emulator) -> Response:

@@ -14,6 +14,7 @@ import time
 from typing import Sequence
 
 import uvicorn
+from pydantic import ValidationError
 
 from .app import Emulator
 from .config import EmulatorConfig
@@ -80,8 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc).splitlines()[-1] if "\n" in str(exc) else str(exc))
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        flag = "--" + str(error["loc"][0]).replace("_", "-")
+        parser.error(f"{flag}: {error['msg']}, got {error.get('input')!r}")
     # uvicorn shuts down gracefully on SIGINT/SIGTERM and then re-raises the signal to the
     # handler that was installed before it; make that a clean exit with status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
