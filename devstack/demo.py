@@ -28,7 +28,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
 from devstack.temporal import TemporalDevServer, free_port
-from emulator.server import EmulatorProcess, die_with_parent
+from emulator.server import EmulatorProcess, die_with_parent, stop_process
 from workflows.models import DEFAULT_TASK_QUEUE, MessageInput, RunRequest, RunResult
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -77,13 +77,7 @@ def worker_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, timeout=20)
         log.close()
 
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from emulator.server import die_with_parent
+from emulator.server import die_with_parent, stop_process
 from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
 
@@ -99,14 +99,8 @@ class TemporalDevServer:
         raise RuntimeError(f"the Temporal dev server did not listen on {self.address} within {self.startup_timeout:.0f} s")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout=15)
 
     def __enter__(self) -> "TemporalDevServer":
         return self.start()

@@ -20,7 +20,7 @@ from temporalio.worker import Replayer
 
 import worker
 from devstack.temporal import TemporalDevServer
-from emulator.server import die_with_parent
+from emulator.server import die_with_parent, stop_process
 from tests.conftest import script
 from tests.test_worker_runs import TOOLS, message, start
 from tests.worker_tools import CANCELLED
@@ -140,9 +140,8 @@ async def test_worker_killed_mid_tool_and_restarted_creates_nothing_twice(
         result = await asyncio.wait_for(handle.result(), 60)
     finally:
         for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(10)
+            if process is not None:
+                stop_process(process)
 
     assert result.status == "completed" and result.rounds == 2, log.read_text()
     attempts = marker.read_text().splitlines()
