@@ -317,7 +317,7 @@ def test_reset_empties_everything(client: OpenAI, assistant, admin: httpx.Client
     reset = admin.post("/reset")
     assert reset.status_code == 200 and reset.json() == {"reset": True}
 
-    assert admin.get("/health").json() == {"status": "ok", "runs": 0, "threads": 0}
+    assert admin.get("/health").json() == {"status": "ok", "runs": 0, "threads": 0, "active_runs": 0}
     assert admin.get("/faults").json() == {"data": []}
     assert admin.get("/scenarios").json() == {}
     assert stats(admin) == {"requests": {}, "responses": {}, "faults_fired": {}, "totals": {}, "threads": {}, "runs": {}}

@@ -337,3 +337,12 @@ async def test_async_client_full_round(aclient: AsyncOpenAI) -> None:
         assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": script(end="failed")}]}
     )
     assert run.status == "failed"
+
+
+def test_health_counts_active_runs(client: OpenAI, assistant, admin: httpx.Client) -> None:
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "x"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=assistant.id)
+    assert admin.get("/health").json()["active_runs"] == 1
+    client.beta.threads.runs.cancel(thread_id=thread.id, run_id=run.id)
+    client.beta.threads.runs.poll(thread_id=thread.id, run_id=run.id)
+    assert admin.get("/health").json() == {"status": "ok", "threads": 1, "runs": 1, "active_runs": 0}
