@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from workflows.models import TERMINAL_STATUSES, RunRequest, RunSnapshot, ToolCall, Usage
 
-from .backend import Heartbeat
+from .backend import Heartbeat, OnText
 from .errors import to_temporal_error
 
 # The SDK marks every Assistants method deprecated (OpenAI's hosted API is gone); speaking
@@ -57,7 +57,7 @@ class AssistantsBackend:
         return thread.id
 
     async def start(
-        self, request: RunRequest, thread_id: str, key: str, add_messages: bool, heartbeat: Heartbeat
+        self, request: RunRequest, thread_id: str, key: str, add_messages: bool, heartbeat: Heartbeat, on_text: OnText
     ) -> RunSnapshot:
         if add_messages and request.messages:
             await self._add_messages(request, thread_id, key)
@@ -71,13 +71,13 @@ class AssistantsBackend:
             }
             if request.mode == "stream":
                 stream = await _api(self.client.beta.threads.runs.create(**params, stream=True), f"create run on {thread_id}")
-                return await self._follow(stream, thread_id, heartbeat)
+                return await self._follow(stream, thread_id, heartbeat, on_text)
             run = await _api(self.client.beta.threads.runs.create(**params), f"create run on {thread_id}")
         heartbeat({"run_id": run.id, "status": run.status})
         return await self._poll(run, heartbeat)
 
     async def submit_and_wait(
-        self, snapshot: RunSnapshot, outputs: list[dict[str, str]], mode: str, heartbeat: Heartbeat
+        self, snapshot: RunSnapshot, outputs: list[dict[str, str]], mode: str, heartbeat: Heartbeat, on_text: OnText
     ) -> RunSnapshot:
         runs = self.client.beta.threads.runs
         what = f"submit {len(outputs)} tool outputs to {snapshot.run_id}"
@@ -86,7 +86,7 @@ class AssistantsBackend:
                 stream = await runs.submit_tool_outputs(
                     snapshot.run_id, thread_id=snapshot.thread_id, tool_outputs=outputs, stream=True  # type: ignore[arg-type]
                 )
-                return await self._follow(stream, snapshot.thread_id, heartbeat)
+                return await self._follow(stream, snapshot.thread_id, heartbeat, on_text)
             run = await runs.submit_tool_outputs(snapshot.run_id, thread_id=snapshot.thread_id, tool_outputs=outputs)  # type: ignore[arg-type]
         except openai.BadRequestError as exc:
             run = await self._retrieve(snapshot.thread_id, snapshot.run_id)
@@ -153,14 +153,18 @@ class AssistantsBackend:
             delay = _poll_delay(raw.headers.get("openai-poll-after-ms"))
         return await self._snapshot(run)
 
-    async def _follow(self, stream: Any, thread_id: str, heartbeat: Heartbeat) -> RunSnapshot:
+    async def _follow(self, stream: Any, thread_id: str, heartbeat: Heartbeat, on_text: OnText) -> RunSnapshot:
         """Read a run's SSE stream until the run needs action or ends. The run object's status
         decides, not the event name; anything the server sends after that is not read."""
         run: Run | None = None
         try:
             async with stream:
                 async for event in stream:
-                    if isinstance(event.data, Run):
+                    if event.event == "thread.message.delta":
+                        for part in event.data.delta.content or []:
+                            if part.type == "text" and part.text is not None and part.text.value:
+                                on_text(part.text.value)
+                    elif isinstance(event.data, Run):
                         run = event.data
                         heartbeat({"run_id": run.id, "status": run.status, "event": event.event})
                         if run.status == "requires_action" or run.status in TERMINAL_STATUSES:

@@ -12,6 +12,7 @@ from typing import Any, Callable, Protocol
 from workflows.models import RunRequest, RunSnapshot
 
 Heartbeat = Callable[[dict[str, Any]], None]
+OnText = Callable[[str], None]
 
 
 class ModelBackend(Protocol):
@@ -22,9 +23,10 @@ class ModelBackend(Protocol):
         """Create the thread (with the request's messages) and return its ID."""
 
     async def start(
-        self, request: RunRequest, thread_id: str, key: str, add_messages: bool, heartbeat: Heartbeat
+        self, request: RunRequest, thread_id: str, key: str, add_messages: bool, heartbeat: Heartbeat, on_text: OnText
     ) -> RunSnapshot:
-        """Add messages and create the run, both idempotent under ``key``; wait until it is actionable."""
+        """Add messages and create the run, both idempotent under ``key``; wait until it is
+        actionable. In stream mode, ``on_text`` gets the assistant's text deltas."""
 
     async def submit_and_wait(
         self,
@@ -32,6 +34,7 @@ class ModelBackend(Protocol):
         outputs: list[dict[str, str]],
         mode: str,
         heartbeat: Heartbeat,
+        on_text: OnText,
     ) -> RunSnapshot:
         """Submit every output of the round in one request (a repeat is success), then wait."""
 

@@ -9,13 +9,17 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from temporalio import activity
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
 from tools import ToolPolicy, ToolRegistry
 from workflows.models import RunRequest, RunSnapshot
 
+from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
+
 from .backend import ModelBackend
+from .progress import ProgressPublisher
 
 
 class CreateThreadInput(BaseModel):
@@ -33,6 +37,9 @@ class StartInput(BaseModel):
 class StartResult(BaseModel):
     snapshot: RunSnapshot
     tools: dict[str, ToolPolicy]
+    search_attributes: bool = Field(
+        False, description="Whether the namespace has the project's search attributes, so the workflow may upsert them."
+    )
 
 
 class ToolOutput(BaseModel):
@@ -64,6 +71,10 @@ def _bind(**ids: str | None) -> None:
     structlog.contextvars.bind_contextvars(workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt, **ids)
 
 
+def _text_reporter(progress: ProgressPublisher) -> Any:
+    return lambda delta: progress.publish("text", text=delta)
+
+
 def _ended(snapshot: RunSnapshot) -> RunSnapshot:
     log.info("run is waiting for tools" if snapshot.status == "requires_action" else "run ended",
              run_id=snapshot.run_id, status=snapshot.status, tool_calls=len(snapshot.tool_calls))
@@ -76,6 +87,25 @@ class ModelActivities:
     def __init__(self, backend: ModelBackend, tools: ToolRegistry) -> None:
         self.backend = backend
         self.tools = tools
+        self._namespaces_with_attributes: dict[str, bool] = {}
+
+    async def _has_search_attributes(self) -> bool:
+        """Checked once per namespace: upserting attributes a namespace lacks would fail the workflow."""
+        namespace = activity.info().namespace
+        if namespace not in self._namespaces_with_attributes:
+            try:
+                response = await activity.client().operator_service.list_search_attributes(
+                    ListSearchAttributesRequest(namespace=namespace)
+                )
+                present = set(response.custom_attributes)
+            except Exception as exc:  # e.g. no permission to list them: run without
+                log.warning("cannot list search attributes", error=f"{type(exc).__name__}: {exc}")
+                present = set()
+            missing = sorted(set(SEARCH_ATTRIBUTE_TYPES) - present)
+            if missing:
+                log.warning("search attributes missing; runs won't be searchable by them", missing=missing)
+            self._namespaces_with_attributes[namespace] = not missing
+        return self._namespaces_with_attributes[namespace]
 
     @activity.defn(name="create_thread")
     async def create_thread(self, input: CreateThreadInput) -> str:
@@ -91,8 +121,13 @@ class ModelActivities:
         _bind(assistant_id=input.request.assistant_id, thread_id=input.thread_id)
         if input.add_messages:
             await self.backend.check_assistant(input.request.assistant_id)
-        snapshot = await self.backend.start(input.request, input.thread_id, input.key, input.add_messages, _heartbeat)
-        return StartResult(snapshot=_ended(snapshot), tools=self.tools.policies())
+        async with ProgressPublisher() as progress:
+            snapshot = await self.backend.start(
+                input.request, input.thread_id, input.key, input.add_messages, _heartbeat, _text_reporter(progress)
+            )
+        return StartResult(
+            snapshot=_ended(snapshot), tools=self.tools.policies(), search_attributes=await self._has_search_attributes()
+        )
 
     @activity.defn(name="submit_tool_outputs")
     async def submit_tool_outputs(self, input: SubmitInput) -> RunSnapshot:
@@ -100,7 +135,11 @@ class ModelActivities:
         if not input.outputs:
             return _ended(await self.backend.wait(input.snapshot, _heartbeat))
         outputs = [o.model_dump() for o in input.outputs]
-        return _ended(await self.backend.submit_and_wait(input.snapshot, outputs, input.mode, _heartbeat))
+        async with ProgressPublisher() as progress:
+            snapshot = await self.backend.submit_and_wait(
+                input.snapshot, outputs, input.mode, _heartbeat, _text_reporter(progress)
+            )
+        return _ended(snapshot)
 
     @activity.defn(name="cancel_run")
     async def cancel_run(self, input: CancelInput) -> RunSnapshot:

@@ -21,6 +21,8 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from tools import Tool, ToolContext, ToolRegistry
 
+from .progress import ProgressPublisher
+
 log = structlog.get_logger("tools")
 
 INVALID_ARGUMENTS = "InvalidToolArguments"
@@ -137,14 +139,24 @@ def _invalid(message: str) -> ApplicationError:
 
 async def _heartbeat_until_done(context: ToolContext, changed: asyncio.Event, stop: asyncio.Event, interval: float) -> None:
     """Heartbeat at least every ``interval`` and at once when the tool reports progress, until
-    ``stop``. Temporal throttles what it sends; the newest details win. (A stop event, not
-    task cancellation: on Python 3.11 ``wait_for`` can swallow a cancel that races a wake-up.)"""
-    while not stop.is_set():
-        activity.heartbeat({"tool": context.tool_name, "call_id": context.call_id, "progress": context.progress})
-        changed.clear()
-        waiters = {asyncio.ensure_future(changed.wait()), asyncio.ensure_future(stop.wait())}
-        try:
-            await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+    ``stop``; new progress also goes to the run's stream. Temporal throttles what it sends; the
+    newest details win. (A stop event, not task cancellation: on Python 3.11 ``wait_for`` can
+    swallow a cancel that races a wake-up.)"""
+    async with ProgressPublisher() as stream:
+        published: Any = None
+        while not stop.is_set():
+            progress = context.progress
+            activity.heartbeat({"tool": context.tool_name, "call_id": context.call_id, "progress": progress})
+            if progress is not None and progress != published:
+                stream.publish(
+                    "tool_progress", tool=context.tool_name, call_id=context.call_id, attempt=context.attempt,
+                    run_id=context.run_id, thread_id=context.thread_id, progress=progress,
+                )
+                published = progress
+            changed.clear()
+            waiters = {asyncio.ensure_future(changed.wait()), asyncio.ensure_future(stop.wait())}
+            try:
+                await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()

@@ -7,11 +7,15 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
+from temporalio.contrib.workflow_streams import WorkflowStreamState
 
 from tools.registry import ToolPolicy
 
 RUN_WORKFLOW_NAME = "AssistantRun"
+THREAD_QUEUE_WORKFLOW_NAME = "ThreadQueue"
 DEFAULT_TASK_QUEUE = "durable-assistants"
+PROGRESS_TOPIC = "progress"
 
 RunStatus = Literal[
     "queued", "in_progress", "requires_action", "cancelling", "cancelled", "failed", "completed", "incomplete", "expired"
@@ -78,7 +82,7 @@ class RunRequest(BaseModel):
         15.0, ge=0, description="Tools must finish this long before the run's expires_at."
     )
     output_cap_chars: int = Field(16_000, ge=64, description="Tool outputs longer than this are cut, with a marker.")
-    resume: "RunProgress | None" = Field(
+    resume: SkipJsonSchema["RunProgress | None"] = Field(
         None, description="Set by the workflow when it continues as new; callers leave it unset."
     )
 
@@ -156,6 +160,51 @@ class RunProgress(BaseModel):
     tools: dict[str, ToolPolicy]
     records: list[ToolCallRecord]
     rounds: int
+    search_attributes: bool = False
+    stream_state: WorkflowStreamState | None = None
+
+
+ProgressKind = Literal["status", "tool_started", "tool_finished", "tool_progress", "text"]
+
+
+class ProgressEvent(BaseModel):
+    """One step of a run's story, published on the workflow's stream (topic ``progress``)."""
+
+    kind: ProgressKind
+    at: float = Field(description="Unix time of the event.")
+    round: int = 0
+    status: RunStatus | None = None
+    run_id: str | None = None
+    thread_id: str | None = None
+    tool: str | None = None
+    call_id: str | None = None
+    arguments: str | None = None
+    attempt: int | None = None
+    duration_seconds: float | None = None
+    output_preview: str | None = None
+    error: str | None = None
+    progress: Any = None
+    text: str | None = None
+
+
+class PendingToolCall(BaseModel):
+    call_id: str
+    name: str
+    arguments: str
+    elapsed_seconds: float
+
+
+class LiveSnapshot(BaseModel):
+    """What the ``snapshot`` query returns: the run as it is right now."""
+
+    status: RunStatus | Literal["starting"]
+    round: int
+    assistant_id: str
+    thread_id: str | None
+    run_id: str | None
+    pending_tool_calls: list[PendingToolCall]
+    tool_calls_done: int
+    failure: str | None = None
 
 
 RunRequest.model_rebuild()

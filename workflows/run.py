@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError as TemporalTimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
@@ -30,8 +31,13 @@ with workflow.unsafe.imports_passed_through():
     )
     from activities.tools import INVALID_ARGUMENTS, ToolCallInput, ToolCallOutput
     from tools import ToolPolicy
+    from workflows import search_attributes as sa
     from workflows.models import (
+        PROGRESS_TOPIC,
         RUN_WORKFLOW_NAME,
+        LiveSnapshot,
+        PendingToolCall,
+        ProgressEvent,
         RunProgress,
         RunRequest,
         RunResult,
@@ -53,20 +59,55 @@ SUMMARY_CHARS = 120
 # task retried forever): the caller sees pydantic's message naming the field and the value.
 @workflow.defn(name=RUN_WORKFLOW_NAME, failure_exception_types=[pydantic.ValidationError])
 class AssistantRunWorkflow:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, request: RunRequest) -> None:
+        self._request = request
         self._snapshot: RunSnapshot | None = None
         self._records: list[ToolCallRecord] = []
         self._round = 0
         self._failure: str | None = None
         self._policies: dict[str, ToolPolicy] = {}
+        self._search_attributes = False
+        self._pending: dict[str, tuple[ToolCall, float]] = {}
+        # The run's story for followers (status, tool calls, text): readable from offset 0
+        # at any time, also after the run ended.
+        self._stream = WorkflowStream(prior_state=request.resume.stream_state if request.resume else None)
+        self._progress = self._stream.topic(PROGRESS_TOPIC, type=ProgressEvent)
+
+    @workflow.query(name="snapshot")
+    def snapshot(self) -> LiveSnapshot:
+        """The run as it is now: status, round, and the tool calls still running."""
+        now = workflow.now().timestamp()
+        snapshot = self._snapshot
+        return LiveSnapshot(
+            status=snapshot.status if snapshot else "starting",
+            round=self._round,
+            assistant_id=self._request.assistant_id,
+            thread_id=snapshot.thread_id if snapshot else self._request.thread_id,
+            run_id=snapshot.run_id if snapshot else None,
+            pending_tool_calls=[
+                PendingToolCall(call_id=c.id, name=c.name, arguments=c.arguments, elapsed_seconds=round(now - t, 3))
+                for c, t in self._pending.values()
+            ],
+            tool_calls_done=len(self._records),
+            failure=self._failure,
+        )
 
     @workflow.run
     async def run(self, request: RunRequest) -> RunResult:
+        result = await self._run(request)
+        # Release followers' long polls before the run closes; they read the rest by query.
+        self._stream.detach_pollers()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
+
+    async def _run(self, request: RunRequest) -> RunResult:
         if request.resume is not None:
             self._resume(request.resume)
         else:
             await self._start(request)
         assert self._snapshot is not None
+        self._observe(self._snapshot)
         try:
             while self._snapshot.status == "requires_action":
                 self._round += 1
@@ -74,8 +115,11 @@ class AssistantRunWorkflow:
                 if self._failure is not None:
                     return await self._stop(request, "failed")
                 self._snapshot = await self._submit(request, self._snapshot, outputs)
+                self._observe(self._snapshot)
                 if self._snapshot.status == "requires_action" and workflow.info().is_continue_as_new_suggested():
-                    workflow.continue_as_new(request.model_copy(update={"resume": self._progress()}))
+                    await self._stream.continue_as_new(
+                        lambda state: [request.model_copy(update={"resume": self._carry(state)})]
+                    )
         except asyncio.CancelledError:
             self._failure = "the workflow was cancelled"
             return await self._stop(request, "cancelled")
@@ -110,14 +154,16 @@ class AssistantRunWorkflow:
             raise _as_application_error(exc, "starting the run") from None
         self._snapshot = start.snapshot
         self._policies = start.tools
+        self._search_attributes = start.search_attributes
 
     def _resume(self, progress: RunProgress) -> None:
         self._snapshot = progress.snapshot
         self._policies = progress.tools
         self._records = list(progress.records)
         self._round = progress.rounds
+        self._search_attributes = progress.search_attributes
 
-    def _progress(self) -> RunProgress:
+    def _carry(self, stream_state: object) -> RunProgress:
         assert self._snapshot is not None
         return RunProgress(
             thread_id=self._snapshot.thread_id,
@@ -125,7 +171,41 @@ class AssistantRunWorkflow:
             tools=self._policies,
             records=self._records,
             rounds=self._round,
+            search_attributes=self._search_attributes,
+            stream_state=stream_state,  # type: ignore[arg-type]
         )
+
+    # ------------------------------------------------------------------ what operators and followers see
+
+    def _emit(self, kind: str, **fields: object) -> None:
+        self._progress.publish(ProgressEvent(kind=kind, at=workflow.now().timestamp(), round=self._round, **fields))  # type: ignore[arg-type]
+
+    def _observe(self, snapshot: RunSnapshot) -> None:
+        """A new snapshot: tell followers, the UI's details and the search attributes."""
+        self._emit("status", status=snapshot.status, run_id=snapshot.run_id, thread_id=snapshot.thread_id)
+        if self._search_attributes:
+            updates = [
+                sa.ASSISTANT_ID.value_set(self._request.assistant_id),
+                sa.THREAD_ID.value_set(snapshot.thread_id),
+                sa.RUN_ID.value_set(snapshot.run_id),
+                sa.RUN_STATUS.value_set(snapshot.status),
+            ]
+            names = sorted({c.name for c in snapshot.tool_calls} | {r.name for r in self._records})
+            if names:
+                updates.append(sa.TOOL_NAMES.value_set(names))
+            workflow.upsert_search_attributes(updates)
+        self._set_details(snapshot)
+
+    def _set_details(self, snapshot: RunSnapshot) -> None:
+        lines = [
+            f"**{snapshot.status}** · round {self._round} · {len(self._records)} tool calls done",
+            f"assistant `{self._request.assistant_id}` · thread `{snapshot.thread_id}` · run `{snapshot.run_id}`",
+        ]
+        if self._pending:
+            lines.append("running: " + ", ".join(_summary(call) for call, _ in self._pending.values()))
+        if self._failure:
+            lines.append(f"stopped: {self._failure}")
+        workflow.set_current_details("\n\n".join(lines))
 
     # ------------------------------------------------------------------ one round of tools
 
@@ -158,6 +238,24 @@ class AssistantRunWorkflow:
             return self._record(call, f"Error: {error}", started, attempts=0, error=error)
 
         assert policy is not None
+        self._pending[call.id] = (call, started.timestamp())
+        self._emit("tool_started", tool=call.name, call_id=call.id, arguments=call.arguments[:PREVIEW_CHARS])
+        assert self._snapshot is not None
+        self._set_details(self._snapshot)
+        try:
+            return await self._execute_tool(request, snapshot, call, policy, deadline, started)
+        finally:
+            del self._pending[call.id]
+
+    async def _execute_tool(
+        self,
+        request: RunRequest,
+        snapshot: RunSnapshot,
+        call: ToolCall,
+        policy: ToolPolicy,
+        deadline: float | None,
+        started: object,
+    ) -> tuple[ToolOutput, ToolCallRecord]:
         budget = None if deadline is None else deadline - workflow.now().timestamp()
         if budget is not None and budget <= 0:
             return self._out_of_time(request, call, started, "there was no time left before the run expires")
@@ -220,6 +318,10 @@ class AssistantRunWorkflow:
             duration_seconds=(workflow.now() - started).total_seconds(),  # type: ignore[operator]
             error=error,
         )
+        self._emit(
+            "tool_finished", tool=call.name, call_id=call.id, attempt=attempts,
+            duration_seconds=record.duration_seconds, output_preview=record.output_preview, error=error,
+        )
         return ToolOutput(tool_call_id=call.id, output=output), record
 
     # ------------------------------------------------------------------ model API steps
@@ -252,6 +354,7 @@ class AssistantRunWorkflow:
                 summary=f"cancel run {snapshot.run_id}",
             )
             self._snapshot = snapshot
+        self._observe(snapshot)
         result = self._result(snapshot)
         result.status = status  # type: ignore[assignment]
         return result

@@ -8,10 +8,19 @@ on for each name below).
 
 from __future__ import annotations
 
+from temporalio.common import SearchAttributeKey
+
 SEARCH_ATTRIBUTE_TYPES: dict[str, str] = {
     "AssistantId": "Keyword",
     "ThreadId": "Keyword",
-    "RunId": "Keyword",
+    "ApiRunId": "Keyword",  # "RunId" is taken: Temporal reserves it for the workflow run
     "RunStatus": "Keyword",
     "ToolNames": "KeywordList",
 }
+
+
+ASSISTANT_ID = SearchAttributeKey.for_keyword("AssistantId")
+THREAD_ID = SearchAttributeKey.for_keyword("ThreadId")
+RUN_ID = SearchAttributeKey.for_keyword("ApiRunId")
+RUN_STATUS = SearchAttributeKey.for_keyword("RunStatus")
+TOOL_NAMES = SearchAttributeKey.for_keyword_list("ToolNames")
