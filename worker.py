@@ -34,6 +34,7 @@ from activities.tools import tool_activities
 from tools import ToolRegistry, registry as default_registry
 from workflows.models import DEFAULT_TASK_QUEUE
 from workflows.run import AssistantRunWorkflow
+from workflows.thread_queue import ThreadQueueWorkflow
 
 log = structlog.get_logger("worker")
 
@@ -129,7 +130,7 @@ def build_workers(
             Worker(
                 client,
                 task_queue=task_queue,
-                workflows=[AssistantRunWorkflow],
+                workflows=[AssistantRunWorkflow, ThreadQueueWorkflow],
                 activities=[
                     model_activities.create_thread,
                     model_activities.start_run,

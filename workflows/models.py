@@ -208,3 +208,36 @@ class LiveSnapshot(BaseModel):
 
 
 RunRequest.model_rebuild()
+
+
+class EnqueueRequest(BaseModel):
+    """One caller's request on a thread's queue (the ``enqueue`` update of ``ThreadQueue``)."""
+
+    request_id: str = Field(min_length=1, description="The caller's idempotency key.")
+    run_workflow_id: str = Field(min_length=1, description="ID the run's AssistantRun child workflow gets.")
+    request: RunRequest
+    task_queue: str | None = None
+    summary: str | None = None
+    sequence: int = 0
+
+
+class EnqueueReceipt(BaseModel):
+    run_workflow_id: str
+    position: int = Field(description="Place in the queue when accepted (1 = next); 0 if already running or done.")
+    sequence: int = Field(0, description="Arrival order on this thread's queue.")
+    duplicate: bool = Field(False, description="The request ID was enqueued before; this is that run.")
+
+
+class ThreadQueueInput(BaseModel):
+    thread_id: str
+    pending: list[EnqueueRequest] = Field(default_factory=list)
+    seen: dict[str, str] = Field(default_factory=dict)
+    accepted: int = 0
+    finished: int = 0
+
+
+class ThreadQueueState(BaseModel):
+    thread_id: str
+    running: str | None
+    waiting: list[str]
+    finished: int

@@ -1,0 +1,150 @@
+"""Enqueueing from Python: idempotent request IDs, the per-thread queue, live progress,
+status, cancellation and search attributes, against a real dev server and the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+import httpx
+import pytest
+from openai import AsyncOpenAI, OpenAI
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+import tests.worker_tools  # noqa: F401
+import tools.examples  # noqa: F401
+import worker
+from durable_assistants import enqueue_run
+from tests.conftest import script
+from tests.test_worker_lifecycle import slow_round, wait_for
+from tests.test_worker_runs import TOOLS, message
+from tools import registry
+from workflows.models import LiveSnapshot, RunRequest
+
+
+@pytest.fixture
+async def workers(temporal_client: Client, emulator, task_queue: str, admin) -> AsyncIterator[None]:
+    model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0, timeout=10)
+    async with worker.WorkerGroup(worker.build_workers(temporal_client, model, registry, task_queue)):
+        yield
+    await model.close()
+
+
+@pytest.fixture
+def assistant_id(client: OpenAI) -> str:
+    return client.beta.assistants.create(model="gpt-4o", tools=TOOLS).id  # type: ignore[arg-type]
+
+
+async def test_same_request_id_is_one_run(
+    temporal_client: Client, task_queue: str, workers: None, assistant_id: str, admin: httpx.Client
+) -> None:
+    threads_before = admin.get("/health").json()["threads"]
+    request = RunRequest(assistant_id=assistant_id, messages=[message("hello")], tool_choice="none")
+    first = await enqueue_run(temporal_client, request, request_id="req-1", task_queue=task_queue)
+    again = await enqueue_run(temporal_client, request, request_id="req-1", task_queue=task_queue)
+    assert first.workflow_id == again.workflow_id == "assistant-run/req-1"
+    result = await first.result()
+    late = await enqueue_run(temporal_client, request, request_id="req-1", task_queue=task_queue)  # after it finished
+    assert (await late.result()).run_id == result.run_id and result.final_text == "You said: hello"
+    assert admin.get("/health").json()["threads"] == threads_before + 1
+
+
+async def test_progress_tells_the_whole_story_even_to_a_late_follower(
+    temporal_client: Client, task_queue: str, workers: None, assistant_id: str
+) -> None:
+    rounds = [[{"name": "slow", "arguments": {"seconds": 0.6, "marker": ""}}, {"name": "structured", "arguments": {"n": 2}}]]
+    request = RunRequest(
+        assistant_id=assistant_id, messages=[message(script(rounds=rounds, reply="All done: {outputs}", chunk_chars=5))], mode="stream"
+    )
+    handle = await enqueue_run(temporal_client, request, task_queue=task_queue)
+    live: list[Any] = []
+
+    async def follow() -> None:
+        async for event in handle.progress():
+            live.append(event)
+
+    follower = asyncio.create_task(follow())
+    result = await handle.result()
+    await asyncio.wait_for(follower, 30)  # the iterator ends by itself once the run has closed
+    late = [event async for event in handle.progress()]
+
+    assert [e.model_dump() for e in late] == [e.model_dump() for e in live]
+    statuses = [e.status for e in late if e.kind == "status"]
+    assert statuses[0] == "requires_action" and statuses[-1] == "completed"
+    started = [e.tool for e in late if e.kind == "tool_started"]
+    finished = [e for e in late if e.kind == "tool_finished"]
+    assert sorted(started) == ["slow", "structured"] and sorted(e.tool for e in finished) == ["slow", "structured"]
+    slow = next(e for e in finished if e.tool == "slow")
+    assert slow.attempt == 1 and slow.duration_seconds >= 0.6
+    assert any(e.kind == "tool_progress" and e.tool == "slow" and e.progress["elapsed"] > 0 for e in late)
+    assert "".join(e.text for e in late if e.kind == "text") == result.final_text
+
+
+async def test_status_shows_pending_tools_and_cancel_stops_the_run(
+    temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI, tmp_path
+) -> None:
+    marker = tmp_path / "started"
+    request = RunRequest(assistant_id=assistant_id, messages=[message(script(rounds=slow_round(60, marker)))])
+    handle = await enqueue_run(temporal_client, request, task_queue=task_queue)
+    await wait_for(marker.exists, "the slow tool to start")
+    status = await handle.status()
+    assert isinstance(status, LiveSnapshot) and status.status == "requires_action" and status.round == 1
+    assert [c.name for c in status.pending_tool_calls] == ["slow"] and status.pending_tool_calls[0].elapsed_seconds >= 0
+    await handle.cancel()
+    result = await handle.result()
+    assert result.status == "cancelled"
+    assert client.beta.threads.runs.retrieve(thread_id=result.thread_id, run_id=result.run_id).status == "cancelled"
+    assert await handle.status() == "completed"  # the workflow closed normally, saying `cancelled`
+
+
+async def test_runs_are_findable_by_search_attributes(
+    temporal_client: Client, task_queue: str, workers: None, assistant_id: str
+) -> None:
+    rounds = [[{"name": "structured", "arguments": {"n": 1}}]]
+    request = RunRequest(assistant_id=assistant_id, messages=[message(script(rounds=rounds))])
+    handle = await enqueue_run(temporal_client, request, task_queue=task_queue)
+    result = await handle.result()
+
+    async def found(query: str) -> list[str]:
+        return [w.id async for w in temporal_client.list_workflows(query)]
+
+    await wait_for_async(lambda: found(f'ThreadId = "{result.thread_id}"'), [handle.workflow_id])
+    assert await found(f'ApiRunId = "{result.run_id}" AND RunStatus = "completed"') == [handle.workflow_id]
+    assert handle.workflow_id in await found(f'AssistantId = "{assistant_id}" AND ToolNames = "structured"')
+
+
+async def wait_for_async(probe: Any, expected: Any, limit: float = 15.0) -> None:
+    """Visibility is eventually consistent: poll until it shows what history already says."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while (got := await probe()) != expected:
+        assert asyncio.get_running_loop().time() < deadline, f"still {got!r}, expected {expected!r}"
+        await asyncio.sleep(0.2)
+
+
+async def test_fifty_callers_on_one_thread_run_one_at_a_time_in_order(
+    temporal_server, temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI, admin: httpx.Client
+) -> None:
+    thread = client.beta.threads.create()
+    callers = [await Client.connect(temporal_server.address, data_converter=pydantic_data_converter) for _ in range(50)]
+
+    async def caller(i: int) -> Any:
+        request = RunRequest(assistant_id=assistant_id, thread_id=thread.id, messages=[message(f"caller {i}")], tool_choice="none")
+        return await enqueue_run(callers[i], request, request_id=f"caller-{i}-{thread.id}", task_queue=task_queue)
+
+    handles = await asyncio.gather(*(caller(i) for i in range(50)))
+    duplicate = await caller(7)  # a retrying caller
+    results = await asyncio.gather(*(h.result() for h in handles))
+
+    # Temporal deduplicates the update by its ID (the request ID): the retry gets the first receipt.
+    assert duplicate.workflow_id == handles[7].workflow_id and duplicate.receipt.sequence == handles[7].receipt.sequence
+    assert sorted(h.receipt.sequence for h in handles) == list(range(1, 51))
+    assert all(r.status == "completed" for r in results)
+    # Each run answered its own caller's message, and runs happened in arrival order.
+    assert [r.final_text for r in results] == [f"You said: caller {i}" for i in range(50)]
+    by_sequence = sorted(zip(handles, results), key=lambda pair: pair[0].receipt.sequence)
+    api_runs = [r.id for r in client.beta.threads.runs.list(thread_id=thread.id, order="asc", limit=100)]
+    assert api_runs == [r.run_id for _, r in by_sequence]
+    stats = admin.get("/stats").json()
+    assert stats["threads"][thread.id]["runs_created"] == 50 and stats["threads"][thread.id]["user_messages_created"] == 50
+    assert stats["responses"].get("runs.create 400", 0) == 0 and stats["responses"].get("messages.create 400", 0) == 0
