@@ -1,0 +1,71 @@
+"""The cross-language contract: committed JSON Schemas match the models, and a run can be
+enqueued and read back with nothing but the `temporal` CLI and JSON."""
+
+from __future__ import annotations
+
+import json
+import asyncio
+import uuid
+from typing import Any, AsyncIterator
+
+import jsonschema
+import pytest
+from openai import AsyncOpenAI, OpenAI
+from temporalio.client import Client
+
+import tools.examples  # noqa: F401
+import worker
+from devstack.temporal import TemporalDevServer, temporal_binary
+from durable_assistants.schemas import SCHEMA_DIR, SCHEMAS, render
+from tests.conftest import script
+from tests.test_worker_runs import TOOLS
+from tools import registry
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_committed_schemas_match_the_models(name: str) -> None:
+    path = SCHEMA_DIR / f"{name}.schema.json"
+    assert path.exists(), f"{path} is missing; run `python -m durable_assistants.schemas`"
+    assert path.read_text() == render(SCHEMAS[name]), f"{path.name} drifted from the model; run `python -m durable_assistants.schemas`"
+
+
+def schema(name: str) -> dict[str, Any]:
+    return json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
+
+
+@pytest.fixture
+async def workers(temporal_client: Client, emulator, task_queue: str, admin) -> AsyncIterator[None]:
+    model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0)
+    async with worker.WorkerGroup(worker.build_workers(temporal_client, model, registry, task_queue)):
+        yield
+    await model.close()
+
+
+async def test_a_run_enqueued_with_the_temporal_cli_and_plain_json(
+    temporal_server: TemporalDevServer, task_queue: str, workers: None, client: OpenAI
+) -> None:
+    assistant = client.beta.assistants.create(model="gpt-4o", tools=TOOLS)  # type: ignore[arg-type]
+    run_input = {
+        "assistant_id": assistant.id,
+        "messages": [{"content": "Weather?\n" + script(rounds=[[{"name": "get_weather", "arguments": {"city": "Lima"}}]])}],
+        "mode": "stream",
+    }
+    jsonschema.validate(run_input, schema("run-request"))
+    workflow_id = f"assistant-run/cli-{uuid.uuid4().hex[:8]}"
+    command = [
+        temporal_binary(), "workflow", "execute",
+        "--address", temporal_server.address,
+        "--type", "AssistantRun",
+        "--task-queue", task_queue,
+        "--workflow-id", workflow_id,
+        "--input", json.dumps(run_input),
+        "--output", "json",
+    ]
+    # Not subprocess.run: the in-process workers share this event loop and must keep running.
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, stderr.decode()
+    result = json.loads(stdout)["result"]
+    jsonschema.validate(result, schema("run-result"))
+    assert result["status"] == "completed" and result["tool_calls"][0]["name"] == "get_weather"
+    assert '"city": "Lima"' in result["final_text"]
