@@ -148,6 +148,14 @@ async def run_demo(args: argparse.Namespace) -> int:
         }
         worker = stack.enter_context(worker_process(env))
         print(f"worker: pid {worker.pid}, log {STATE / 'worker.log'}")
+        if args.stack_only:
+            print("\nThe stack is up. In another shell:")
+            print(f"  export TEMPORAL_ADDRESS={server.address} OPENAI_BASE_URL={base_url} OPENAI_API_KEY={env['OPENAI_API_KEY']}")
+            print("  durable-assistants enqueue --assistant <id> --message 'Hello' --follow")
+            print("Ctrl-C stops everything.")
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.Event().wait()
+            return 0
 
         model = AsyncOpenAI(base_url=base_url, api_key=env["OPENAI_API_KEY"])
         assistant_id = await prepare_assistant(model, admin_url)
@@ -177,6 +185,7 @@ async def run_demo(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument("--once", action="store_true", help="exit after the demo run instead of keeping the stack up")
+    parser.add_argument("--stack-only", action="store_true", help="start the stack without the demo run")
     args = parser.parse_args(argv)
     try:
         return asyncio.run(run_demo(args))

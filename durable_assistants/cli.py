@@ -1,0 +1,366 @@
+"""`durable-assistants`: run the worker or the local stack, enqueue and follow runs, operate them.
+
+    durable-assistants dev                     # Temporal dev server + emulator + worker, until Ctrl-C
+    durable-assistants worker [--queue Q]
+    durable-assistants emulator [--port 8787]
+    durable-assistants enqueue --assistant asst_... --message "Hi" --follow
+    durable-assistants status assistant-run/<id>
+    durable-assistants cancel assistant-run/<id>
+    durable-assistants list --thread thread_... --status requires_action
+    durable-assistants sync-tools --assistant asst_... [--check]
+
+Temporal comes from its standard environment configuration (TEMPORAL_ADDRESS, ...), the
+model API from OPENAI_BASE_URL / OPENAI_API_KEY. Errors are one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+from pydantic import ValidationError
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from workflows.models import DEFAULT_TASK_QUEUE, LiveSnapshot, MessageInput, ProgressEvent, RunRequest, RunResult
+
+PROG = "durable-assistants"
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Durable assistant runs on Temporal.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    worker = commands.add_parser("worker", help="run the Temporal worker")
+    worker.add_argument("args", nargs=argparse.REMAINDER, help="worker.py options (--task-queue, --queue, --tools, --log-format)")
+
+    dev = commands.add_parser("dev", help="run the local stack: Temporal dev server, emulator, worker")
+    dev.add_argument("--demo", action="store_true", help="also enqueue the demo run")
+    dev.add_argument("--once", action="store_true", help="with --demo: exit after the run")
+
+    emulator = commands.add_parser("emulator", help="run the Assistants API emulator")
+    emulator.add_argument("args", nargs=argparse.REMAINDER, help="emulator options (--port, --api-key, ...)")
+
+    enqueue = commands.add_parser("enqueue", help="enqueue a run")
+    enqueue.add_argument("--assistant", help="assistant ID")
+    enqueue.add_argument("--thread", help="run on this thread (runs on one thread are queued); default: a new thread")
+    enqueue.add_argument("--message", "-m", action="append", default=[], help="a user message to add (repeatable)")
+    enqueue.add_argument("--request", help="a RunRequest as JSON, or @file.json (flags above override it)")
+    enqueue.add_argument("--mode", choices=["poll", "stream"], help="poll the run or read its stream")
+    enqueue.add_argument("--request-id", help="idempotency key: the same ID enqueued again is the same run")
+    enqueue.add_argument("--task-queue", default=os.environ.get("DA_TASK_QUEUE", DEFAULT_TASK_QUEUE))
+    enqueue.add_argument("--follow", action="store_true", help="render progress until the run ends")
+    enqueue.add_argument("--wait", action="store_true", help="wait for the result")
+    enqueue.add_argument("--json", action="store_true", help="print JSON (the result, or the run's workflow ID)")
+
+    status = commands.add_parser("status", help="show a run's live status or result")
+    status.add_argument("workflow_id")
+    status.add_argument("--json", action="store_true")
+
+    cancel = commands.add_parser("cancel", help="cancel a run (its tools and the API run)")
+    cancel.add_argument("workflow_id")
+
+    listing = commands.add_parser("list", help="list runs through Temporal visibility")
+    listing.add_argument("--assistant")
+    listing.add_argument("--thread")
+    listing.add_argument("--status", help="the API run's status, e.g. requires_action, completed")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--json", action="store_true")
+
+    sync = commands.add_parser("sync-tools", help="make an assistant's function tools match the registry")
+    sync.add_argument("--assistant", required=True, help="assistant ID")
+    sync.add_argument("--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"), help="modules that register tools")
+    sync.add_argument("--check", action="store_true", help="only report drift; exit 1 if there is any")
+    return parser
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+async def connect() -> Client:
+    from worker import connect_temporal
+
+    try:
+        return await connect_temporal()
+    except Exception as exc:
+        address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
+        raise CliError(f"cannot connect to Temporal at {address}: {str(exc).splitlines()[0]}") from None
+
+
+def request_from(args: argparse.Namespace) -> RunRequest:
+    data: dict[str, Any] = {}
+    if args.request:
+        text = args.request
+        if text.startswith("@"):
+            try:
+                with open(text[1:]) as f:
+                    text = f.read()
+            except OSError as exc:
+                raise CliError(f"cannot read {text[1:]}: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise CliError(f"--request is not JSON: {exc}") from None
+    if args.assistant:
+        data["assistant_id"] = args.assistant
+    if args.thread:
+        data["thread_id"] = args.thread
+    if args.mode:
+        data["mode"] = args.mode
+    if args.message:
+        data["messages"] = [*data.get("messages", []), *({"content": m} for m in args.message)]
+    if "assistant_id" not in data:
+        raise CliError("give --assistant (or assistant_id in --request)")
+    try:
+        return RunRequest.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise CliError(f"invalid run request: {where}: {error['msg']} (got {error.get('input')!r})") from None
+
+
+def render_event(event: ProgressEvent) -> str | None:
+    if event.kind == "status":
+        # `round` counts the tool rounds done; a run needing action is about to do the next.
+        if event.status == "requires_action":
+            return f"● requires_action (round {event.round + 1})"
+        return f"● {event.status} after {event.round} tool round{'s' if event.round != 1 else ''}"
+    if event.kind == "tool_started":
+        return f"  → {event.tool}({event.arguments})"
+    if event.kind == "tool_progress":
+        return f"    … {event.tool}: {json.dumps(event.progress)}"
+    if event.kind == "tool_finished":
+        timing = f"{event.duration_seconds:.2f}s, attempt {event.attempt}"
+        return f"  ✗ {event.tool} ({timing}): {event.error}" if event.error else f"  ✓ {event.tool} ({timing})"
+    return None
+
+
+async def cmd_enqueue(args: argparse.Namespace) -> int:
+    from durable_assistants.client import enqueue_run
+
+    request = request_from(args)
+    client = await connect()
+    handle = await enqueue_run(client, request, request_id=args.request_id, task_queue=args.task_queue)
+    if not (args.follow or args.wait):
+        print(json.dumps({"workflow_id": handle.workflow_id}) if args.json else handle.workflow_id)
+        return 0
+    if args.follow and not args.json:
+        print(f"run {handle.workflow_id}", flush=True)
+        in_text = False
+        async for event in handle.progress():
+            if event.kind == "text":
+                print(event.text, end="", flush=True)
+                in_text = True
+                continue
+            line = render_event(event)
+            if line:
+                if in_text:
+                    print()
+                    in_text = False
+                print(line, flush=True)
+        if in_text:
+            print()
+    result = await handle.result()
+    print_result(result, args.json)
+    return 0 if result.status == "completed" else 1
+
+
+def print_result(result: RunResult, as_json: bool) -> None:
+    if as_json:
+        print(result.model_dump_json(indent=2))
+        return
+    print(f"{result.status}: run {result.run_id} on {result.thread_id}, {result.rounds} rounds, {len(result.tool_calls)} tool calls")
+    if result.failure:
+        print(f"stopped: {result.failure}")
+    if result.final_text:
+        print(result.final_text)
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    from durable_assistants.client import get_run
+
+    client = await connect()
+    handle = get_run(client, args.workflow_id)
+    try:
+        description = await handle._handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise CliError(f"no run with workflow ID {args.workflow_id!r}") from None
+        raise
+    status = await handle.status()
+    if isinstance(status, LiveSnapshot):
+        if args.json:
+            print(status.model_dump_json(indent=2))
+        else:
+            print(f"{status.status}, round {status.round}, {status.tool_calls_done} tool calls done (run {status.run_id})")
+            for call in status.pending_tool_calls:
+                print(f"  running {call.name}({call.arguments}) for {call.elapsed_seconds:.1f}s")
+        return 0
+    result = await handle._handle.result() if description.status and description.status.name == "COMPLETED" else None
+    if result is not None:
+        print_result(result, args.json)
+    else:
+        print(json.dumps({"workflow_status": status}) if args.json else f"workflow {status}")
+    return 0
+
+
+async def cmd_cancel(args: argparse.Namespace) -> int:
+    from durable_assistants.client import get_run
+
+    client = await connect()
+    try:
+        await client.get_workflow_handle(args.workflow_id).cancel()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise CliError(f"no run with workflow ID {args.workflow_id!r}") from None
+        raise CliError(f"cannot cancel {args.workflow_id}: {exc.message}") from None
+    result = await get_run(client, args.workflow_id).result()
+    print(f"{args.workflow_id}: {result.status}")
+    return 0
+
+
+def visibility_query(args: argparse.Namespace) -> str:
+    clauses = ["WorkflowType = 'AssistantRun'"]
+    for field, value in (("AssistantId", args.assistant), ("ThreadId", args.thread), ("RunStatus", args.status)):
+        if value:
+            if "'" in value or '"' in value:
+                raise CliError(f"invalid value for {field}: {value!r}")
+            clauses.append(f"{field} = '{value}'")
+    return " AND ".join(clauses)
+
+
+async def cmd_list(args: argparse.Namespace) -> int:
+    client = await connect()
+    rows = []
+    try:
+        async for execution in client.list_workflows(visibility_query(args), limit=args.limit):
+            attributes = execution.typed_search_attributes
+            rows.append(
+                {
+                    "workflow_id": execution.id,
+                    "workflow_status": execution.status.name.lower() if execution.status else None,
+                    "run_status": _attribute(attributes, "RunStatus"),
+                    "thread_id": _attribute(attributes, "ThreadId"),
+                    "started": execution.start_time.isoformat() if execution.start_time else None,
+                }
+            )
+    except RPCError as exc:
+        raise CliError(f"listing failed: {exc.message} (are the search attributes registered?)") from None
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['workflow_id']}  {row['workflow_status']:<10} {row['run_status'] or '-':<16} {row['thread_id'] or '-'}")
+        if not rows:
+            print("no runs match")
+    return 0
+
+
+def _attribute(attributes: Any, name: str) -> Any:
+    for pair in attributes:
+        if pair.key.name == name:
+            return pair.value
+    return None
+
+
+async def cmd_sync_tools(args: argparse.Namespace) -> int:
+    from openai import AsyncOpenAI, NotFoundError, OpenAIError
+
+    from tools import registry
+    from worker import load_tools
+
+    try:
+        load_tools([m for m in args.tools.split(",") if m])
+    except ImportError as exc:
+        raise CliError(f"cannot import tool module: {exc}") from None
+    wanted = {schema["function"]["name"]: schema for schema in registry.schemas()}
+    model = AsyncOpenAI(max_retries=2, api_key=os.environ.get("OPENAI_API_KEY", "unset"))
+    try:
+        assistant = await model.beta.assistants.retrieve(args.assistant)
+        current = {t.function.name: t.model_dump(exclude_unset=True) for t in assistant.tools if t.type == "function"}
+        others = [t.model_dump(exclude_unset=True) for t in assistant.tools if t.type != "function"]
+        added = sorted(set(wanted) - set(current))
+        removed = sorted(set(current) - set(wanted))
+        changed = sorted(n for n in set(wanted) & set(current) if _normal(wanted[n]) != _normal(current[n]))
+        for label, names in (("missing on the assistant", added), ("not in the registry", removed), ("different", changed)):
+            if names:
+                print(f"{label}: {', '.join(names)}")
+        if not (added or removed or changed):
+            print(f"{args.assistant}: tools match the registry ({len(wanted)} function tools)")
+            return 0
+        if args.check:
+            return 1
+        await model.beta.assistants.update(args.assistant, tools=[*others, *wanted.values()])  # type: ignore[list-item]
+        print(f"{args.assistant}: updated to the registry's {len(wanted)} function tools")
+        return 0
+    except NotFoundError:
+        raise CliError(f"no assistant {args.assistant!r} at {model.base_url}") from None
+    except OpenAIError as exc:
+        raise CliError(f"model API at {model.base_url}: {str(exc).splitlines()[0]}") from None
+    finally:
+        await model.close()
+
+
+def _normal(tool: dict[str, Any]) -> str:
+    function = tool.get("function", {})
+    return json.dumps({k: function.get(k) for k in ("name", "description", "parameters", "strict")}, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    args = build_parser().parse_args(argv)
+    if args.command == "worker":
+        import worker
+
+        return worker.main(args.args)
+    if args.command == "emulator":
+        from emulator.server import main as emulator_main
+
+        return emulator_main(args.args)
+    if args.command == "dev":
+        from devstack.demo import main as dev_main
+
+        return dev_main(["--stack-only"] if not args.demo else (["--once"] if args.once else []))
+    runner = {
+        "enqueue": cmd_enqueue,
+        "status": cmd_status,
+        "cancel": cmd_cancel,
+        "list": cmd_list,
+        "sync-tools": cmd_sync_tools,
+    }[args.command]
+    try:
+        return asyncio.run(runner(args))
+    except CliError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except RPCError as exc:
+        print(f"{PROG}: error: Temporal: {exc.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry_point() -> None:
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter finalization after using the Temporal client: its Rust runtime threads
+    # can abort a finalizing interpreter (https://github.com/temporalio/sdk-python/issues/300).
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    entry_point()
