@@ -20,16 +20,17 @@ import time
 import uuid
 import warnings
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any, Iterator
 
 import httpx
 from openai import AsyncOpenAI
-from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 
 from devstack.temporal import TemporalDevServer, free_port
+from durable_assistants.client import RunHandle, enqueue_run
 from emulator.server import EmulatorProcess, die_with_parent, stop_process
-from workflows.models import DEFAULT_TASK_QUEUE, MessageInput, RunRequest, RunResult
+from workflows.models import MessageInput, RunRequest, RunResult
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -101,23 +102,22 @@ async def prepare_assistant(model: AsyncOpenAI, admin_url: str | None) -> str:
     return created.id
 
 
-async def follow(handle: WorkflowHandle[Any, RunResult]) -> RunResult:
-    """Print tool calls as Temporal records them, then return the result."""
-    names: dict[int, str] = {}
+async def follow(handle: RunHandle) -> RunResult:
+    """Render the run's progress stream as it happens, then return the result."""
+    from durable_assistants.cli import render_event
+
     started = time.monotonic()
-    async for event in handle.fetch_history_events(wait_new_event=True):
-        elapsed = f"{time.monotonic() - started:5.1f}s"
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            attrs = event.activity_task_scheduled_event_attributes
-            summary = event.user_metadata.summary.data.decode().strip('"') if event.HasField("user_metadata") else ""
-            names[event.event_id] = attrs.activity_type.name
-            print(f"  {elapsed}  → {summary.encode().decode('unicode_escape') or attrs.activity_type.name}", flush=True)
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            name = names.get(event.activity_task_completed_event_attributes.scheduled_event_id, "?")
-            print(f"  {elapsed}  ✓ {name}", flush=True)
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED:
-            name = names.get(event.activity_task_failed_event_attributes.scheduled_event_id, "?")
-            print(f"  {elapsed}  ✗ {name}: {event.activity_task_failed_event_attributes.failure.message}", flush=True)
+    in_text = False
+    async for event in handle.progress():
+        if event.kind == "text":
+            print(event.text, end="", flush=True)
+            in_text = True
+            continue
+        line = render_event(event)
+        if line:
+            print(("\n" if in_text else "") + f"{time.monotonic() - started:5.1f}s {line}", flush=True)
+            in_text = False
+    print()
     return await handle.result()
 
 
@@ -164,14 +164,14 @@ async def run_demo(args: argparse.Namespace) -> int:
 
         client = await Client.connect(server.address, data_converter=pydantic_data_converter)
         request = RunRequest(assistant_id=assistant_id, messages=[MessageInput(content=QUESTION)], mode="stream")
-        workflow_id = f"demo-{uuid.uuid4().hex[:8]}"
-        handle = await client.start_workflow("AssistantRun", request, id=workflow_id, task_queue=DEFAULT_TASK_QUEUE, result_type=RunResult)
+        handle = await enqueue_run(client, request, request_id=f"demo-{uuid.uuid4().hex[:8]}", summary="make demo")
+        workflow_id = handle.workflow_id
         print(f"\nassistant {assistant_id}: {QUESTION}")
-        print(f"workflow {workflow_id}: {server.ui_url}/namespaces/default/workflows/{workflow_id}\n")
+        link = f"{server.ui_url}/namespaces/default/workflows/{quote(workflow_id, safe='')}"
+        print(f"workflow {workflow_id}: {link}\n")
         result = await follow(handle)
         print(f"\nrun {result.run_id} ended {result.status} after {result.rounds} tool rounds, {len(result.tool_calls)} tool calls")
-        print(f"\n{result.final_text}\n")
-        print(f"Inspect it in the Temporal UI: {server.ui_url}/namespaces/default/workflows/{workflow_id}")
+        print(f"Inspect it in the Temporal UI: {link}")
         if worker.poll() is not None:
             print(f"the worker exited early (code {worker.returncode}); see {STATE / 'worker.log'}", file=sys.stderr)
             return 1

@@ -256,3 +256,18 @@ async def test_bad_requests_fail_fast_before_anything_is_created(
         if isinstance(request, RunRequest):
             assert cause.non_retryable
     assert admin.get("/health").json()["threads"] == threads_before
+
+
+async def test_a_worker_for_just_the_heavy_queue(
+    temporal_client: Client, model: AsyncOpenAI, task_queue: str, assistant_id: str, admin
+) -> None:
+    main_only = worker.build_workers(temporal_client, model, registry, task_queue, queues=[task_queue])
+    heavy_only = worker.build_workers(temporal_client, model, registry, task_queue, queues=[HEAVY_QUEUE])
+    assert [w.task_queue for w in main_only] == [task_queue] and [w.task_queue for w in heavy_only] == [HEAVY_QUEUE]
+    with pytest.raises(ValueError, match="no registered tool uses task queue\\(s\\) nowhere"):
+        worker.build_workers(temporal_client, model, registry, task_queue, queues=["nowhere"])
+
+    request = RunRequest(assistant_id=assistant_id, messages=[message(script(rounds=[[{"name": "heavy", "arguments": {"n": 5}}]]))])
+    async with worker.WorkerGroup(main_only + heavy_only):
+        result = await (await start(temporal_client, task_queue, request)).result()
+    assert result.tool_calls[0].output_preview == "10"
