@@ -148,3 +148,31 @@ async def test_fifty_callers_on_one_thread_run_one_at_a_time_in_order(
     stats = admin.get("/stats").json()
     assert stats["threads"][thread.id]["runs_created"] == 50 and stats["threads"][thread.id]["user_messages_created"] == 50
     assert stats["responses"].get("runs.create 400", 0) == 0 and stats["responses"].get("messages.create 400", 0) == 0
+
+
+async def test_thread_queue_continues_as_new_and_still_deduplicates(
+    emulator: Any, assistant_id: str, client: OpenAI, admin: httpx.Client, task_queue: str
+) -> None:
+    from devstack.temporal import TemporalDevServer
+    from workflows.thread_queue import queue_workflow_id
+
+    thread = client.beta.threads.create()
+    with TemporalDevServer(extra_args=["--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=30"]) as server:
+        temporal = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0)
+        async with worker.WorkerGroup(worker.build_workers(temporal, model, registry, task_queue)):
+
+            def request(i: int) -> RunRequest:
+                return RunRequest(assistant_id=assistant_id, thread_id=thread.id, messages=[message(f"n{i}")], tool_choice="none")
+
+            handles = [await enqueue_run(temporal, request(i), request_id=f"q-{i}-{thread.id}", task_queue=task_queue) for i in range(6)]
+            results = [await h.result() for h in handles]
+            queue_runs = [w async for w in temporal.list_workflows(f"WorkflowId = '{queue_workflow_id(thread.id)}'")]
+            # The same request ID again, now that the queue lives in a later run of its workflow.
+            again = await enqueue_run(temporal, request(0), request_id=f"q-0-{thread.id}", task_queue=task_queue)
+        await model.close()
+
+    assert [r.final_text for r in results] == [f"You said: n{i}" for i in range(6)]
+    assert len(queue_runs) >= 2  # it continued as new
+    assert again.receipt is not None and again.receipt.duplicate and again.workflow_id == handles[0].workflow_id
+    assert admin.get("/stats").json()["threads"][thread.id]["runs_created"] == 6
