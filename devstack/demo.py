@@ -128,7 +128,9 @@ async def run_demo(args: argparse.Namespace) -> int:
         port=port_or_free(7233), ui=True, ui_port=port_or_free(8233), db_filename=STATE / "temporal.db", log_file=STATE / "temporal.log"
     )
     with contextlib.ExitStack() as stack:
-        print(f"Temporal dev server … ", end="", flush=True)
+        # Registered first, so it runs last: after every process of the stack has stopped.
+        stack.callback(lambda: print("stopped; nothing left running", flush=True))
+        print("Temporal dev server … ", end="", flush=True)
         stack.enter_context(server)
         print(f"{server.address}, UI {server.ui_url}")
         if real_api:
@@ -152,9 +154,8 @@ async def run_demo(args: argparse.Namespace) -> int:
             print("\nThe stack is up. In another shell:")
             print(f"  export TEMPORAL_ADDRESS={server.address} OPENAI_BASE_URL={base_url} OPENAI_API_KEY={env['OPENAI_API_KEY']}")
             print("  durable-assistants enqueue --assistant <id> --message 'Hello' --follow")
-            print("Ctrl-C stops everything.")
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.Event().wait()
+            print("Ctrl-C stops everything.", flush=True)
+            await _until_interrupted()
             return 0
 
         model = AsyncOpenAI(base_url=base_url, api_key=env["OPENAI_API_KEY"])
@@ -176,10 +177,15 @@ async def run_demo(args: argparse.Namespace) -> int:
             print(f"the worker exited early (code {worker.returncode}); see {STATE / 'worker.log'}", file=sys.stderr)
             return 1
         if not args.once:
-            print("The stack stays up for inspection. Ctrl-C stops everything.")
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.Event().wait()
+            print("The stack stays up for inspection. Ctrl-C stops everything.", flush=True)
+            await _until_interrupted()
         return 0 if result.status == "completed" else 1
+
+
+async def _until_interrupted() -> None:
+    """Wait for Ctrl-C (asyncio cancels the main task on it)."""
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return asyncio.run(run_demo(args))
     except KeyboardInterrupt:
-        print("\nstopped; nothing left running")
-        return 0
+        return 0  # interrupted while starting: the ExitStack has stopped what had started
     except Exception as exc:  # one line, no traceback
         print(f"demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

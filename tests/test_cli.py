@@ -150,3 +150,32 @@ async def test_bad_arguments_get_one_clear_line(cli: Any, args: tuple[str, ...],
     got, out, err = await cli(*args, env=env)
     assert got == code
     assert message in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def _children_of(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+async def test_dev_brings_the_stack_up_and_ctrl_c_takes_it_all_down() -> None:
+    import signal
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "durable_assistants.cli", "dev", cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    assert process.stdout is not None
+    seen = []
+    while True:
+        line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+        assert line, "dev exited early:\n" + "".join(seen)
+        seen.append(line)
+        if line.startswith("The stack is up"):
+            break
+    children = _children_of(process.pid)
+    assert len(children) == 3  # Temporal dev server, emulator, worker
+    process.send_signal(signal.SIGINT)
+    rest = (await asyncio.wait_for(process.stdout.read(), 60)).decode()
+    assert await process.wait() == 0, rest
+    assert "stopped; nothing left running" in rest
+    assert not [pid for pid in children if Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()]
