@@ -39,15 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Durable assistant runs on Temporal.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    worker = commands.add_parser("worker", help="run the Temporal worker")
-    worker.add_argument("args", nargs=argparse.REMAINDER, help="worker.py options (--task-queue, --queue, --tools, --log-format)")
+    commands.add_parser("worker", help="run the Temporal worker (options: see `worker --help`)", add_help=False)
 
     dev = commands.add_parser("dev", help="run the local stack: Temporal dev server, emulator, worker")
     dev.add_argument("--demo", action="store_true", help="also enqueue the demo run")
     dev.add_argument("--once", action="store_true", help="with --demo: exit after the run")
 
-    emulator = commands.add_parser("emulator", help="run the Assistants API emulator")
-    emulator.add_argument("args", nargs=argparse.REMAINDER, help="emulator options (--port, --api-key, ...)")
+    commands.add_parser("emulator", help="run the Assistants API emulator (options: see `emulator --help`)", add_help=False)
 
     enqueue = commands.add_parser("enqueue", help="enqueue a run")
     enqueue.add_argument("--assistant", help="assistant ID")
@@ -321,15 +319,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    args = build_parser().parse_args(argv)
-    if args.command == "worker":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `worker` and `emulator` hand all their options to the programs they run.
+    if argv[:1] == ["worker"]:
         import worker
 
-        return worker.main(args.args)
-    if args.command == "emulator":
+        return worker.main(argv[1:])
+    if argv[:1] == ["emulator"]:
         from emulator.server import main as emulator_main
 
-        return emulator_main(args.args)
+        return emulator_main(argv[1:])
+    args = build_parser().parse_args(argv)
     if args.command == "dev":
         from devstack.demo import main as dev_main
 

@@ -179,3 +179,20 @@ async def test_dev_brings_the_stack_up_and_ctrl_c_takes_it_all_down() -> None:
     assert await process.wait() == 0, rest
     assert "stopped; nothing left running" in rest
     assert not [pid for pid in children if Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()]
+
+
+async def test_emulator_command_serves_and_stops_cleanly() -> None:
+    import signal
+
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "durable_assistants.cli", "emulator", "--port", "0", cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+    assert line.startswith("emulator listening on http://127.0.0.1:")
+    base_url = line.split()[-1]
+    async with AsyncOpenAI(base_url=base_url, api_key="k") as sdk:
+        assert (await sdk.beta.assistants.create(model="m")).id.startswith("asst_")
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(process.wait(), 30) == 0

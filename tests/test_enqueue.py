@@ -176,3 +176,25 @@ async def test_thread_queue_continues_as_new_and_still_deduplicates(
     assert len(queue_runs) >= 2  # it continued as new
     assert again.receipt is not None and again.receipt.duplicate and again.workflow_id == handles[0].workflow_id
     assert admin.get("/stats").json()["threads"][thread.id]["runs_created"] == 6
+
+
+async def test_a_run_waiting_for_its_turn_on_the_thread_says_queued(
+    temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI, tmp_path
+) -> None:
+    thread = client.beta.threads.create()
+    marker = tmp_path / "started"
+    first = await enqueue_run(
+        temporal_client,
+        RunRequest(assistant_id=assistant_id, thread_id=thread.id, messages=[message(script(rounds=slow_round(1.5, marker)))]),
+        task_queue=task_queue,
+    )
+    await wait_for(marker.exists, "the first run's slow tool")
+    second = await enqueue_run(
+        temporal_client,
+        RunRequest(assistant_id=assistant_id, thread_id=thread.id, messages=[message("after you")], tool_choice="none"),
+        task_queue=task_queue,
+    )
+    assert second.receipt is not None and second.receipt.position == 1
+    assert await second.status() == "queued"
+    assert (await first.result()).status == "completed"
+    assert (await second.result()).final_text == "You said: after you"
