@@ -16,21 +16,21 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 import uuid
 import warnings
 from pathlib import Path
 from urllib.parse import quote
-from typing import Any, Iterator
+from typing import Iterator
 
 import httpx
 from openai import AsyncOpenAI
 from temporalio.client import Client
 
 from devstack.temporal import TemporalDevServer, free_port
-from durable_assistants.client import RunHandle, enqueue_run
+from durable_assistants.cli import render_progress
+from durable_assistants.client import enqueue_run
 from emulator.server import EmulatorProcess, die_with_parent, stop_process
-from workflows.models import MessageInput, RunRequest, RunResult
+from workflows.models import MessageInput, RunRequest
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -102,25 +102,6 @@ async def prepare_assistant(model: AsyncOpenAI, admin_url: str | None) -> str:
     return created.id
 
 
-async def follow(handle: RunHandle) -> RunResult:
-    """Render the run's progress stream as it happens, then return the result."""
-    from durable_assistants.cli import render_event
-
-    started = time.monotonic()
-    in_text = False
-    async for event in handle.progress():
-        if event.kind == "text":
-            print(event.text, end="", flush=True)
-            in_text = True
-            continue
-        line = render_event(event)
-        if line:
-            print(("\n" if in_text else "") + f"{time.monotonic() - started:5.1f}s {line}", flush=True)
-            in_text = False
-    print()
-    return await handle.result()
-
-
 async def run_demo(args: argparse.Namespace) -> int:
     STATE.mkdir(exist_ok=True)
     real_api = os.environ.get("OPENAI_BASE_URL")
@@ -170,7 +151,8 @@ async def run_demo(args: argparse.Namespace) -> int:
         print(f"\nassistant {assistant_id}: {QUESTION}")
         link = f"{server.ui_url}/namespaces/default/workflows/{quote(workflow_id, safe='')}"
         print(f"workflow {workflow_id}: {link}\n")
-        result = await follow(handle)
+        await render_progress(handle, clock=True)
+        result = await handle.result()
         print(f"\nrun {result.run_id} ended {result.status} after {result.rounds} tool rounds, {len(result.tool_calls)} tool calls")
         print(f"Inspect it in the Temporal UI: {link}")
         if worker.poll() is not None:

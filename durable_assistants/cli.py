@@ -20,13 +20,14 @@ import asyncio
 import json
 import os
 import sys
+import time
 from typing import Any, Sequence
 
 from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from workflows.models import DEFAULT_TASK_QUEUE, LiveSnapshot, MessageInput, ProgressEvent, RunRequest, RunResult
+from workflows.models import DEFAULT_TASK_QUEUE, LiveSnapshot, ProgressEvent, RunRequest, RunResult
 
 PROG = "durable-assistants"
 
@@ -141,6 +142,24 @@ def render_event(event: ProgressEvent) -> str | None:
     return None
 
 
+async def render_progress(handle: Any, clock: bool = False) -> None:
+    """Print a run's progress as it happens: a line per event, text deltas inline."""
+    started = time.monotonic()
+    in_text = False
+    async for event in handle.progress():
+        if event.kind == "text":
+            print(event.text, end="", flush=True)
+            in_text = True
+            continue
+        line = render_event(event)
+        if line:
+            prefix = f"{time.monotonic() - started:5.1f}s " if clock else ""
+            print(("\n" if in_text else "") + prefix + line, flush=True)
+            in_text = False
+    if in_text:
+        print()
+
+
 async def cmd_enqueue(args: argparse.Namespace) -> int:
     from durable_assistants.client import enqueue_run
 
@@ -152,20 +171,7 @@ async def cmd_enqueue(args: argparse.Namespace) -> int:
         return 0
     if args.follow and not args.json:
         print(f"run {handle.workflow_id}", flush=True)
-        in_text = False
-        async for event in handle.progress():
-            if event.kind == "text":
-                print(event.text, end="", flush=True)
-                in_text = True
-                continue
-            line = render_event(event)
-            if line:
-                if in_text:
-                    print()
-                    in_text = False
-                print(line, flush=True)
-        if in_text:
-            print()
+        await render_progress(handle)
     result = await handle.result()
     print_result(result, args.json)
     return 0 if result.status == "completed" else 1

@@ -159,6 +159,26 @@ def task_queue() -> str:
     return f"test-{uuid.uuid4()}"
 
 
+@pytest.fixture
+def worker_options() -> dict[str, Any]:
+    """Extra `Worker` options; a test module overrides this fixture to change them."""
+    return {}
+
+
+@pytest.fixture
+async def workers(temporal_client: Client, emulator: EmulatorProcess, task_queue: str, admin: httpx.Client, worker_options: dict[str, Any]) -> Any:
+    """In-process workers on ``task_queue`` serving every registered tool (examples and test tools)."""
+    import tests.worker_tools  # noqa: F401
+    import tools.examples  # noqa: F401
+    import worker
+    from tools import registry
+
+    model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0, timeout=5)
+    async with worker.WorkerGroup(worker.build_workers(temporal_client, model, registry, task_queue, **worker_options)):
+        yield
+    await model.close()
+
+
 _exit_status = 0
 
 

@@ -8,15 +8,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 from openai import AsyncOpenAI, OpenAI
-from temporalio.client import Client
 
 import tests.worker_tools  # noqa: F401
 import tools.examples  # noqa: F401
-import worker
 from devstack.temporal import TemporalDevServer
 from tests.conftest import ADD, script
 from tests.test_worker_lifecycle import slow_round
@@ -26,12 +24,6 @@ from tools import registry
 REPO = Path(__file__).parent.parent
 
 
-@pytest.fixture
-async def workers(temporal_client: Client, emulator, task_queue: str, admin) -> AsyncIterator[None]:
-    model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0)
-    async with worker.WorkerGroup(worker.build_workers(temporal_client, model, registry, task_queue)):
-        yield
-    await model.close()
 
 
 @pytest.fixture
@@ -127,9 +119,9 @@ async def test_sync_tools_reports_drift_and_fixes_it(cli: Any, client: OpenAI) -
     assert "not in the registry: add" in out
     code, out, err = await cli("sync-tools", "--assistant", assistant.id)
     assert code == 0, err
-    tools = client.beta.assistants.retrieve(assistant.id).tools
-    assert sorted(t.function.name for t in tools if t.type == "function") == sorted(t.name for t in registry if t.name in {"city_population", "compile_report", "convert_temperature", "get_weather"})
-    assert [t.type for t in tools if t.type != "function"] == ["code_interpreter"]  # left alone
+    synced = client.beta.assistants.retrieve(assistant.id).tools
+    assert sorted(t.function.name for t in synced if t.type == "function") == sorted(t.name for t in registry if t.name in {"city_population", "compile_report", "convert_temperature", "get_weather"})
+    assert [t.type for t in synced if t.type != "function"] == ["code_interpreter"]  # left alone
     code, out, _ = await cli("sync-tools", "--assistant", assistant.id, "--check")
     assert code == 0 and "tools match the registry (4 function tools)" in out
 

@@ -6,20 +6,16 @@ from __future__ import annotations
 import json
 import asyncio
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any
 
 import jsonschema
 import pytest
-from openai import AsyncOpenAI, OpenAI
-from temporalio.client import Client
+from openai import OpenAI
 
-import tools.examples  # noqa: F401
-import worker
 from devstack.temporal import TemporalDevServer, temporal_binary
 from durable_assistants.schemas import SCHEMA_DIR, SCHEMAS, render
 from tests.conftest import script
 from tests.test_worker_runs import TOOLS
-from tools import registry
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
@@ -33,12 +29,6 @@ def schema(name: str) -> dict[str, Any]:
     return json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
 
 
-@pytest.fixture
-async def workers(temporal_client: Client, emulator, task_queue: str, admin) -> AsyncIterator[None]:
-    model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0)
-    async with worker.WorkerGroup(worker.build_workers(temporal_client, model, registry, task_queue)):
-        yield
-    await model.close()
 
 
 async def test_a_run_enqueued_with_the_temporal_cli_and_plain_json(

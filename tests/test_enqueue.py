@@ -4,7 +4,7 @@ status, cancellation and search attributes, against a real dev server and the em
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -12,8 +12,6 @@ from openai import AsyncOpenAI, OpenAI
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-import tests.worker_tools  # noqa: F401
-import tools.examples  # noqa: F401
 import worker
 from durable_assistants import enqueue_run
 from tests.conftest import script
@@ -23,12 +21,6 @@ from tools import registry
 from workflows.models import LiveSnapshot, RunRequest
 
 
-@pytest.fixture
-async def workers(temporal_client: Client, emulator, task_queue: str, admin) -> AsyncIterator[None]:
-    model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0, timeout=10)
-    async with worker.WorkerGroup(worker.build_workers(temporal_client, model, registry, task_queue)):
-        yield
-    await model.close()
 
 
 @pytest.fixture
@@ -85,7 +77,8 @@ async def test_status_shows_pending_tools_and_cancel_stops_the_run(
     temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI, tmp_path
 ) -> None:
     marker = tmp_path / "started"
-    request = RunRequest(assistant_id=assistant_id, messages=[message(script(rounds=slow_round(60, marker)))])
+    only_slow = [[{"name": "slow", "arguments": {"seconds": 60, "marker": str(marker)}}]]
+    request = RunRequest(assistant_id=assistant_id, messages=[message(script(rounds=only_slow))])
     handle = await enqueue_run(temporal_client, request, task_queue=task_queue)
     await wait_for(marker.exists, "the slow tool to start")
     status = await handle.status()

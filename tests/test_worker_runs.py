@@ -18,7 +18,7 @@ import tests.worker_tools  # noqa: F401  (registers the test tools)
 import tools.examples  # noqa: F401
 import worker
 from tests.conftest import script
-from tests.worker_tools import CANCELLED, HEAVY_QUEUE
+from tests.worker_tools import HEAVY_QUEUE
 from tools import registry
 from workflows.models import MessageInput, RunRequest, RunResult
 from workflows.run import AssistantRunWorkflow
@@ -34,12 +34,8 @@ async def model(emulator) -> AsyncIterator[AsyncOpenAI]:
 
 
 @pytest.fixture
-async def workers(temporal_client: Client, model: AsyncOpenAI, task_queue: str, admin) -> AsyncIterator[None]:
-    group = worker.WorkerGroup(
-        worker.build_workers(temporal_client, model, registry, task_queue, max_cached_workflows=0)
-    )
-    async with group:
-        yield
+def worker_options() -> dict[str, Any]:
+    return {"max_cached_workflows": 0}  # every workflow task replays: non-determinism shows at once
 
 
 @pytest.fixture

@@ -227,7 +227,6 @@ class AssistantRunWorkflow:
         deadline: float | None,
     ) -> tuple[ToolOutput, ToolCallRecord]:
         started = workflow.now()
-        attempts = 0
         error: str | None = None
         if policy is None:
             known = ", ".join(sorted(self._policies)) or "none"
