@@ -102,9 +102,12 @@ async def test_runs_are_findable_by_search_attributes(
     async def found(query: str) -> list[str]:
         return [w.id async for w in temporal_client.list_workflows(query)]
 
-    await wait_for_async(lambda: found(f'ThreadId = "{result.thread_id}"'), [handle.workflow_id])
-    assert await found(f'ApiRunId = "{result.run_id}" AND RunStatus = "completed"') == [handle.workflow_id]
-    assert handle.workflow_id in await found(f'AssistantId = "{assistant_id}" AND ToolNames = "structured"')
+    for query in (
+        f'ThreadId = "{result.thread_id}"',
+        f'ApiRunId = "{result.run_id}" AND RunStatus = "completed"',
+        f'AssistantId = "{assistant_id}" AND ToolNames = "structured"',
+    ):
+        await wait_for_async(lambda: found(query), [handle.workflow_id])
 
 
 async def wait_for_async(probe: Any, expected: Any, limit: float = 15.0) -> None:
