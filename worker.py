@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import openai
 import structlog
 from openai import AsyncOpenAI
 from temporalio.client import Client
@@ -30,9 +31,10 @@ from temporalio.worker import Worker
 
 from activities.assistants import AssistantsBackend
 from activities.model_api import ModelActivities
+from activities.responses import ResponsesBackend
 from activities.tools import tool_activities
 from tools import ToolRegistry, registry as default_registry
-from workflows.models import DEFAULT_TASK_QUEUE
+from workflows.models import BACKENDS, DEFAULT_TASK_QUEUE
 from workflows.run import AssistantRunWorkflow
 from workflows.thread_queue import ThreadQueueWorkflow
 
@@ -48,6 +50,7 @@ class WorkerSettings:
     tool_modules: Sequence[str] = DEFAULT_TOOL_MODULES
     openai_base_url: str | None = None
     openai_api_key: str | None = None
+    backend: str = "assistants"
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -59,6 +62,7 @@ class WorkerSettings:
             tool_modules=tuple(m for m in env.get("DA_TOOL_MODULES", ",".join(DEFAULT_TOOL_MODULES)).split(",") if m),
             openai_base_url=env.get("OPENAI_BASE_URL"),
             openai_api_key=env.get("OPENAI_API_KEY"),
+            backend=env.get("DA_BACKEND", "assistants"),
             log_format=env.get("DA_LOG_FORMAT", "auto"),
             log_level=env.get("DA_LOG_LEVEL", "info"),
         )
@@ -112,11 +116,15 @@ def build_workers(
     registry: ToolRegistry,
     task_queue: str = DEFAULT_TASK_QUEUE,
     queues: Sequence[str] = (),
+    backend: str = "assistants",
     **worker_options: Any,
 ) -> list[Worker]:
     """The run workflow, the model activities and the default-queue tools on ``task_queue``;
     plus one worker per tool task queue in ``queues`` (all of them when empty and serving
-    the main queue, so a single process runs everything)."""
+    the main queue, so a single process runs everything). Both model APIs are served; a run
+    request that doesn't name one goes to ``backend``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     serve_main = not queues or task_queue in queues
     tool_queues = sorted({t.policy.task_queue for t in registry if t.policy.task_queue})
     extra = [q for q in (queues or tool_queues) if q != task_queue]
@@ -125,7 +133,9 @@ def build_workers(
         raise ValueError(f"no registered tool uses task queue(s) {', '.join(unknown)}; tool queues: {', '.join(tool_queues) or 'none'}")
     workers = []
     if serve_main:
-        model_activities = ModelActivities(AssistantsBackend(model), registry)
+        model_activities = ModelActivities(
+            [AssistantsBackend(model), ResponsesBackend(model, registry)], registry, default_backend=backend
+        )
         workers.append(
             Worker(
                 client,
@@ -175,12 +185,15 @@ async def serve(settings: WorkerSettings) -> int:
         return 2
     model = openai_client(settings)
     try:
-        await model.beta.assistants.list(limit=1)
+        # A cheap authenticated read that both APIs' servers answer: an unknown response is a 404.
+        await model.models.list() if settings.backend == "responses" else await model.beta.assistants.list(limit=1)
+    except openai.NotFoundError:
+        pass  # reachable and authenticated; the server just doesn't list models
     except Exception as exc:
         print(f"worker: cannot reach the model API at {model.base_url}: {_one_line(exc)}", file=sys.stderr)
         return 2
     try:
-        workers = build_workers(client, model, registry, settings.task_queue, settings.queues)
+        workers = build_workers(client, model, registry, settings.task_queue, settings.queues, backend=settings.backend)
     except ValueError as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 2
@@ -193,6 +206,7 @@ async def serve(settings: WorkerSettings) -> int:
         task_queues=[w.task_queue for w in workers],
         tools=registry.names(),
         model_api=str(model.base_url),
+        default_backend=settings.backend,
     )
     await run_workers(workers, stop)
     log.info("worker stopped")
@@ -216,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--queue", action="append", dest="queues", help="serve only these task queues (repeatable); default: all"
     )
     parser.add_argument("--tools", help="comma-separated modules that register tools (default: $DA_TOOL_MODULES or tools.examples)")
+    parser.add_argument(
+        "--backend", choices=list(BACKENDS), help="the model API of run requests that don't name one (default: $DA_BACKEND or assistants)"
+    )
     parser.add_argument("--log-format", choices=["auto", "json", "console"])
     args = parser.parse_args(argv)
     settings = WorkerSettings.from_env(
@@ -223,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         queues=args.queues,
         tool_modules=tuple(args.tools.split(",")) if args.tools else None,
         log_format=args.log_format,
+        backend=args.backend,
     )
     configure_logging(settings.log_format, settings.log_level)
     return asyncio.run(serve(settings))

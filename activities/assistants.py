@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
-from typing import Any, Awaitable, TypeVar
+from typing import Any
 
 import openai
 from openai import AsyncOpenAI
@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 
 from workflows.models import TERMINAL_STATUSES, RunRequest, RunSnapshot, ToolCall, Usage
 
-from .backend import Heartbeat, OnText
+from .backend import POLL_FLOOR_SECONDS, TurnIO, api_call as _api, poll_delay
 from .errors import to_temporal_error
 
 # The SDK marks every Assistants method deprecated (OpenAI's hosted API is gone); speaking
@@ -27,21 +27,19 @@ from .errors import to_temporal_error
 warnings.filterwarnings("ignore", message="(deprecated|The Assistants API is deprecated)", category=DeprecationWarning)
 
 TAG_KEY = "durable_assistants_key"
-POLL_FLOOR_SECONDS = 0.05
-POLL_CAP_SECONDS = 5.0
-DEFAULT_POLL_SECONDS = 1.0
 RUN_LOOKBACK = 20
 MESSAGE_LOOKBACK = 100
 
-T = TypeVar("T")
-
 
 class AssistantsBackend:
+    name = "assistants"
+
     def __init__(self, client: AsyncOpenAI) -> None:
         self.client = client
 
-    async def check_assistant(self, assistant_id: str) -> None:
-        await _api(self.client.beta.assistants.retrieve(assistant_id), f"look up assistant {assistant_id}")
+    async def check_request(self, request: RunRequest) -> None:
+        assistant_id = request.assistant_id
+        await _api(self.client.beta.assistants.retrieve(assistant_id), f"look up assistant {assistant_id}")  # type: ignore[arg-type]
 
     async def create_conversation(self, request: RunRequest, key: str) -> str:
         # A retry after a lost response makes a second thread; the first is an orphan with
@@ -56,9 +54,8 @@ class AssistantsBackend:
         )
         return thread.id
 
-    async def start(
-        self, request: RunRequest, thread_id: str, key: str, add_messages: bool, heartbeat: Heartbeat, on_text: OnText
-    ) -> RunSnapshot:
+    async def start(self, request: RunRequest, thread_id: str | None, key: str, add_messages: bool, io: TurnIO) -> RunSnapshot:
+        assert thread_id is not None, "the workflow creates the thread first"
         if add_messages and request.messages:
             await self._add_messages(request, thread_id, key)
         run = await self._find_run(thread_id, key)
@@ -71,14 +68,15 @@ class AssistantsBackend:
             }
             if request.mode == "stream":
                 stream = await _api(self.client.beta.threads.runs.create(**params, stream=True), f"create run on {thread_id}")
-                return await self._follow(stream, thread_id, heartbeat, on_text)
+                return await self._follow(stream, thread_id, io)
             run = await _api(self.client.beta.threads.runs.create(**params), f"create run on {thread_id}")
-        heartbeat({"run_id": run.id, "status": run.status})
-        return await self._poll(run, heartbeat)
+        io.beat(run_id=run.id, status=run.status)
+        return await self._poll(run, io)
 
     async def submit_and_wait(
-        self, snapshot: RunSnapshot, outputs: list[dict[str, str]], mode: str, heartbeat: Heartbeat, on_text: OnText
+        self, request: RunRequest | None, snapshot: RunSnapshot, outputs: list[dict[str, str]], mode: str, io: TurnIO
     ) -> RunSnapshot:
+        assert snapshot.thread_id is not None
         runs = self.client.beta.threads.runs
         what = f"submit {len(outputs)} tool outputs to {snapshot.run_id}"
         try:
@@ -86,7 +84,7 @@ class AssistantsBackend:
                 stream = await runs.submit_tool_outputs(
                     snapshot.run_id, thread_id=snapshot.thread_id, tool_outputs=outputs, stream=True  # type: ignore[arg-type]
                 )
-                return await self._follow(stream, snapshot.thread_id, heartbeat, on_text)
+                return await self._follow(stream, snapshot.thread_id, io)
             run = await runs.submit_tool_outputs(snapshot.run_id, thread_id=snapshot.thread_id, tool_outputs=outputs)  # type: ignore[arg-type]
         except openai.BadRequestError as exc:
             run = await self._retrieve(snapshot.thread_id, snapshot.run_id)
@@ -96,19 +94,22 @@ class AssistantsBackend:
             # (or the run ended). Either way there is nothing left to submit.
         except openai.OpenAIError as exc:
             raise to_temporal_error(exc, what) from None
-        return await self._poll(run, heartbeat)
+        return await self._poll(run, io)
 
-    async def wait(self, snapshot: RunSnapshot, heartbeat: Heartbeat) -> RunSnapshot:
-        return await self._poll(await self._retrieve(snapshot.thread_id, snapshot.run_id), heartbeat)
+    async def wait(self, snapshot: RunSnapshot, io: TurnIO) -> RunSnapshot:
+        assert snapshot.thread_id is not None
+        return await self._poll(await self._retrieve(snapshot.thread_id, snapshot.run_id), io)
 
-    async def cancel(self, thread_id: str, run_id: str, heartbeat: Heartbeat) -> RunSnapshot:
+    async def cancel(self, snapshot: RunSnapshot, io: TurnIO) -> RunSnapshot:
+        thread_id, run_id = snapshot.thread_id, snapshot.run_id
+        assert thread_id is not None
         try:
             run = await self.client.beta.threads.runs.cancel(run_id, thread_id=thread_id)
         except openai.BadRequestError:
             run = await self._retrieve(thread_id, run_id)  # already terminal
         except openai.OpenAIError as exc:
             raise to_temporal_error(exc, f"cancel run {run_id}") from None
-        return await self._poll(run, heartbeat, until_terminal=True)
+        return await self._poll(run, io, until_terminal=True)
 
     # ------------------------------------------------------------------ internals
 
@@ -136,13 +137,13 @@ class AssistantsBackend:
     async def _retrieve(self, thread_id: str, run_id: str) -> Run:
         return await _api(self.client.beta.threads.runs.retrieve(run_id, thread_id=thread_id), f"read run {run_id}")
 
-    async def _poll(self, run: Run, heartbeat: Heartbeat, *, until_terminal: bool = False) -> RunSnapshot:
+    async def _poll(self, run: Run, io: TurnIO, *, until_terminal: bool = False) -> RunSnapshot:
         """Re-read the run until it needs action or ends, at the pace the server asks for
         (``openai-poll-after-ms``), within a floor and a cap. One activity, many reads."""
         polls = 0
         delay = POLL_FLOOR_SECONDS
         while not (run.status in TERMINAL_STATUSES or (run.status == "requires_action" and not until_terminal)):
-            heartbeat({"run_id": run.id, "status": run.status, "polls": polls})
+            io.beat(run_id=run.id, status=run.status, polls=polls)
             await asyncio.sleep(delay)
             try:
                 raw = await self.client.beta.threads.runs.with_raw_response.retrieve(run.id, thread_id=run.thread_id)
@@ -150,10 +151,10 @@ class AssistantsBackend:
                 raise to_temporal_error(exc, f"read run {run.id}") from None
             run = raw.parse()
             polls += 1
-            delay = _poll_delay(raw.headers.get("openai-poll-after-ms"))
+            delay = poll_delay(raw.headers.get("openai-poll-after-ms"))
         return await self._snapshot(run)
 
-    async def _follow(self, stream: Any, thread_id: str, heartbeat: Heartbeat, on_text: OnText) -> RunSnapshot:
+    async def _follow(self, stream: Any, thread_id: str, io: TurnIO) -> RunSnapshot:
         """Read a run's SSE stream until the run needs action or ends. The run object's status
         decides, not the event name; anything the server sends after that is not read."""
         run: Run | None = None
@@ -163,10 +164,10 @@ class AssistantsBackend:
                     if event.event == "thread.message.delta":
                         for part in event.data.delta.content or []:
                             if part.type == "text" and part.text is not None and part.text.value:
-                                on_text(part.text.value)
+                                io.on_text(part.text.value)
                     elif isinstance(event.data, Run):
                         run = event.data
-                        heartbeat({"run_id": run.id, "status": run.status, "event": event.event})
+                        io.beat(run_id=run.id, status=run.status, event=event.event)
                         if run.status == "requires_action" or run.status in TERMINAL_STATUSES:
                             break
         except openai.OpenAIError as exc:
@@ -174,7 +175,7 @@ class AssistantsBackend:
         if run is None:
             raise ApplicationError(f"the run stream on {thread_id} ended before any run event", type="ModelApiStream")
         # A stream that ended early (a dropped connection) is finished by polling.
-        return await self._poll(run, heartbeat)
+        return await self._poll(run, io)
 
     async def _snapshot(self, run: Run) -> RunSnapshot:
         tool_calls: list[ToolCall] = []
@@ -215,22 +216,7 @@ def _moved_past(run: Run, snapshot: RunSnapshot) -> bool:
     return waiting_for != {c.id for c in snapshot.tool_calls}
 
 
-def _poll_delay(header: str | None) -> float:
-    try:
-        seconds = float(header) / 1000 if header is not None else DEFAULT_POLL_SECONDS
-    except ValueError:
-        seconds = DEFAULT_POLL_SECONDS
-    return min(max(seconds, POLL_FLOOR_SECONDS), POLL_CAP_SECONDS)
-
-
 def _message_params(message: Any, tag: str) -> dict[str, Any]:
     params = message.model_dump(exclude_none=True)
     params["metadata"] = {**(message.metadata or {}), TAG_KEY: tag}
     return params
-
-
-async def _api(call: Awaitable[T], what: str) -> T:
-    try:
-        return await call
-    except openai.OpenAIError as exc:
-        raise to_temporal_error(exc, what) from None

@@ -1,45 +1,94 @@
 """The seam between the worker and a model API.
 
 Workflows and tools never see which API runs: the model activities call a ``ModelBackend``.
-The Assistants backend (``assistants.py``) implements it over threads and runs; a Responses
-backend would implement it over background responses and ``function_call_output`` items.
+The Assistants backend (``assistants.py``) implements it over threads and runs; the
+Responses backend (``responses.py``) over background responses, ``function_call`` items and
+``function_call_output`` items. A turn of either ends in a compact ``RunSnapshot``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Protocol, TypeVar
+
+import openai
 
 from workflows.models import RunRequest, RunSnapshot
+
+from .errors import to_temporal_error
 
 Heartbeat = Callable[[dict[str, Any]], None]
 OnText = Callable[[str], None]
 
+POLL_FLOOR_SECONDS = 0.05
+POLL_CAP_SECONDS = 5.0
+DEFAULT_POLL_SECONDS = 1.0
+
+T = TypeVar("T")
+
+
+@dataclass
+class TurnIO:
+    """What a backend may do besides calling the API, while one activity attempt runs.
+
+    ``key`` tags what the turn creates (the workflow's ID). ``recalled`` is what the previous attempt of the same activity recorded (its last heartbeat
+    details): a backend that cannot look its objects up (the Responses API lists no responses)
+    records an ID there the moment it has one, and a retry adopts it instead of creating another.
+    """
+
+    heartbeat: Heartbeat = lambda details: None
+    on_text: OnText = lambda text: None
+    recalled: dict[str, Any] = field(default_factory=dict)
+    key: str = ""
+    recorded: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, **details: Any) -> None:
+        """Remember ``details`` for a retry of this activity, and heartbeat them now."""
+        self.recorded.update(details)
+        self.heartbeat(dict(self.recorded))
+
+    def beat(self, **progress: Any) -> None:
+        """Heartbeat ``progress`` along with everything recorded so far."""
+        self.heartbeat({**self.recorded, **progress})
+
 
 class ModelBackend(Protocol):
-    async def check_assistant(self, assistant_id: str) -> None:
-        """Raise a non-retryable error if the assistant doesn't exist."""
+    name: str
+
+    async def check_request(self, request: RunRequest) -> None:
+        """Raise a non-retryable error if the request cannot run here (e.g. no such assistant)."""
 
     async def create_conversation(self, request: RunRequest, key: str) -> str:
         """Create the thread (with the request's messages) and return its ID."""
 
-    async def start(
-        self, request: RunRequest, thread_id: str, key: str, add_messages: bool, heartbeat: Heartbeat, on_text: OnText
-    ) -> RunSnapshot:
-        """Add messages and create the run, both idempotent under ``key``; wait until it is
-        actionable. In stream mode, ``on_text`` gets the assistant's text deltas."""
+    async def start(self, request: RunRequest, thread_id: str | None, key: str, add_messages: bool, io: TurnIO) -> RunSnapshot:
+        """Add the request's messages and start the run's first turn, both idempotent under
+        ``key``; wait until it is actionable. In stream mode ``io.on_text`` gets text deltas."""
 
     async def submit_and_wait(
-        self,
-        snapshot: RunSnapshot,
-        outputs: list[dict[str, str]],
-        mode: str,
-        heartbeat: Heartbeat,
-        on_text: OnText,
+        self, request: RunRequest | None, snapshot: RunSnapshot, outputs: list[dict[str, str]], mode: str, io: TurnIO
     ) -> RunSnapshot:
-        """Submit every output of the round in one request (a repeat is success), then wait."""
+        """Hand every output of the round to the model in one request (a repeat is success), then wait."""
 
-    async def wait(self, snapshot: RunSnapshot, heartbeat: Heartbeat) -> RunSnapshot:
+    async def wait(self, snapshot: RunSnapshot, io: TurnIO) -> RunSnapshot:
         """Wait until the run needs action or ends."""
 
-    async def cancel(self, thread_id: str, run_id: str, heartbeat: Heartbeat) -> RunSnapshot:
-        """Cancel the run (already ended is fine) and wait until it is terminal."""
+    async def cancel(self, snapshot: RunSnapshot, io: TurnIO) -> RunSnapshot:
+        """Stop the run (already ended is fine) and wait until it is terminal."""
+
+
+def poll_delay(header: str | None) -> float:
+    """The pause before the next read: the server's ``openai-poll-after-ms``, within a floor and a cap."""
+    try:
+        seconds = float(header) / 1000 if header is not None else DEFAULT_POLL_SECONDS
+    except ValueError:
+        seconds = DEFAULT_POLL_SECONDS
+    return min(max(seconds, POLL_FLOOR_SECONDS), POLL_CAP_SECONDS)
+
+
+async def api_call(call: Awaitable[T], what: str) -> T:
+    """Await an SDK call; an API error becomes the Temporal error that says what failed."""
+    try:
+        return await call
+    except openai.OpenAIError as exc:
+        raise to_temporal_error(exc, what) from None

@@ -117,8 +117,11 @@ async def enqueue_run(
     """Enqueue ``request``; the same ``request_id`` twice yields one run and the first run's handle."""
     request_id = request_id or uuid.uuid4().hex
     workflow_id = run_workflow_id(request_id)
-    summary = summary or f"{request.assistant_id} on {request.thread_id or 'a new thread'}"
-    if request.thread_id is None:
+    context = request.context_id  # a thread or a conversation: its runs take turns
+    if summary is None:
+        where = context or ("a new thread" if request.assistant_id else "a new response chain")
+        summary = f"{request.agent_label} on {where}"
+    if context is None:
         try:
             await client.start_workflow(
                 RUN_WORKFLOW_NAME,
@@ -135,11 +138,11 @@ async def enqueue_run(
 
     start = WithStartWorkflowOperation(
         THREAD_QUEUE_WORKFLOW_NAME,
-        ThreadQueueInput(thread_id=request.thread_id),
-        id=queue_workflow_id(request.thread_id),
+        ThreadQueueInput(thread_id=context),
+        id=queue_workflow_id(context),
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=f"queue of thread {request.thread_id}",
+        static_summary=f"queue of {'thread' if request.thread_id else 'conversation'} {context}",
     )
     receipt = await client.execute_update_with_start_workflow(
         "enqueue",

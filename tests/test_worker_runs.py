@@ -240,7 +240,11 @@ async def test_bad_requests_fail_fast_before_anything_is_created(
         (RunRequest(assistant_id="asst_missing", messages=[message("hi")]), "No assistant found with id 'asst_missing'"),
         (RunRequest(assistant_id=assistant_id, thread_id="thread_missing", messages=[message("hi")]), "No thread found with id 'thread_missing'"),
         ({"assistant_id": assistant_id, "temperature": 9}, "temperature"),
-        ({"assistant": "typo"}, "assistant_id"),
+        ({"assistant": "typo"}, "Extra inputs are not permitted"),
+        ({"assistant_id": assistant_id, "conversation_id": "conv_1"}, "a request speaks one of them"),
+        ({"backend": "responses", "messages": [{"content": "hi"}]}, "needs a model or a stored prompt"),
+        # Names no API: the worker's default (assistants) takes it, and says what is missing.
+        (RunRequest(model="gpt-4o", messages=[message("hi")]), "the assistants backend needs an assistant_id"),
     ]
     for request, fragment in cases:
         handle = await start(temporal_client, task_queue, request)

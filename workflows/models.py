@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from temporalio.contrib.workflow_streams import WorkflowStreamState
 
@@ -16,6 +16,9 @@ RUN_WORKFLOW_NAME = "AssistantRun"
 THREAD_QUEUE_WORKFLOW_NAME = "ThreadQueue"
 DEFAULT_TASK_QUEUE = "durable-assistants"
 PROGRESS_TOPIC = "progress"
+
+Backend = Literal["assistants", "responses"]
+BACKENDS: tuple[str, ...] = ("assistants", "responses")
 
 RunStatus = Literal[
     "queued", "in_progress", "requires_action", "cancelling", "cancelled", "failed", "completed", "incomplete", "expired"
@@ -41,27 +44,64 @@ class MessageInput(BaseModel):
         return value
 
 
-class RunRequest(BaseModel):
-    """One assistant run: where, what to add, the ``runs.create`` overrides, and how to orchestrate it."""
+class PromptRef(BaseModel):
+    """A stored prompt of the Responses API: the equivalent of an assistant kept on the server."""
 
     model_config = ConfigDict(extra="forbid")
 
-    assistant_id: str = Field(min_length=1)
-    thread_id: str | None = Field(None, description="Run on this thread; omit to create a new one.")
-    thread_metadata: dict[str, str] | None = Field(None, description="Metadata of a new thread.")
+    id: str = Field(min_length=1)
+    version: str | None = None
+    variables: dict[str, Any] | None = None
+
+
+# Fields that only one API has. A request that sets one of them says which API it is for.
+ASSISTANTS_ONLY = ("assistant_id", "thread_id", "thread_metadata", "additional_instructions", "max_prompt_tokens", "truncation_strategy")
+RESPONSES_ONLY = ("conversation_id", "previous_response_id", "prompt")
+
+
+class RunRequest(BaseModel):
+    """One assistant run: which API and agent, where, what to add, the overrides, and how to orchestrate it.
+
+    Assistants API: ``assistant_id`` (+ ``thread_id``, or a new thread). Responses API: ``model``,
+    ``instructions`` and ``tools`` (or a stored ``prompt``), continuing a ``conversation_id``, a
+    ``previous_response_id``, or nothing. ``backend`` picks the API; left out, the fields above
+    decide, and a request that sets none of them goes to the worker's default (``DA_BACKEND``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Backend | None = Field(
+        None, description="The model API: assistants or responses. Omitted: implied by the fields, else the worker's default."
+    )
+    # --- Assistants API: the assistant and the thread.
+    assistant_id: str | None = Field(None, min_length=1, description="Assistants API: the assistant that runs.")
+    thread_id: str | None = Field(None, description="Assistants API: run on this thread; omit to create a new one.")
+    thread_metadata: dict[str, str] | None = Field(None, description="Assistants API: metadata of a new thread.")
+    # --- Responses API: the stored prompt and the conversation.
+    prompt: PromptRef | None = Field(None, description="Responses API: a stored prompt (ID, version, variables).")
+    conversation_id: str | None = Field(
+        None, min_length=1, description="Responses API: continue this conversation (its items are the context)."
+    )
+    previous_response_id: str | None = Field(
+        None, min_length=1, description="Responses API: continue from this response (the chain is the context)."
+    )
     messages: list[MessageInput] = Field(default_factory=list)
 
-    # runs.create overrides; None leaves the assistant's setting.
+    # Overrides of the assistant (Assistants) or the turn's settings (Responses); None leaves the default.
     instructions: str | None = None
     additional_instructions: str | None = None
     model: str | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = Field(
+        None, description="Tool definitions; omitted: the assistant's (Assistants) or the worker's registry (Responses)."
+    )
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     max_prompt_tokens: int | None = Field(None, ge=256)
-    max_completion_tokens: int | None = Field(None, ge=256)
+    max_completion_tokens: int | None = Field(
+        None, ge=256, description="Assistants: max_completion_tokens of the run; Responses: max_output_tokens of each turn."
+    )
     truncation_strategy: dict[str, Any] | None = None
     response_format: str | dict[str, Any] | None = None
     metadata: dict[str, str] | None = None
@@ -85,6 +125,74 @@ class RunRequest(BaseModel):
     resume: SkipJsonSchema["RunProgress | None"] = Field(
         None, description="Set by the workflow when it continues as new; callers leave it unset."
     )
+
+    @model_validator(mode="after")
+    def _one_api(self) -> "RunRequest":
+        assistants = [name for name in ASSISTANTS_ONLY if getattr(self, name) is not None]
+        responses = [name for name in RESPONSES_ONLY if getattr(self, name) is not None]
+        if assistants and responses:
+            raise ValueError(
+                f"{', '.join(assistants)} belong to the Assistants API and {', '.join(responses)} to the Responses API; "
+                "a request speaks one of them"
+            )
+        if self.conversation_id is not None and self.previous_response_id is not None:
+            raise ValueError(
+                f"give conversation_id ({self.conversation_id!r}) or previous_response_id ({self.previous_response_id!r}), not both"
+            )
+        if self.backend is not None:
+            self.check_backend(self.backend)
+        return self
+
+    def implied_backend(self) -> Backend | None:
+        """The API this request names, explicitly or through its API-specific fields."""
+        if self.backend is not None:
+            return self.backend
+        if any(getattr(self, name) is not None for name in ASSISTANTS_ONLY):
+            return "assistants"
+        if any(getattr(self, name) is not None for name in RESPONSES_ONLY):
+            return "responses"
+        return None
+
+    def check_backend(self, backend: str) -> None:
+        """Raise ``ValueError`` saying what this request lacks or has too much of for ``backend``."""
+        if backend == "assistants":
+            if self.assistant_id is None:
+                raise ValueError(
+                    "the assistants backend needs an assistant_id; for the Responses API set backend='responses' "
+                    "and give a model (or a stored prompt) instead"
+                )
+            wrong = [name for name in RESPONSES_ONLY if getattr(self, name) is not None]
+        elif backend == "responses":
+            if self.model is None and self.prompt is None:
+                raise ValueError("the responses backend needs a model or a stored prompt; this request has neither")
+            wrong = [name for name in ASSISTANTS_ONLY if getattr(self, name) is not None]
+            with_files = [i for i, m in enumerate(self.messages) if m.attachments]
+            if with_files:
+                raise ValueError(
+                    f"messages {with_files} have attachments, which the Responses API does not take; "
+                    "put files in the content as input_file parts instead"
+                )
+            if isinstance(self.response_format, str) and self.response_format != "auto":
+                raise ValueError(f"response_format {self.response_format!r} has no Responses equivalent; give an object or 'auto'")
+        else:
+            raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if wrong:
+            values = ", ".join(f"{name}={getattr(self, name)!r}" for name in wrong)
+            raise ValueError(f"the {backend} backend has no {', '.join(wrong)} (got {values})")
+
+    @property
+    def agent_label(self) -> str:
+        """Who answers: the assistant, the stored prompt or the model (for summaries and logs)."""
+        if self.assistant_id is not None:
+            return self.assistant_id
+        if self.prompt is not None:
+            return f"prompt {self.prompt.id}" + (f"@{self.prompt.version}" if self.prompt.version else "")
+        return self.model or "the default model"
+
+    @property
+    def context_id(self) -> str | None:
+        """The thread or conversation the run continues, if any: runs on one are queued in order."""
+        return self.thread_id or self.conversation_id
 
     def run_create_params(self) -> dict[str, Any]:
         """The ``runs.create`` keyword arguments this request sets."""
@@ -111,8 +219,9 @@ class Usage(BaseModel):
 class RunSnapshot(BaseModel):
     """What an activity saw of the run: compact, never the whole run object."""
 
-    run_id: str
-    thread_id: str
+    run_id: str = Field(description="The run ID (Assistants) or the ID of the turn's response (Responses).")
+    thread_id: str | None = Field(description="The thread (Assistants) or conversation (Responses); None for a response chain.")
+    backend: Backend = "assistants"
     status: RunStatus
     tool_calls: list[ToolCall] = Field(default_factory=list)
     expires_at: float | None = None
@@ -140,8 +249,10 @@ class ToolCallRecord(BaseModel):
 
 class RunResult(BaseModel):
     status: RunStatus
-    run_id: str
-    thread_id: str
+    run_id: str = Field(description="The run (Assistants) or the last response (Responses).")
+    thread_id: str | None = Field(description="The thread (Assistants), the conversation or None (Responses).")
+    backend: Backend = "assistants"
+    response_ids: list[str] = Field(default_factory=list, description="Responses: every turn's response, in order.")
     final_text: str | None = None
     message_ids: list[str] = Field(default_factory=list)
     usage: Usage | None = None
@@ -155,11 +266,12 @@ class RunResult(BaseModel):
 class RunProgress(BaseModel):
     """Where a run that continued as new picks up: the state its history held."""
 
-    thread_id: str
+    thread_id: str | None
     snapshot: RunSnapshot
     tools: dict[str, ToolPolicy]
     records: list[ToolCallRecord]
     rounds: int
+    response_ids: list[str] = Field(default_factory=list)
     search_attributes: bool = False
     stream_state: WorkflowStreamState | None = None
 
@@ -199,7 +311,9 @@ class LiveSnapshot(BaseModel):
 
     status: RunStatus | Literal["starting"]
     round: int
-    assistant_id: str
+    assistant_id: str | None
+    agent: str = Field("", description="The assistant, stored prompt or model that answers.")
+    backend: Backend | None = None
     thread_id: str | None
     run_id: str | None
     pending_tool_calls: list[PendingToolCall]

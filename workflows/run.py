@@ -69,6 +69,7 @@ class AssistantRunWorkflow:
         self._policies: dict[str, ToolPolicy] = {}
         self._search_attributes = False
         self._pending: dict[str, tuple[ToolCall, float]] = {}
+        self._response_ids: list[str] = []
         # The run's story for followers (status, tool calls, text): readable from offset 0
         # at any time, also after the run ended.
         self._stream = WorkflowStream(prior_state=request.resume.stream_state if request.resume else None)
@@ -83,7 +84,9 @@ class AssistantRunWorkflow:
             status=snapshot.status if snapshot else "starting",
             round=self._round,
             assistant_id=self._request.assistant_id,
-            thread_id=snapshot.thread_id if snapshot else self._request.thread_id,
+            agent=self._request.agent_label,
+            backend=snapshot.backend if snapshot else self._request.implied_backend(),
+            thread_id=snapshot.thread_id if snapshot else self._request.context_id,
             run_id=snapshot.run_id if snapshot else None,
             pending_tool_calls=[
                 PendingToolCall(call_id=c.id, name=c.name, arguments=c.arguments, elapsed_seconds=round(now - t, 3))
@@ -134,7 +137,8 @@ class AssistantRunWorkflow:
         key = f"{info.workflow_id}/{info.first_execution_run_id}"
         thread_id = request.thread_id
         try:
-            if thread_id is None:
+            # Assistants runs need a thread first; Responses runs continue a conversation or chain, or start fresh.
+            if thread_id is None and request.assistant_id is not None:
                 thread_id = await workflow.execute_activity_method(
                     ModelActivities.create_thread,
                     CreateThreadInput(request=request, key=key),
@@ -148,7 +152,11 @@ class AssistantRunWorkflow:
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
                 heartbeat_timeout=MODEL_API_HEARTBEAT,
                 retry_policy=MODEL_API_RETRY,
-                summary=f"start run of {request.assistant_id} on {thread_id}",
+                summary=f"start run of {request.agent_label} on {thread_id}"
+                if thread_id is not None
+                else f"start response of {request.agent_label}" + (
+                    f" on {request.context_id}" if request.context_id else ""
+                ),
             )
         except ActivityError as exc:
             raise _as_application_error(exc, "starting the run") from None
@@ -162,6 +170,7 @@ class AssistantRunWorkflow:
         self._records = list(progress.records)
         self._round = progress.rounds
         self._search_attributes = progress.search_attributes
+        self._response_ids = list(progress.response_ids)
 
     def _carry(self, stream_state: object) -> RunProgress:
         assert self._snapshot is not None
@@ -172,6 +181,7 @@ class AssistantRunWorkflow:
             records=self._records,
             rounds=self._round,
             search_attributes=self._search_attributes,
+            response_ids=self._response_ids,
             stream_state=stream_state,  # type: ignore[arg-type]
         )
 
@@ -182,14 +192,15 @@ class AssistantRunWorkflow:
 
     def _observe(self, snapshot: RunSnapshot) -> None:
         """A new snapshot: tell followers, the UI's details and the search attributes."""
+        if snapshot.backend == "responses" and snapshot.run_id not in self._response_ids:
+            self._response_ids.append(snapshot.run_id)
         self._emit("status", status=snapshot.status, run_id=snapshot.run_id, thread_id=snapshot.thread_id)
         if self._search_attributes:
-            updates = [
-                sa.ASSISTANT_ID.value_set(self._request.assistant_id),
-                sa.THREAD_ID.value_set(snapshot.thread_id),
-                sa.RUN_ID.value_set(snapshot.run_id),
-                sa.RUN_STATUS.value_set(snapshot.status),
-            ]
+            updates = [sa.RUN_ID.value_set(snapshot.run_id), sa.RUN_STATUS.value_set(snapshot.status)]
+            if self._request.assistant_id is not None:
+                updates.append(sa.ASSISTANT_ID.value_set(self._request.assistant_id))
+            if snapshot.thread_id is not None:
+                updates.append(sa.THREAD_ID.value_set(snapshot.thread_id))
             names = sorted({c.name for c in snapshot.tool_calls} | {r.name for r in self._records})
             if names:
                 updates.append(sa.TOOL_NAMES.value_set(names))
@@ -197,10 +208,12 @@ class AssistantRunWorkflow:
         self._set_details(snapshot)
 
     def _set_details(self, snapshot: RunSnapshot) -> None:
-        lines = [
-            f"**{snapshot.status}** · round {self._round} · {len(self._records)} tool calls done",
-            f"assistant `{self._request.assistant_id}` · thread `{snapshot.thread_id}` · run `{snapshot.run_id}`",
-        ]
+        if snapshot.backend == "responses":
+            where = f"conversation `{snapshot.thread_id}` · " if snapshot.thread_id else ""
+            who = f"{self._request.agent_label} · {where}response `{snapshot.run_id}`"
+        else:
+            who = f"assistant `{self._request.assistant_id}` · thread `{snapshot.thread_id}` · run `{snapshot.run_id}`"
+        lines = [f"**{snapshot.status}** · round {self._round} · {len(self._records)} tool calls done", who]
         if self._pending:
             lines.append("running: " + ", ".join(_summary(call) for call, _ in self._pending.values()))
         if self._failure:
@@ -329,7 +342,15 @@ class AssistantRunWorkflow:
         try:
             return await workflow.execute_activity_method(
                 ModelActivities.submit_tool_outputs,
-                SubmitInput(snapshot=snapshot, outputs=outputs, mode=request.mode),
+                SubmitInput(
+                    snapshot=snapshot,
+                    outputs=outputs,
+                    mode=request.mode,
+                    # A Responses turn repeats the run's settings; the messages went with the first turn.
+                    request=request.model_copy(update={"messages": [], "resume": None})
+                    if snapshot.backend == "responses"
+                    else None,
+                ),
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
                 heartbeat_timeout=MODEL_API_HEARTBEAT,
                 retry_policy=MODEL_API_RETRY,
@@ -342,11 +363,15 @@ class AssistantRunWorkflow:
         """Cancel the API run (its tools are cancelled with the workflow) and say why."""
         assert self._snapshot is not None
         snapshot = self._snapshot
-        if not snapshot.terminal:
+        if snapshot.backend == "responses" and snapshot.status == "requires_action":
+            # The response has ended (with calls nobody will answer): nothing runs on the API side.
+            snapshot = snapshot.model_copy(update={"status": status})
+            self._snapshot = snapshot
+        elif not snapshot.terminal:
             # Also when the workflow itself is being cancelled: the API run must stop too.
             snapshot = await workflow.execute_activity_method(
                 ModelActivities.cancel_run,
-                CancelInput(thread_id=snapshot.thread_id, run_id=snapshot.run_id),
+                CancelInput(thread_id=snapshot.thread_id, run_id=snapshot.run_id, backend=snapshot.backend),
                 start_to_close_timeout=CANCEL_START_TO_CLOSE,
                 heartbeat_timeout=MODEL_API_HEARTBEAT,
                 retry_policy=MODEL_API_RETRY,
@@ -363,6 +388,8 @@ class AssistantRunWorkflow:
             status=snapshot.status,
             run_id=snapshot.run_id,
             thread_id=snapshot.thread_id,
+            backend=snapshot.backend,
+            response_ids=list(self._response_ids),
             final_text=snapshot.final_text,
             message_ids=snapshot.message_ids,
             usage=snapshot.usage,

@@ -1,7 +1,9 @@
 """``ThreadQueue``: one workflow per thread that runs its callers' requests one at a time.
 
 A thread accepts one active run at a time, so callers that share a thread would collide
-("already has an active run"). They enqueue here instead, by update-with-start on the
+("already has an active run"); a Responses conversation likewise takes one response at a
+time ("conversation_locked"), so it gets a queue too, keyed by its conversation ID (the
+``thread_id`` of the queue's input). Callers enqueue here instead, by update-with-start on the
 workflow ID ``thread-queue/<thread_id>``; the queue runs each request as a child
 ``AssistantRun`` workflow (whose ID the caller got back, so it can follow and await it), in
 the order the updates were accepted, and continues as new before its history grows large.
@@ -63,8 +65,8 @@ class ThreadQueueWorkflow:
 
     @enqueue.validator
     def _check(self, item: EnqueueRequest) -> None:
-        if item.request.thread_id != self._thread_id:
-            raise ValueError(f"this queue serves thread {self._thread_id}, not {item.request.thread_id}")
+        if item.request.context_id != self._thread_id:
+            raise ValueError(f"this queue serves {self._thread_id}, not {item.request.context_id}")
 
     @workflow.query(name="state")
     def state(self) -> ThreadQueueState:

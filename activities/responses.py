@@ -1,0 +1,457 @@
+"""The Responses API backend: a turn is one background response, over ``AsyncOpenAI``.
+
+A run is a chain of responses. The first turn sends the request's messages; when a response
+completes with ``function_call`` output items, the round's tools run and the next turn sends
+one ``function_call_output`` item per call, chained by ``previous_response_id`` or appended to
+the request's ``conversation``. Every response is created with ``background: true`` and
+``store: true`` and followed by polling ``responses.retrieve`` or over its event stream, which
+is resumed with ``starting_after`` when the connection drops.
+
+Idempotency, with no way to list responses (see README, "Idempotency on the Responses API"):
+
+1. **The response ID is recorded before anything can retry.** The create call's reply (or the
+   stream's first event) gives the ID; it goes into the activity's heartbeat details at once.
+   A retried attempt of the same activity reads them back and adopts that response.
+2. **Conversation items are checked before appending.** Before the first create, the turn
+   records the conversation's newest item (its *head*). A retry whose create reply was lost
+   looks at the items after that head: if this turn's input items are there, the earlier
+   create took effect. The retry then adopts the outcome from the conversation's items, or,
+   if that response ended without output, continues the conversation without sending the
+   items again. Function-call outputs are matched exactly by ``call_id`` even without a head.
+3. **Not guaranteed:** a create whose reply was lost on a response *chain* (no conversation)
+   makes a second response. The first is an orphan branch: it changes no shared state but
+   costs its tokens. The same holds on a conversation if the worker died in the moment
+   between recording the head and the heartbeat reaching Temporal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import openai
+import structlog
+from openai import AsyncOpenAI
+from openai.types.responses import Response
+from temporalio.exceptions import ApplicationError
+
+from tools import ToolRegistry
+from workflows.models import MessageInput, RunRequest, RunSnapshot, ToolCall, Usage
+
+from .backend import DEFAULT_POLL_SECONDS, POLL_FLOOR_SECONDS, TurnIO, api_call, poll_delay
+from .errors import to_temporal_error
+
+TAG_KEY = "durable_assistants_key"
+ITEM_LOOKBACK = 100
+STREAM_RESUMES = 5
+LOCKED_CODE = "conversation_locked"
+UNKNOWN_RESPONSE = "unknown"
+# A response's statuses that mean it is done (Responses has no requires_action or expired).
+DONE = frozenset({"completed", "failed", "cancelled", "incomplete"})
+
+log = structlog.get_logger("responses")
+
+_MISSING = object()
+
+
+class ResponsesBackend:
+    name = "responses"
+
+    def __init__(self, client: AsyncOpenAI, tools: ToolRegistry | None = None) -> None:
+        self.client = client
+        self.tools = tools
+
+    async def check_request(self, request: RunRequest) -> None:
+        """Everything the Responses API would refuse is caught by ``RunRequest.check_backend``;
+        a missing conversation or previous response is the API's 404 on the first call."""
+
+    async def create_conversation(self, request: RunRequest, key: str) -> str:
+        raise ApplicationError(
+            "the responses backend runs without a thread; give conversation_id, previous_response_id or neither",
+            type="InvalidRunRequest",
+            non_retryable=True,
+        )
+
+    async def start(self, request: RunRequest, thread_id: str | None, key: str, add_messages: bool, io: TurnIO) -> RunSnapshot:
+        turn = _Turn(
+            request=request,
+            items=[message_item(m) for m in request.messages],
+            conversation_id=request.conversation_id,
+            previous_response_id=request.previous_response_id,
+            prior=None,
+            key=key,
+        )
+        return await self._turn(turn, request.mode, io)
+
+    async def submit_and_wait(
+        self, request: RunRequest | None, snapshot: RunSnapshot, outputs: list[dict[str, str]], mode: str, io: TurnIO
+    ) -> RunSnapshot:
+        if request is None:
+            raise ApplicationError("a Responses turn needs the run request's settings", type="InvalidRunRequest", non_retryable=True)
+        turn = _Turn(
+            request=request,
+            items=[{"type": "function_call_output", "call_id": o["tool_call_id"], "output": o["output"]} for o in outputs],
+            conversation_id=snapshot.thread_id,
+            previous_response_id=None if snapshot.thread_id else snapshot.run_id,
+            prior=snapshot,
+            key=io.key,
+        )
+        return await self._turn(turn, mode, io)
+
+    async def wait(self, snapshot: RunSnapshot, io: TurnIO) -> RunSnapshot:
+        if snapshot.run_id == UNKNOWN_RESPONSE:
+            return snapshot
+        return await self._poll(snapshot.run_id, snapshot.thread_id, _prior_usage(snapshot), io)
+
+    async def cancel(self, snapshot: RunSnapshot, io: TurnIO) -> RunSnapshot:
+        if snapshot.run_id == UNKNOWN_RESPONSE:
+            return snapshot.model_copy(update={"status": "cancelled", "tool_calls": []})
+        try:
+            await self.client.responses.cancel(snapshot.run_id)
+        except openai.BadRequestError:
+            pass  # not cancellable: it has ended already (or is not a background response)
+        except openai.OpenAIError as exc:
+            raise to_temporal_error(exc, f"cancel response {snapshot.run_id}") from None
+        done = await self._poll(snapshot.run_id, snapshot.thread_id, None, io)
+        if done.status == "requires_action":
+            # The response ended with calls nobody will answer: the run stops here.
+            done = done.model_copy(update={"status": "cancelled"})
+        return done
+
+    # ------------------------------------------------------------------ one turn
+
+    async def _turn(self, turn: _Turn, mode: str, io: TurnIO) -> RunSnapshot:
+        recalled_id = io.recalled.get("response_id")
+        if recalled_id:
+            # An earlier attempt of this activity created the response: adopt it.
+            io.record(**{k: io.recalled[k] for k in ("conversation_head",) if k in io.recalled}, response_id=recalled_id)
+            log.info("adopting the response an earlier attempt created", response_id=recalled_id)
+            after = io.recalled.get("sequence_number")
+            if mode == "stream" and isinstance(after, int):
+                stream = await api_call(
+                    self.client.responses.retrieve(recalled_id, stream=True, starting_after=after),
+                    f"resume the stream of {recalled_id}",
+                )
+                return await self._follow(stream, turn, recalled_id, after, io)
+            return await self._poll(recalled_id, turn.conversation_id, _prior_usage(turn.prior), io)
+
+        if turn.conversation_id is not None:
+            head = io.recalled.get("conversation_head", _MISSING)
+            landed = await self._landed(turn, head)
+            if landed is not None:
+                return await self._adopt_from_items(turn, head, mode, io)
+            if head is _MISSING:
+                head = await self._newest_item(turn.conversation_id)
+            io.record(conversation_head=head)
+        return await self._create(turn, turn.items, mode, io)
+
+    async def _create(self, turn: _Turn, items: list[dict[str, Any]], mode: str, io: TurnIO) -> RunSnapshot:
+        params = turn.params(items, self._registry_tools())
+        where = f"on conversation {turn.conversation_id}" if turn.conversation_id else "in the response chain"
+        while True:
+            try:
+                if mode == "stream":
+                    stream = await self.client.responses.create(**params, stream=True)
+                    return await self._follow(stream, turn, None, None, io)
+                response = await self.client.responses.create(**params)
+                break
+            except openai.BadRequestError as exc:
+                if exc.code != LOCKED_CODE:
+                    raise to_temporal_error(exc, f"create a response {where}") from None
+                # Another response on this conversation is still running; wait for it to end.
+                io.beat(waiting_for="conversation_locked")
+                await asyncio.sleep(DEFAULT_POLL_SECONDS / 4)
+            except openai.OpenAIError as exc:
+                raise to_temporal_error(exc, f"create a response {where}") from None
+        io.record(response_id=response.id)
+        return await self._poll_from(response, turn.conversation_id, _prior_usage(turn.prior), io)
+
+    async def _follow(self, stream: Any, turn: _Turn, response_id: str | None, after: int | None, io: TurnIO) -> RunSnapshot:
+        """Read a response's events until it ends; resume after the last event seen when the
+        connection drops; fall back to polling if it keeps dropping."""
+        prior = _prior_usage(turn.prior)
+        for _ in range(STREAM_RESUMES + 1):
+            try:
+                async with stream:
+                    async for event in stream:
+                        response = getattr(event, "response", None)
+                        if response_id is None and response is not None:
+                            response_id = response.id
+                            io.record(response_id=response_id)
+                        if event.type == "response.output_text.delta":
+                            io.on_text(event.delta)
+                        sequence = getattr(event, "sequence_number", None)
+                        if isinstance(sequence, int):
+                            after = sequence
+                            io.beat(sequence_number=sequence, event=event.type)
+                        if isinstance(response, Response) and response.status in DONE:
+                            return await self._snapshot(response, turn.conversation_id, prior)
+            except openai.APIStatusError as exc:
+                raise to_temporal_error(exc, "read the response stream") from None
+            except Exception as exc:  # a dropped connection: the SDK's or the HTTP library's error
+                log.info("response stream broke; resuming", response_id=response_id, after=after, error=type(exc).__name__)
+            if response_id is None:
+                raise ApplicationError("the response stream ended before the response was created", type="ModelApiStream")
+            if after is None:
+                break
+            try:
+                stream = await self.client.responses.retrieve(response_id, stream=True, starting_after=after)
+            except openai.OpenAIError:
+                break  # e.g. a server that cannot resume streams: poll instead
+        assert response_id is not None
+        return await self._poll(response_id, turn.conversation_id, prior, io)
+
+    async def _poll(self, response_id: str, conversation_id: str | None, prior: Usage | None, io: TurnIO) -> RunSnapshot:
+        response = await api_call(self.client.responses.retrieve(response_id), f"read response {response_id}")
+        return await self._poll_from(response, conversation_id, prior, io)
+
+    async def _poll_from(self, response: Response, conversation_id: str | None, prior: Usage | None, io: TurnIO) -> RunSnapshot:
+        """Re-read the response until it ends, at the pace the server asks for. One activity, many reads."""
+        polls = 0
+        delay = POLL_FLOOR_SECONDS
+        while response.status is not None and response.status not in DONE:
+            io.beat(status=response.status, polls=polls)
+            await asyncio.sleep(delay)
+            try:
+                raw = await self.client.responses.with_raw_response.retrieve(response.id)
+            except openai.OpenAIError as exc:
+                raise to_temporal_error(exc, f"read response {response.id}") from None
+            response = raw.parse()
+            polls += 1
+            delay = poll_delay(raw.headers.get("openai-poll-after-ms"))
+        return await self._snapshot(response, conversation_id, prior)
+
+    async def _snapshot(self, response: Response, conversation_id: str | None, prior: Usage | None) -> RunSnapshot:
+        calls = [item for item in response.output if item.type == "function_call"]
+        status: str = response.status or "completed"
+        if status == "completed" and calls:
+            status = "requires_action"
+        messages = [item for item in response.output if item.type == "message"]
+        final_text = None
+        if status in ("completed", "incomplete"):
+            final_text = "\n\n".join(
+                part.text for m in messages for part in m.content if part.type == "output_text"
+            )
+        usage = prior
+        if response.usage is not None:
+            usage = _add_usage(prior, response.usage.input_tokens, response.usage.output_tokens)
+        return RunSnapshot(
+            run_id=response.id,
+            thread_id=conversation_id,
+            backend="responses",
+            status=status,  # type: ignore[arg-type]
+            tool_calls=[ToolCall(id=c.call_id, name=c.name, arguments=c.arguments) for c in calls]
+            if status == "requires_action"
+            else [],
+            usage=usage,
+            last_error=response.error.model_dump() if response.error else None,
+            incomplete_details=response.incomplete_details.model_dump() if response.incomplete_details else None,
+            final_text=final_text,
+            message_ids=[m.id for m in messages] if final_text is not None else [],
+        )
+
+    # ------------------------------------------------------------------ conversations
+
+    async def _newest_item(self, conversation_id: str) -> str | None:
+        page = await api_call(
+            self.client.conversations.items.list(conversation_id, limit=1, order="desc"),
+            f"read the newest item of conversation {conversation_id}",
+        )
+        return page.data[0].id if page.data else None  # type: ignore[union-attr]
+
+    async def _items_after(self, conversation_id: str, head: Any) -> list[Any]:
+        """The conversation's items newer than ``head``, oldest first (the newest ``ITEM_LOOKBACK``
+        when the head is unknown)."""
+        page = await api_call(
+            self.client.conversations.items.list(conversation_id, limit=ITEM_LOOKBACK, order="desc"),
+            f"read the items of conversation {conversation_id}",
+        )
+        newer = []
+        for item in page.data:
+            if head is not _MISSING and getattr(item, "id", None) == head:
+                break
+            newer.append(item)
+        return list(reversed(newer))
+
+    async def _landed(self, turn: _Turn, head: Any) -> list[Any] | None:
+        """If this turn's input items are in the conversation already (an earlier attempt's
+        create took effect), the items that came after them; else None."""
+        call_ids = {item["call_id"] for item in turn.items if item.get("type") == "function_call_output"}
+        if not call_ids and head is _MISSING:
+            return None  # messages can only be matched against a recorded head
+        if not turn.items:
+            return None
+        items = await self._items_after(turn.conversation_id, head)  # type: ignore[arg-type]
+        if call_ids:
+            positions = [i for i, item in enumerate(items) if item.type == "function_call_output" and item.call_id in call_ids]
+            return items[positions[-1] + 1 :] if positions else None
+        wanted = [(item["role"], _text(item["content"])) for item in turn.items]
+        seen = [(getattr(i, "role", None), _text(getattr(i, "content", None))) if i.type == "message" else None for i in items]
+        for start in range(len(seen) - len(wanted) + 1):
+            if seen[start : start + len(wanted)] == wanted:
+                return items[start + len(wanted) :]
+        return None
+
+    async def _adopt_from_items(self, turn: _Turn, head: Any, mode: str, io: TurnIO) -> RunSnapshot:
+        """An earlier attempt's response took this turn's input but its ID was lost. Its output
+        lands in the conversation when it ends: take the turn's outcome from there. If it ended
+        without output (failed, cancelled), continue the conversation without re-sending."""
+        assert turn.conversation_id is not None
+        log.warning("an earlier attempt's response took this turn's input; adopting its outcome", conversation_id=turn.conversation_id)
+        polls = 0
+        while True:
+            after = await self._landed(turn, head) or []
+            outputs = [item for item in after if item.type in ("function_call", "message")]
+            if outputs:
+                return self._snapshot_from_items(turn, outputs)
+            params = turn.params([], self._registry_tools())
+            try:
+                response = await self.client.responses.create(**params)
+            except openai.BadRequestError as exc:
+                if exc.code != LOCKED_CODE:
+                    raise to_temporal_error(exc, f"continue conversation {turn.conversation_id}") from None
+                io.beat(waiting_for="earlier response", polls=polls)
+                polls += 1
+                await asyncio.sleep(DEFAULT_POLL_SECONDS / 4)
+                continue
+            except openai.OpenAIError as exc:
+                raise to_temporal_error(exc, f"continue conversation {turn.conversation_id}") from None
+            io.record(response_id=response.id)
+            return await self._poll_from(response, turn.conversation_id, _prior_usage(turn.prior), io)
+
+    def _snapshot_from_items(self, turn: _Turn, outputs: list[Any]) -> RunSnapshot:
+        calls = [item for item in outputs if item.type == "function_call"]
+        messages = [item for item in outputs if item.type == "message" and getattr(item, "role", None) == "assistant"]
+        status = "requires_action" if calls else "completed"
+        return RunSnapshot(
+            run_id=UNKNOWN_RESPONSE,
+            thread_id=turn.conversation_id,
+            backend="responses",
+            status=status,  # type: ignore[arg-type]
+            tool_calls=[ToolCall(id=c.call_id, name=c.name, arguments=c.arguments) for c in calls],
+            usage=_prior_usage(turn.prior),
+            final_text=None if calls else "\n\n".join(_text(m.content) for m in messages),
+            message_ids=[] if calls else [m.id for m in messages],
+        )
+
+    def _registry_tools(self) -> list[dict[str, Any]]:
+        return [flat_tool(schema) for schema in self.tools.schemas()] if self.tools is not None else []
+
+
+@dataclass
+class _Turn:
+    request: RunRequest
+    items: list[dict[str, Any]]
+    conversation_id: str | None
+    previous_response_id: str | None
+    prior: RunSnapshot | None
+    key: str
+
+    def params(self, items: list[dict[str, Any]], registry_tools: list[dict[str, Any]]) -> dict[str, Any]:
+        """``responses.create`` keyword arguments: the request's settings, repeated every turn
+        (a response inherits the chain's items, not its instructions or tools)."""
+        request = self.request
+        params: dict[str, Any] = {
+            "background": True,
+            "store": True,
+            "metadata": {**(request.metadata or {}), TAG_KEY: self.key},
+        }
+        if items:
+            params["input"] = items
+        if self.conversation_id is not None:
+            params["conversation"] = self.conversation_id
+        elif self.previous_response_id is not None:
+            params["previous_response_id"] = self.previous_response_id
+        if request.model is not None:
+            params["model"] = request.model
+        if request.prompt is not None:
+            params["prompt"] = request.prompt.model_dump(exclude_none=True)
+        if request.instructions is not None:
+            params["instructions"] = request.instructions
+        tools = [flat_tool(t) for t in request.tools] if request.tools is not None else (None if request.prompt else registry_tools)
+        if tools:
+            params["tools"] = tools
+        if request.tool_choice is not None:
+            params["tool_choice"] = flat_tool_choice(request.tool_choice)
+        for name in ("parallel_tool_calls", "temperature", "top_p"):
+            if getattr(request, name) is not None:
+                params[name] = getattr(request, name)
+        if request.max_completion_tokens is not None:
+            params["max_output_tokens"] = request.max_completion_tokens
+        if isinstance(request.response_format, dict):
+            params["text"] = {"format": text_format(request.response_format)}
+        return params
+
+
+# ---------------------------------------------------------------------------- shapes
+
+
+def flat_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """An Assistants/Chat function tool (``{"type": "function", "function": {...}}``) in the
+    flat Responses shape (``{"type": "function", "name": ...}``); other tools as they are."""
+    if tool.get("type") == "function" and isinstance(tool.get("function"), dict):
+        return {"type": "function", **tool["function"]}
+    return tool
+
+
+def flat_tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
+        return {"type": "function", "name": choice["function"]["name"]}
+    return choice
+
+
+def text_format(response_format: dict[str, Any]) -> dict[str, Any]:
+    """An Assistants ``response_format`` as a Responses ``text.format``."""
+    if response_format.get("type") == "json_schema" and isinstance(response_format.get("json_schema"), dict):
+        return {"type": "json_schema", **response_format["json_schema"]}
+    return response_format
+
+
+def message_item(message: MessageInput) -> dict[str, Any]:
+    """A request message as a Responses input message (text parts become input_text/output_text)."""
+    content: Any = message.content
+    if isinstance(content, list):
+        text_type = "input_text" if message.role == "user" else "output_text"
+        content = [_content_part(part, text_type) for part in content]
+    return {"type": "message", "role": message.role, "content": content}
+
+
+def _content_part(part: dict[str, Any], text_type: str) -> dict[str, Any]:
+    kind = part.get("type")
+    if kind == "text":
+        text = part.get("text")
+        return {"type": text_type, "text": text.get("value", "") if isinstance(text, dict) else text}
+    if kind == "image_url" and isinstance(part.get("image_url"), dict):
+        image = part["image_url"]
+        return {"type": "input_image", "image_url": image.get("url"), "detail": image.get("detail", "auto")}
+    if kind == "image_file" and isinstance(part.get("image_file"), dict):
+        image = part["image_file"]
+        return {"type": "input_image", "file_id": image.get("file_id"), "detail": image.get("detail", "auto")}
+    return part
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    parts: Iterable[Any] = content or []
+    texts = []
+    for part in parts:
+        text = part.get("text") if isinstance(part, dict) else getattr(part, "text", None)
+        if isinstance(text, str):
+            texts.append(text)
+    return "".join(texts)
+
+
+def _prior_usage(snapshot: RunSnapshot | None) -> Usage | None:
+    return snapshot.usage if snapshot is not None else None
+
+
+def _add_usage(prior: Usage | None, prompt: int, completion: int) -> Usage:
+    base = prior or Usage()
+    return Usage(
+        prompt_tokens=base.prompt_tokens + prompt,
+        completion_tokens=base.completion_tokens + completion,
+        total_tokens=base.total_tokens + prompt + completion,
+    )
+
