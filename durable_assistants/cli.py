@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue = commands.add_parser("enqueue", help="enqueue a run")
     enqueue.add_argument("--assistant", help="assistant ID")
     enqueue.add_argument("--thread", help="run on this thread (runs on one thread are queued); default: a new thread")
+    enqueue.add_argument("--backend", choices=["assistants", "responses"], help="the model API (default: implied by the options, else the worker's)")
+    enqueue.add_argument("--model", help="Responses: the model (Assistants: overrides the assistant's)")
+    enqueue.add_argument("--instructions", help="Responses: the instructions (Assistants: overrides the assistant's)")
+    enqueue.add_argument("--conversation", help="Responses: continue this conversation (runs on one are queued)")
+    enqueue.add_argument("--previous-response", help="Responses: continue from this response")
     enqueue.add_argument("--message", "-m", action="append", default=[], help="a user message to add (repeatable)")
     enqueue.add_argument("--request", help="a RunRequest as JSON, or @file.json (flags above override it)")
     enqueue.add_argument("--mode", choices=["poll", "stream"], help="poll the run or read its stream")
@@ -112,17 +117,25 @@ def request_from(args: argparse.Namespace) -> RunRequest:
         data["assistant_id"] = args.assistant
     if args.thread:
         data["thread_id"] = args.thread
+    for option, field in (
+        ("backend", "backend"), ("model", "model"), ("instructions", "instructions"),
+        ("conversation", "conversation_id"), ("previous_response", "previous_response_id"),
+    ):
+        if getattr(args, option, None):
+            data[field] = getattr(args, option)
     if args.mode:
         data["mode"] = args.mode
     if args.message:
         data["messages"] = [*data.get("messages", []), *({"content": m} for m in args.message)]
-    if "assistant_id" not in data:
-        raise CliError("give --assistant (or assistant_id in --request)")
+    if not any(data.get(k) for k in ("assistant_id", "model", "prompt")):
+        raise CliError("give --assistant (Assistants API) or --model (Responses API), or a --request that has one")
     try:
         return RunRequest.model_validate(data)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in error["loc"])
+        if not where:  # a check across fields: its message names them and their values
+            raise CliError(f"invalid run request: {str(error['msg']).removeprefix('Value error, ')}") from None
         raise CliError(f"invalid run request: {where}: {error['msg']} (got {error.get('input')!r})") from None
 
 
@@ -181,7 +194,11 @@ def print_result(result: RunResult, as_json: bool) -> None:
     if as_json:
         print(result.model_dump_json(indent=2))
         return
-    print(f"{result.status}: run {result.run_id} on {result.thread_id}, {result.rounds} rounds, {len(result.tool_calls)} tool calls")
+    if result.backend == "responses":
+        where = f" on {result.thread_id}" if result.thread_id else ""
+        print(f"{result.status}: response {result.run_id}{where}, {result.rounds} rounds, {len(result.tool_calls)} tool calls")
+    else:
+        print(f"{result.status}: run {result.run_id} on {result.thread_id}, {result.rounds} rounds, {len(result.tool_calls)} tool calls")
     if result.failure:
         print(f"stopped: {result.failure}")
     if result.final_text:

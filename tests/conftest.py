@@ -165,16 +165,38 @@ def worker_options() -> dict[str, Any]:
     return {}
 
 
+@pytest.fixture(params=["assistants", "responses"])
+def api(request: pytest.FixtureRequest, client: OpenAI) -> Any:
+    """The model API a worker test runs against: every such test runs once per backend.
+    Workers started by ``workers`` default to this backend."""
+    import tests.worker_tools  # noqa: F401  (the Assistants side gives the assistant every tool)
+    import tools.examples  # noqa: F401
+    from tests.apis import AssistantsApi, ResponsesApi
+
+    return AssistantsApi(client) if request.param == "assistants" else ResponsesApi(client)
+
+
 @pytest.fixture
-async def workers(temporal_client: Client, emulator: EmulatorProcess, task_queue: str, admin: httpx.Client, worker_options: dict[str, Any]) -> Any:
-    """In-process workers on ``task_queue`` serving every registered tool (examples and test tools)."""
+async def workers(
+    request: pytest.FixtureRequest,
+    temporal_client: Client,
+    emulator: EmulatorProcess,
+    task_queue: str,
+    admin: httpx.Client,
+    worker_options: dict[str, Any],
+) -> Any:
+    """In-process workers on ``task_queue`` serving every registered tool (examples and test
+    tools). With the ``api`` fixture, requests that name no backend go to that API."""
     import tests.worker_tools  # noqa: F401
     import tools.examples  # noqa: F401
     import worker
     from tools import registry
 
+    options = dict(worker_options)
+    if "api" in request.fixturenames:
+        options.setdefault("backend", request.getfixturevalue("api").name)
     model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0, timeout=5)
-    async with worker.WorkerGroup(worker.build_workers(temporal_client, model, registry, task_queue, **worker_options)):
+    async with worker.WorkerGroup(worker.build_workers(temporal_client, model, registry, task_queue, **options)):
         yield
     await model.close()
 

@@ -79,6 +79,14 @@ async def test_enqueue_wait_json_is_idempotent_by_request_id(cli: Any, workers: 
     assert first["status"] == "completed" and first["tool_calls"][0]["name"] == "get_weather"
 
 
+async def test_enqueue_a_responses_run_with_the_same_command(cli: Any, workers: None) -> None:
+    message = "hi\n" + script(rounds=[[{"name": "get_weather", "arguments": {"city": "Lima"}}]], reply="Done: {outputs}")
+    code, out, err = await cli("enqueue", "--backend", "responses", "--model", "gpt-4o", "-m", message, "--follow")
+    assert code == 0, err
+    assert "● requires_action (round 1)" in out and '  → get_weather({"city":"Lima"})' in out
+    assert "completed: response resp_" in out and "Done: - get_weather" in out
+
+
 async def test_status_cancel_and_list(cli: Any, workers: None, assistant_id: str, tmp_path: Path) -> None:
     marker = tmp_path / "started"
     message = script(rounds=slow_round(60, marker))
@@ -133,6 +141,10 @@ async def test_sync_tools_reports_drift_and_fixes_it(cli: Any, client: OpenAI) -
         (("cancel", "assistant-run/nope"), {}, 1, "durable-assistants: error: no run with workflow ID 'assistant-run/nope'"),
         (("enqueue", "-m", "hi"), {}, 1, "durable-assistants: error: give --assistant"),
         (("enqueue", "--assistant", "a", "--request", '{"top_p": 3}'), {}, 1, "durable-assistants: error: invalid run request: top_p"),
+        (
+            ("enqueue", "--assistant", "a", "--conversation", "conv_1", "-m", "hi"), {}, 1,
+            "durable-assistants: error: invalid run request: assistant_id belong to the Assistants API and conversation_id to the Responses API",
+        ),
         (("list",), {"TEMPORAL_ADDRESS": "127.0.0.1:1"}, 1, "durable-assistants: error: cannot connect to Temporal at 127.0.0.1:1"),
         (("sync-tools", "--assistant", "asst_nope"), {}, 1, "durable-assistants: error: no assistant 'asst_nope'"),
         (("frobnicate",), {}, 2, "durable-assistants: error: argument COMMAND: invalid choice"),

@@ -21,6 +21,7 @@ from temporalio.worker import Replayer
 import worker
 from devstack.temporal import TemporalDevServer
 from emulator.server import die_with_parent, stop_process
+from tests.apis import Api, Seen
 from tests.conftest import script
 from tests.test_worker_runs import TOOLS, message, start
 from tests.worker_tools import CANCELLED
@@ -80,24 +81,24 @@ async def test_a_tool_that_would_outlast_the_run(
 
 
 async def test_cancelling_the_workflow_cancels_its_tools_and_the_run(
-    temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI, tmp_path: Path
+    api: Api, temporal_client: Client, task_queue: str, workers: None, tmp_path: Path
 ) -> None:
     marker = tmp_path / "started"
-    request = RunRequest(assistant_id=assistant_id, messages=[message(script(rounds=slow_round(60, marker)))])
+    request = api.request([script(rounds=slow_round(60, marker))])
     handle = await start(temporal_client, task_queue, request)
     await wait_for(marker.exists, "the slow tool to start")
     await handle.cancel()
     result = await handle.result()
 
     assert result.status == "cancelled" and result.failure == "the workflow was cancelled"
-    api_run = client.beta.threads.runs.retrieve(thread_id=result.thread_id, run_id=result.run_id)
-    assert api_run.status == "cancelled"
+    assert api.api_status(result) == api.status_after_stop
     call_id = marker.read_text().split()[0].split(":")[1]
     await wait_for(lambda: call_id in CANCELLED, "the slow tool to hear its cancellation")
 
 
-def spawn_worker(server: TemporalDevServer, emulator: Any, task_queue: str, log: Path) -> subprocess.Popen[bytes]:
+def spawn_worker(server: TemporalDevServer, emulator: Any, task_queue: str, log: Path, backend: str = "assistants") -> subprocess.Popen[bytes]:
     env = {
+        "DA_BACKEND": backend,
         **os.environ,
         "TEMPORAL_ADDRESS": server.address,
         "OPENAI_BASE_URL": emulator.base_url,
@@ -112,28 +113,27 @@ def spawn_worker(server: TemporalDevServer, emulator: Any, task_queue: str, log:
 
 
 async def test_worker_killed_mid_tool_and_restarted_creates_nothing_twice(
+    api: Api,
     temporal_client: Client,
     temporal_server: TemporalDevServer,
     emulator: Any,
     task_queue: str,
-    assistant_id: str,
     admin: httpx.Client,
-    client: OpenAI,
     tmp_path: Path,
 ) -> None:
     marker = tmp_path / "attempts"
-    thread = client.beta.threads.create()
+    context = api.new_context()
     rounds = [*slow_round(3, marker), [{"name": "structured", "arguments": {"n": 2}}]]
-    request = RunRequest(assistant_id=assistant_id, thread_id=thread.id, messages=[message(script(rounds=rounds))])
+    request = api.request([script(rounds=rounds)], context=context)
     log = tmp_path / "workers.log"
-    first = spawn_worker(temporal_server, emulator, task_queue, log)
+    first = spawn_worker(temporal_server, emulator, task_queue, log, api.name)
     second = None
     try:
         handle = await start(temporal_client, task_queue, request)
         await wait_for(marker.exists, "the slow tool to start on the first worker")
         first.send_signal(signal.SIGKILL)
         first.wait()
-        second = spawn_worker(temporal_server, emulator, task_queue, log)
+        second = spawn_worker(temporal_server, emulator, task_queue, log, api.name)
         result = await asyncio.wait_for(handle.result(), 60)
     finally:
         for process in (first, second):
@@ -145,10 +145,7 @@ async def test_worker_killed_mid_tool_and_restarted_creates_nothing_twice(
     assert len(attempts) == 2 and attempts[0].endswith("attempt 1") and attempts[1].endswith("attempt 2")
     assert attempts[0].split()[0] == attempts[1].split()[0]  # same idempotency key on the retry
     assert result.tool_calls[0].attempts == 2
-    stats = admin.get("/stats").json()
-    assert stats["threads"][thread.id]["runs_created"] == 1
-    assert stats["threads"][thread.id]["user_messages_created"] == 1
-    assert stats["runs"][result.run_id]["submits_accepted"] == 2
+    assert api.seen(admin.get("/stats").json(), result) == Seen(turns_created=api.turns(2), user_messages=1, rounds_submitted=2)
     assert second is not None and second.returncode == 0  # SIGTERM is a clean shutdown
 
 
@@ -165,6 +162,12 @@ async def test_recorded_histories_replay_without_nondeterminism(
         "stream-fail-run": RunRequest(
             assistant_id=assistant_id,
             messages=[message(script(rounds=[[{"name": "critical", "arguments": {"reason": "x"}}]]))],
+            mode="stream",
+        ),
+        "responses-stream-fail-in-round-2": RunRequest(
+            backend="responses",
+            model="gpt-4o",
+            messages=[message(script(rounds=[[{"name": "structured", "arguments": {"n": 1}}, {"name": "no_such_tool"}], [{"name": "critical", "arguments": {"reason": "x"}}]]))],
             mode="stream",
         ),
     }
@@ -215,16 +218,16 @@ async def test_the_dev_server_registers_the_search_attributes(temporal_client: C
 
 
 async def test_long_runs_continue_as_new_without_repeating_anything(
-    emulator: Any, assistant_id: str, admin: httpx.Client, client: OpenAI, task_queue: str
+    api: Api, emulator: Any, admin: httpx.Client, task_queue: str
 ) -> None:
     # A server that suggests continue-as-new after 40 history events: a few rounds' worth.
     with TemporalDevServer(extra_args=["--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=40"]) as server:
         temporal = await Client.connect(server.address, data_converter=pydantic_data_converter)
         model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0)
         rounds = [[{"name": "structured", "arguments": {"n": r}}, {"name": "get_weather", "arguments": {"city": "Rome"}}] for r in range(6)]
-        thread = client.beta.threads.create()
-        request = RunRequest(assistant_id=assistant_id, thread_id=thread.id, messages=[message(script(rounds=rounds))])
-        async with worker.WorkerGroup(worker.build_workers(temporal, model, registry, task_queue)):
+        context = api.new_context()
+        request = api.request([script(rounds=rounds)], context=context)
+        async with worker.WorkerGroup(worker.build_workers(temporal, model, registry, task_queue, backend=api.name)):
             handle = await start(temporal, task_queue, request)
             result = await handle.result()
         await model.close()
@@ -233,6 +236,6 @@ async def test_long_runs_continue_as_new_without_repeating_anything(
     assert result.status == "completed" and result.rounds == 6
     assert [r.round for r in result.tool_calls] == [r for r in range(1, 7) for _ in range(2)]
     assert len(runs) >= 2  # it did continue as new
-    stats = admin.get("/stats").json()
-    assert stats["threads"][thread.id]["runs_created"] == 1 and stats["threads"][thread.id]["user_messages_created"] == 1
-    assert stats["runs"][result.run_id]["submits_accepted"] == 6
+    assert api.seen(admin.get("/stats").json(), result) == Seen(turns_created=api.turns(6), user_messages=1, rounds_submitted=6)
+    if api.name == "responses":
+        assert len(set(result.response_ids)) == 7  # carried across continue-as-new

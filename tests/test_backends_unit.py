@@ -1,0 +1,100 @@
+"""Which API a request is for, and how a request becomes Responses API parameters."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+
+from activities.responses import _Turn, flat_tool, flat_tool_choice, message_item, text_format
+from tools import ToolRegistry
+from workflows.models import MessageInput, RunRequest
+
+ASSISTANTS_TOOL = {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {"type": "object"}, "strict": True}}
+
+
+def test_a_request_says_which_api_plainly() -> None:
+    assert RunRequest(assistant_id="asst_1").implied_backend() == "assistants"
+    assert RunRequest(conversation_id="conv_1", model="m").implied_backend() == "responses"
+    assert RunRequest(prompt={"id": "pmpt_1"}).implied_backend() == "responses"  # type: ignore[arg-type]
+    assert RunRequest(model="m").implied_backend() is None  # the worker's default decides
+    assert RunRequest(backend="responses", model="m").implied_backend() == "responses"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"assistant_id": "asst_1", "previous_response_id": "resp_1"}, "assistant_id belong to the Assistants API and previous_response_id to the Responses API"),
+        ({"model": "m", "conversation_id": "conv_1", "previous_response_id": "resp_1"}, "give conversation_id ('conv_1') or previous_response_id ('resp_1'), not both"),
+        ({"backend": "responses"}, "the responses backend needs a model or a stored prompt"),
+        ({"backend": "responses", "model": "m", "max_prompt_tokens": 500}, "the responses backend has no max_prompt_tokens (got max_prompt_tokens=500)"),
+        ({"backend": "assistants", "model": "m"}, "the assistants backend needs an assistant_id"),
+        ({"backend": "responses", "model": "m", "messages": [{"content": "x", "attachments": [{"file_id": "f"}]}]}, "messages [0] have attachments"),
+        ({"backend": "chat"}, "Input should be 'assistants' or 'responses'"),
+    ],
+)
+def test_requests_that_mix_or_lack_api_fields_say_what_is_wrong(fields: dict, message: str) -> None:
+    with pytest.raises(pydantic.ValidationError) as error:
+        RunRequest.model_validate(fields)
+    assert message in str(error.value)
+
+
+def test_check_backend_explains_a_request_the_default_backend_cannot_run() -> None:
+    with pytest.raises(ValueError, match="the assistants backend needs an assistant_id; for the Responses API set backend='responses'"):
+        RunRequest(model="gpt-4o").check_backend("assistants")
+    RunRequest(model="gpt-4o").check_backend("responses")
+
+
+def test_tools_and_choices_are_flattened_to_the_responses_shape() -> None:
+    assert flat_tool(ASSISTANTS_TOOL) == {"type": "function", "name": "add", "description": "Add.", "parameters": {"type": "object"}, "strict": True}
+    flat = {"type": "function", "name": "add", "parameters": {}}
+    assert flat_tool(flat) == flat and flat_tool({"type": "web_search"}) == {"type": "web_search"}
+    assert flat_tool_choice({"type": "function", "function": {"name": "add"}}) == {"type": "function", "name": "add"}
+    assert flat_tool_choice("required") == "required"
+    schema = {"type": "json_schema", "json_schema": {"name": "out", "schema": {"type": "object"}, "strict": True}}
+    assert text_format(schema) == {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "strict": True}
+    assert text_format({"type": "json_object"}) == {"type": "json_object"}
+
+
+def test_messages_become_input_items() -> None:
+    assert message_item(MessageInput(content="hi")) == {"type": "message", "role": "user", "content": "hi"}
+    parts = [
+        {"type": "text", "text": "look"},
+        {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+        {"type": "image_file", "image_file": {"file_id": "file_1", "detail": "low"}},
+    ]
+    assert message_item(MessageInput(content=parts))["content"] == [
+        {"type": "input_text", "text": "look"},
+        {"type": "input_image", "image_url": "https://x/y.png", "detail": "auto"},
+        {"type": "input_image", "file_id": "file_1", "detail": "low"},
+    ]
+    reply = message_item(MessageInput(role="assistant", content=[{"type": "text", "text": "ok"}]))
+    assert reply["content"] == [{"type": "output_text", "text": "ok"}]
+
+
+def test_every_turn_repeats_the_settings_and_tags_what_it_creates() -> None:
+    registry = ToolRegistry()
+
+    @registry.tool
+    def add(a: int, b: int) -> int:
+        """Add two numbers."""
+        return a + b
+
+    request = RunRequest(
+        model="gpt-4o", instructions="Be brief.", max_completion_tokens=300, tool_choice="required", metadata={"team": "a"}
+    )
+    registry_tools = [flat_tool(s) for s in registry.schemas()]
+    first = _Turn(request, [{"type": "message", "role": "user", "content": "hi"}], None, None, None, "wf-1").params(
+        [{"type": "message", "role": "user", "content": "hi"}], registry_tools
+    )
+    assert first["background"] is True and first["store"] is True
+    assert first["model"] == "gpt-4o" and first["instructions"] == "Be brief." and first["max_output_tokens"] == 300
+    assert first["metadata"] == {"team": "a", "durable_assistants_key": "wf-1"}
+    assert [t["name"] for t in first["tools"]] == ["add"] and "function" not in first["tools"][0]
+    assert "previous_response_id" not in first and "conversation" not in first
+    later = _Turn(request, [], None, "resp_1", None, "wf-1").params([], registry_tools)
+    assert later["previous_response_id"] == "resp_1" and "input" not in later and later["instructions"] == "Be brief."
+    on_conversation = _Turn(request, [], "conv_1", None, None, "wf-1").params([], registry_tools)
+    assert on_conversation["conversation"] == "conv_1" and "previous_response_id" not in on_conversation
+    # A stored prompt brings its own tools: the registry's are not added.
+    prompted = _Turn(RunRequest(prompt={"id": "pmpt_1", "version": "2"}), [], None, None, None, "k").params([], registry_tools)  # type: ignore[arg-type]
+    assert prompted["prompt"] == {"id": "pmpt_1", "version": "2"} and "tools" not in prompted and "model" not in prompted
