@@ -5,7 +5,9 @@ Starts the Temporal dev server (state in .local/temporal.db, UI on port 8233), t
 or updates a demo assistant whose tools come from the registry; enqueues a run that calls
 several tools in parallel over two rounds, one of them long-running; prints each tool call
 as it starts and finishes, the final answer, and the Temporal UI link to the workflow. The
-stack stays up for inspection until Ctrl-C; `--once` exits after the run.
+stack stays up for inspection until Ctrl-C; `--once` exits after the run. `--backend
+responses` runs the same pipeline on the Responses API (no assistant: the request carries
+the model and instructions, the worker sends its registry's tools).
 """
 
 from __future__ import annotations
@@ -102,6 +104,27 @@ async def prepare_assistant(model: AsyncOpenAI, admin_url: str | None) -> str:
     return created.id
 
 
+async def demo_request(backend: str, base_url: str, api_key: str, admin_url: str | None) -> RunRequest:
+    """The demo's run: the demo assistant's (Assistants), or the same agent as request fields (Responses)."""
+    message = [MessageInput(content=QUESTION)]
+    if backend == "assistants":
+        model = AsyncOpenAI(base_url=base_url, api_key=api_key)
+        try:
+            assistant_id = await prepare_assistant(model, admin_url)
+        finally:
+            await model.close()
+        return RunRequest(assistant_id=assistant_id, messages=message, mode="stream")
+    metadata = None
+    if admin_url is not None:
+        httpx.put(f"{admin_url}/scenarios/durable-demo", json=DEMO_SCENARIO).raise_for_status()
+        metadata = {"emulator_scenario": "durable-demo"}
+    # No tools given: the worker sends its registry's, in the Responses shape.
+    return RunRequest(
+        backend="responses", model="gpt-4o-mini", instructions="Use the tools, then answer briefly.",
+        messages=message, mode="stream", metadata=metadata,
+    )
+
+
 async def run_demo(args: argparse.Namespace) -> int:
     STATE.mkdir(exist_ok=True)
     real_api = os.environ.get("OPENAI_BASE_URL")
@@ -139,21 +162,19 @@ async def run_demo(args: argparse.Namespace) -> int:
             await _until_interrupted()
             return 0
 
-        model = AsyncOpenAI(base_url=base_url, api_key=env["OPENAI_API_KEY"])
-        assistant_id = await prepare_assistant(model, admin_url)
-        await model.close()
+        request = await demo_request(args.backend, base_url, env["OPENAI_API_KEY"], admin_url)
         from temporalio.contrib.pydantic import pydantic_data_converter
 
         client = await Client.connect(server.address, data_converter=pydantic_data_converter)
-        request = RunRequest(assistant_id=assistant_id, messages=[MessageInput(content=QUESTION)], mode="stream")
-        handle = await enqueue_run(client, request, request_id=f"demo-{uuid.uuid4().hex[:8]}", summary="make demo")
+        handle = await enqueue_run(client, request, request_id=f"demo-{uuid.uuid4().hex[:8]}", summary=f"make demo ({args.backend})")
         workflow_id = handle.workflow_id
-        print(f"\nassistant {assistant_id}: {QUESTION}")
+        print(f"\n{request.agent_label} ({args.backend} API): {QUESTION}")
         link = f"{server.ui_url}/namespaces/default/workflows/{quote(workflow_id, safe='')}"
         print(f"workflow {workflow_id}: {link}\n")
         await render_progress(handle, clock=True)
         result = await handle.result()
-        print(f"\nrun {result.run_id} ended {result.status} after {result.rounds} tool rounds, {len(result.tool_calls)} tool calls")
+        what = "response" if result.backend == "responses" else "run"
+        print(f"\n{what} {result.run_id} ended {result.status} after {result.rounds} tool rounds, {len(result.tool_calls)} tool calls")
         print(f"Inspect it in the Temporal UI: {link}")
         if worker.poll() is not None:
             print(f"the worker exited early (code {worker.returncode}); see {STATE / 'worker.log'}", file=sys.stderr)
@@ -174,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument("--once", action="store_true", help="exit after the demo run instead of keeping the stack up")
     parser.add_argument("--stack-only", action="store_true", help="start the stack without the demo run")
+    parser.add_argument(
+        "--backend", choices=["assistants", "responses"], default="assistants", help="the model API the demo run uses (default: assistants)"
+    )
     args = parser.parse_args(argv)
     try:
         return asyncio.run(run_demo(args))
