@@ -14,6 +14,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 import worker
 from durable_assistants import enqueue_run
+from tests.apis import Api, Seen
 from tests.conftest import script
 from tests.test_worker_lifecycle import slow_round, wait_for
 from tests.test_worker_runs import TOOLS, message
@@ -91,22 +92,22 @@ async def test_status_shows_pending_tools_and_cancel_stops_the_run(
     assert await handle.status() == "completed"  # the workflow closed normally, saying `cancelled`
 
 
-async def test_runs_are_findable_by_search_attributes(
-    temporal_client: Client, task_queue: str, workers: None, assistant_id: str
-) -> None:
+async def test_runs_are_findable_by_search_attributes(api: Api, temporal_client: Client, task_queue: str, workers: None) -> None:
     rounds = [[{"name": "structured", "arguments": {"n": 1}}]]
-    request = RunRequest(assistant_id=assistant_id, messages=[message(script(rounds=rounds))])
+    request = api.request([script(rounds=rounds)], context=api.new_context())
     handle = await enqueue_run(temporal_client, request, task_queue=task_queue)
     result = await handle.result()
 
     async def found(query: str) -> list[str]:
         return [w.id async for w in temporal_client.list_workflows(query)]
 
-    for query in (
-        f'ThreadId = "{result.thread_id}"',
-        f'ApiRunId = "{result.run_id}" AND RunStatus = "completed"',
-        f'AssistantId = "{assistant_id}" AND ToolNames = "structured"',
-    ):
+    queries = [
+        f'ThreadId = "{result.thread_id}" AND ToolNames = "structured"',  # the thread, or the conversation
+        f'ApiRunId = "{result.run_id}" AND RunStatus = "completed"',  # the run, or the last response
+    ]
+    if request.assistant_id is not None:
+        queries.append(f'AssistantId = "{request.assistant_id}"')
+    for query in queries:
         await wait_for_async(lambda: found(query), [handle.workflow_id])
 
 
@@ -119,14 +120,15 @@ async def wait_for_async(probe: Any, expected: Any, limit: float = 15.0) -> None
 
 
 async def test_fifty_callers_on_one_thread_run_one_at_a_time_in_order(
-    temporal_server, temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI, admin: httpx.Client
+    api: Api, temporal_server, temporal_client: Client, task_queue: str, workers: None, client: OpenAI, admin: httpx.Client
 ) -> None:
-    thread = client.beta.threads.create()
+    """A thread (Assistants) or a conversation (Responses) shared by 50 callers."""
+    context = api.new_context()
     callers = [await Client.connect(temporal_server.address, data_converter=pydantic_data_converter) for _ in range(50)]
 
     async def caller(i: int) -> Any:
-        request = RunRequest(assistant_id=assistant_id, thread_id=thread.id, messages=[message(f"caller {i}")], tool_choice="none")
-        return await enqueue_run(callers[i], request, request_id=f"caller-{i}-{thread.id}", task_queue=task_queue)
+        request = api.request([f"caller {i}"], context=context, tool_choice="none")
+        return await enqueue_run(callers[i], request, request_id=f"caller-{i}-{context}", task_queue=task_queue)
 
     handles = await asyncio.gather(*(caller(i) for i in range(50)))
     duplicate = await caller(7)  # a retrying caller
@@ -139,11 +141,18 @@ async def test_fifty_callers_on_one_thread_run_one_at_a_time_in_order(
     # Each run answered its own caller's message, and runs happened in arrival order.
     assert [r.final_text for r in results] == [f"You said: caller {i}" for i in range(50)]
     by_sequence = sorted(zip(handles, results), key=lambda pair: pair[0].receipt.sequence)
-    api_runs = [r.id for r in client.beta.threads.runs.list(thread_id=thread.id, order="asc", limit=100)]
-    assert api_runs == [r.run_id for _, r in by_sequence]
     stats = admin.get("/stats").json()
-    assert stats["threads"][thread.id]["runs_created"] == 50 and stats["threads"][thread.id]["user_messages_created"] == 50
-    assert stats["responses"].get("runs.create 400", 0) == 0 and stats["responses"].get("messages.create 400", 0) == 0
+    assert api.seen(stats, results[0]) == Seen(turns_created=50, user_messages=50, rounds_submitted=0)
+    if api.name == "assistants":
+        api_runs = [r.id for r in client.beta.threads.runs.list(thread_id=context, order="asc", limit=100)]
+        assert api_runs == [r.run_id for _, r in by_sequence]
+        assert stats["responses"].get("runs.create 400", 0) == 0 and stats["responses"].get("messages.create 400", 0) == 0
+    else:
+        items = client.conversations.items.list(context, order="asc", limit=100).data
+        asked = [i.content[0].text for i in items if i.type == "message" and i.role == "user"]  # type: ignore[union-attr]
+        # The conversation holds the callers' messages in the order their runs went.
+        assert asked == [(r.final_text or "").removeprefix("You said: ") for _, r in by_sequence]
+        assert stats["responses"].get("responses.create 400", 0) == 0  # never conversation_locked
 
 
 async def test_thread_queue_continues_as_new_and_still_deduplicates(
