@@ -1,5 +1,6 @@
 """A local, deterministic OpenAI Assistants API server: the offline stand-in for the
-shut-down hosted API that every test, demo and benchmark of durable-assistants runs against."""
+shut-down hosted API that every test, demo and benchmark of durable-assistants runs against.
+It serves the Responses and Conversations APIs too, over the same scripted model."""
 
 from .app import Emulator
 from .config import EmulatorConfig

@@ -1,6 +1,6 @@
-"""The emulator's HTTP surface: the Assistants v2 API under ``/v1`` and the admin API under
-``/_emulator``. Handlers are thin: validate with the SDK's parameter types, call the engine,
-render with the SDK's response types."""
+"""The emulator's HTTP surface: the Assistants v2 API, the Responses API and the
+Conversations API under ``/v1``, and the admin API under ``/_emulator``. Handlers are thin:
+validate with the SDK's parameter types, call the engine, render with the SDK's response types."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ from openai.types.beta.threads import (
     run_submit_tool_outputs_params,
     run_update_params,
 )
+from openai.types.conversations import (
+    conversation_create_params,
+    conversation_update_params,
+    item_create_params,
+)
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -37,6 +42,8 @@ from .errors import APIError, bad_request, not_found, rate_limited, server_error
 from .faults import FaultInjector, FaultRule
 from .ids import IdFactory
 from .pagination import ListQuery
+from .responses import ResponsesEngine
+from .responses_sse import ResponseEventStream, response_stream
 from .script import SCENARIO_NAME, ScriptError, parse_script
 from .sse import RunEventStream, run_stream
 from .stats import Stats
@@ -55,10 +62,13 @@ class Emulator:
         self.stats = Stats()
         self.faults = FaultInjector(self.config.seed)
         self.engine = AssistantsEngine(self.config, self.stats, IdFactory(self.config.seed))
+        # One ID sequence, one scripted model and one set of scenarios for both API surfaces.
+        self.responses = ResponsesEngine(self.config, self.stats, self.engine.ids, self.engine.model, self.engine.scenarios)
         self.app = build_app(self)
 
     async def reset(self) -> None:
         await self.engine.reset()
+        await self.responses.reset()
         self.faults.clear()
         self.stats.reset()
 
@@ -87,6 +97,25 @@ def list_query(request: Request) -> ListQuery:
         raise bad_request(
             f"Invalid '{name}': {error['msg']}, got {error.get('input')!r}.", param=name, code="invalid_value"
         ) from None
+
+
+def query_flag(request: Request, name: str) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None or raw.lower() in ("false", "0"):
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    raise bad_request(f"Invalid value for '{name}': expected a boolean, got {raw!r}.", param=name, code="invalid_type")
+
+
+def query_int(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise bad_request(f"Invalid value for '{name}': expected an integer, got {raw!r}.", param=name, code="invalid_type") from None
 
 
 def check_sampling(params: dict[str, Any]) -> None:
@@ -252,6 +281,91 @@ async def retrieve_step(request: Request, emu: Emulator) -> Response:
     return json_response(step_body(emu.engine.get_step(p["thread_id"], p["run_id"], p["step_id"])))
 
 
+# ---------------------------------------------------------------------------- responses
+
+
+async def create_response(request: Request, emu: Emulator) -> Response:
+    params = emu.responses.check_create(parse_json_body(await request.body()))
+    state = emu.responses.create(params)
+    if params.get("stream"):
+        return response_stream(state, lambda: emu.responses.launch(state), emu.config.keepalive_seconds)
+    emu.responses.launch(state)
+    if not state.response.background:
+        await state.finished.wait()  # a foreground response answers when it has ended
+    return json_response(dump(state.response))
+
+
+async def retrieve_response(request: Request, emu: Emulator) -> Response:
+    response_id = request.path_params["response_id"]
+    stream = query_flag(request, "stream")
+    starting_after = query_int(request, "starting_after")
+    state = emu.responses.get(response_id)
+    if stream:
+        if not state.response.background:
+            raise bad_request(
+                f"Response {response_id} was not created with background=true; only background responses can be streamed again.",
+                param="stream",
+            )
+        return ResponseEventStream(state, emu.config.keepalive_seconds, starting_after)
+    headers = {} if state.done else {"openai-poll-after-ms": str(emu.config.poll_after_ms)}
+    return json_response(dump(state.response), headers=headers)
+
+
+async def cancel_response(request: Request, emu: Emulator) -> Response:
+    state = await emu.responses.cancel(request.path_params["response_id"])
+    return json_response(dump(state.response))
+
+
+async def delete_response(request: Request, emu: Emulator) -> Response:
+    return json_response(await emu.responses.delete(request.path_params["response_id"]))
+
+
+async def list_input_items(request: Request, emu: Emulator) -> Response:
+    return json_response(emu.responses.list_input_items(request.path_params["response_id"], list_query(request)))
+
+
+# ---------------------------------------------------------------------------- conversations
+
+
+async def create_conversation(request: Request, emu: Emulator) -> Response:
+    body = parse_json_body(await request.body())
+    params = emu.responses.check_items(body, conversation_create_params.ConversationCreateParams, required=False)
+    return json_response(dump(emu.responses.create_conversation(params).conversation))
+
+
+async def retrieve_conversation(request: Request, emu: Emulator) -> Response:
+    return json_response(dump(emu.responses.get_conversation(request.path_params["conversation_id"]).conversation))
+
+
+async def update_conversation(request: Request, emu: Emulator) -> Response:
+    params = await body_of(request, conversation_update_params.ConversationUpdateParams)
+    return json_response(dump(emu.responses.update_conversation(request.path_params["conversation_id"], params)))
+
+
+async def delete_conversation(request: Request, emu: Emulator) -> Response:
+    return json_response(emu.responses.delete_conversation(request.path_params["conversation_id"]))
+
+
+async def create_items(request: Request, emu: Emulator) -> Response:
+    body = parse_json_body(await request.body())
+    params = emu.responses.check_items(body, item_create_params.ItemCreateParams, required=True)
+    return json_response(emu.responses.add_items(request.path_params["conversation_id"], params))
+
+
+async def list_items(request: Request, emu: Emulator) -> Response:
+    return json_response(emu.responses.list_items(request.path_params["conversation_id"], list_query(request)))
+
+
+async def retrieve_item(request: Request, emu: Emulator) -> Response:
+    p = request.path_params
+    return json_response(emu.responses.get_item(p["conversation_id"], p["item_id"]))
+
+
+async def delete_item(request: Request, emu: Emulator) -> Response:
+    p = request.path_params
+    return json_response(dump(emu.responses.delete_item(p["conversation_id"], p["item_id"])))
+
+
 # ---------------------------------------------------------------------------- admin
 
 
@@ -339,6 +453,18 @@ async def admin_delete_scenario(request: Request, emu: Emulator) -> Response:
     return json_response({"name": name, "deleted": True})
 
 
+async def admin_list_prompts(request: Request, emu: Emulator) -> Response:
+    return json_response(emu.responses.list_prompts())
+
+
+async def admin_put_prompt(request: Request, emu: Emulator) -> Response:
+    return json_response(emu.responses.put_prompt(request.path_params["prompt_id"], parse_json_body(await request.body())))
+
+
+async def admin_delete_prompt(request: Request, emu: Emulator) -> Response:
+    return json_response(emu.responses.delete_prompt(request.path_params["prompt_id"]))
+
+
 def _admin_error(exc: ValidationError) -> APIError:
     error = exc.errors(include_url=False)[0]
     name = ".".join(str(p) for p in error["loc"]) or "body"
@@ -371,6 +497,19 @@ API_ROUTES: list[tuple[str, str, str, Handler]] = [
     ("POST", "/v1/threads/{thread_id}/runs/{run_id}/submit_tool_outputs", "runs.submit_tool_outputs", submit_tool_outputs),
     ("GET", "/v1/threads/{thread_id}/runs/{run_id}/steps", "steps.list", list_steps),
     ("GET", "/v1/threads/{thread_id}/runs/{run_id}/steps/{step_id}", "steps.retrieve", retrieve_step),
+    ("POST", "/v1/responses", "responses.create", create_response),
+    ("GET", "/v1/responses/{response_id}", "responses.retrieve", retrieve_response),
+    ("DELETE", "/v1/responses/{response_id}", "responses.delete", delete_response),
+    ("POST", "/v1/responses/{response_id}/cancel", "responses.cancel", cancel_response),
+    ("GET", "/v1/responses/{response_id}/input_items", "responses.input_items.list", list_input_items),
+    ("POST", "/v1/conversations", "conversations.create", create_conversation),
+    ("GET", "/v1/conversations/{conversation_id}", "conversations.retrieve", retrieve_conversation),
+    ("POST", "/v1/conversations/{conversation_id}", "conversations.update", update_conversation),
+    ("DELETE", "/v1/conversations/{conversation_id}", "conversations.delete", delete_conversation),
+    ("POST", "/v1/conversations/{conversation_id}/items", "conversations.items.create", create_items),
+    ("GET", "/v1/conversations/{conversation_id}/items", "conversations.items.list", list_items),
+    ("GET", "/v1/conversations/{conversation_id}/items/{item_id}", "conversations.items.retrieve", retrieve_item),
+    ("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}", "conversations.items.delete", delete_item),
 ]
 OPERATIONS = frozenset(op for _, _, op, _ in API_ROUTES)
 
@@ -387,6 +526,9 @@ ADMIN_ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/_emulator/scenarios", admin_list_scenarios),
     ("PUT", "/_emulator/scenarios/{name}", admin_put_scenario),
     ("DELETE", "/_emulator/scenarios/{name}", admin_delete_scenario),
+    ("GET", "/_emulator/prompts", admin_list_prompts),
+    ("PUT", "/_emulator/prompts/{prompt_id}", admin_put_prompt),
+    ("DELETE", "/_emulator/prompts/{prompt_id}", admin_delete_prompt),
 ]
 
 
@@ -410,7 +552,7 @@ def api_endpoint(emu: Emulator, operation: str, handler: Handler) -> Callable[[R
         if rule is not None and rule.when == "after":
             spoiled = await _apply_fault(rule)
             if spoiled is not None:
-                if isinstance(response, RunEventStream):
+                if isinstance(response, (RunEventStream, ResponseEventStream)):
                     response.discard()
                 response = spoiled
         emu.stats.response(operation, _outcome(response))
@@ -553,6 +695,7 @@ def build_app(emu: Emulator) -> ASGIApp:
         logging.getLogger("uvicorn.error").addFilter(_QuietDrops())
         yield
         await emu.engine.shutdown()
+        await emu.responses.shutdown()
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: _not_found, Exception: _internal_error}, lifespan=lifespan)
     return ApiMiddleware(app, emu)

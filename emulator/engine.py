@@ -39,7 +39,7 @@ from .model import (
     count_tokens,
 )
 from .pagination import ListQuery, page
-from .script import Script, ScriptError, find_directive, named_scenario, script_from_directive
+from .script import Script, ScriptError, choose_script
 from .stats import Stats
 
 log = logging.getLogger("emulator")
@@ -50,7 +50,6 @@ TERMINAL_STATUSES = frozenset({"cancelled", "failed", "completed", "incomplete",
 FINAL_EVENTS = frozenset(
     f"thread.run.{s}" for s in ("requires_action", "completed", "failed", "cancelled", "expired", "incomplete")
 )
-SCENARIO_METADATA_KEY = "emulator_scenario"
 
 Event = tuple[str, dict[str, Any]]
 
@@ -334,17 +333,11 @@ class AssistantsEngine:
                 if stored.role == "user":
                     user_text, source = _text_of(stored), f"message {stored.id}"
                     break
+        owners = (("the run's metadata", run_metadata), (f"assistant {assistant.id}'s metadata", assistant.metadata))
         try:
-            directive = find_directive(user_text)
-            if directive is not None:
-                visible = user_text[: user_text.find("@emulator")].strip()
-                return script_from_directive(directive, self.scenarios, source=source), visible
-            for owner, metadata in (("the run's metadata", run_metadata), (f"assistant {assistant.id}'s metadata", assistant.metadata)):
-                if metadata and SCENARIO_METADATA_KEY in metadata:
-                    return named_scenario(metadata[SCENARIO_METADATA_KEY], self.scenarios, source=owner), user_text
+            return choose_script(user_text, source, owners, self.scenarios)
         except ScriptError as exc:
             raise bad_request(str(exc), param="messages", code="invalid_emulator_script") from None
-        return self.scenarios.get("default"), user_text
 
     def _start_run(
         self,

@@ -1,7 +1,7 @@
 """The scripted model: decides each turn of a run, deterministically.
 
-It knows nothing of threads, runs or HTTP. An API surface (today the Assistants API in
-``engine.py``; a Responses surface later) describes the conversation as a ``TurnContext``
+It knows nothing of threads, runs or HTTP. An API surface (the Assistants API in
+``engine.py``, the Responses API in ``responses.py``) describes the conversation as a ``TurnContext``
 and gets back a ``Turn``: call these tools, reply with this text, or fail. The same model
 can therefore sit behind any API that has the notion of tool calls and outputs.
 

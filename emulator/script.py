@@ -5,9 +5,12 @@ A script is JSON. It reaches the model in one of these ways, first match wins:
 1. in the newest user message of the thread, after a line that starts with ``@emulator``:
    ``@emulator {"rounds": [[{"name": "add", "arguments": {"a": 1, "b": 2}}]]}``
    or by name: ``@emulator my-scenario`` (a scenario stored with ``PUT /_emulator/scenarios/my-scenario``);
-2. the run's metadata ``{"emulator_scenario": "my-scenario"}``;
-3. the assistant's metadata ``{"emulator_scenario": "my-scenario"}``;
+2. the run's (or the response's) metadata ``{"emulator_scenario": "my-scenario"}``;
+3. the assistant's metadata ``{"emulator_scenario": "my-scenario"}`` (Assistants API only);
 4. the server's default scenario (``PUT /_emulator/scenarios/default``).
+
+On the Responses API "the newest user message" is the newest one in the response's whole
+context: its conversation's items or its ``previous_response_id`` chain, then its input.
 
 With none of them, the model follows its default policy (see ``model.py``).
 """
@@ -16,12 +19,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Literal
+from typing import Any, Iterable, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MARKER = re.compile(r"^@emulator[ \t]+(?P<rest>.*)\Z", re.MULTILINE | re.DOTALL)
 SCENARIO_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+SCENARIO_METADATA_KEY = "emulator_scenario"
 
 
 class ScriptError(ValueError):
@@ -96,6 +100,28 @@ def script_from_directive(directive: str, scenarios: dict[str, Script], *, sourc
             raise ScriptError(f"invalid emulator script in {source}: not JSON ({exc})") from None
         return parse_script(data, source=source)
     return named_scenario(directive, scenarios, source=source)
+
+
+def choose_script(
+    user_text: str,
+    source: str,
+    metadata_owners: Iterable[tuple[str, Mapping[str, str] | None]],
+    scenarios: dict[str, Script],
+) -> tuple[Script | None, str]:
+    """The script for a new turn and the user text the model sees, whatever the API surface.
+
+    ``user_text`` is the newest user message (``source`` names it in errors); a directive in
+    it wins and is cut from the visible text. Then each ``(owner, metadata)`` is asked for an
+    ``emulator_scenario``, in order; then the ``default`` scenario. Raises `ScriptError`.
+    """
+    directive = find_directive(user_text)
+    if directive is not None:
+        visible = user_text[: user_text.find("@emulator")].strip()
+        return script_from_directive(directive, scenarios, source=source), visible
+    for owner, metadata in metadata_owners:
+        if metadata and SCENARIO_METADATA_KEY in metadata:
+            return named_scenario(metadata[SCENARIO_METADATA_KEY], scenarios, source=owner), user_text
+    return scenarios.get("default"), user_text
 
 
 def named_scenario(name: str, scenarios: dict[str, Script], *, source: str) -> Script:

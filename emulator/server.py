@@ -25,7 +25,7 @@ READY_LINE = re.compile(r"emulator listening on (?P<url>http://\S+/v1)")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m emulator",
-        description="Local OpenAI Assistants API emulator (base URL http://HOST:PORT/v1).",
+        description="Local OpenAI Assistants, Responses and Conversations API emulator (base URL http://HOST:PORT/v1).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one (default: %(default)s)")

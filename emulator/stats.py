@@ -1,9 +1,19 @@
-"""Counters that let a test prove exactly-once behaviour."""
+"""Counters that let a test prove exactly-once behaviour.
+
+``threads`` holds counters per thread and per conversation, ``runs`` per run and per
+response; ``totals`` adds them up. A response on a conversation counts ``responses_created``
+in both places, so the conversation's copy stays out of the totals: the total is the number
+of responses.
+"""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from typing import Any
+
+
+# Per-thread (per-conversation) counters that repeat a per-run (per-response) counter.
+_NOT_TOTALLED_PER_THREAD = frozenset({"responses_created"})
 
 
 class Stats:
@@ -32,7 +42,9 @@ class Stats:
 
     def snapshot(self) -> dict[str, Any]:
         totals: Counter[str] = Counter()
-        for counters in (*self.threads.values(), *self.runs.values()):
+        for counters in self.threads.values():
+            totals.update({k: v for k, v in counters.items() if k not in _NOT_TOTALLED_PER_THREAD})
+        for counters in self.runs.values():
             totals.update(counters)
         return {
             "requests": dict(self.requests),

@@ -95,6 +95,23 @@ def validate_params(
     return result
 
 
+def validate_value(value_type: Any, value: Any, *, at: tuple[Any, ...]) -> Any:
+    """Validate one value nested in a request (``at`` is its location, e.g. ``("input", 2)``)
+    against an SDK type; errors name the parameter from the top of the body."""
+    try:
+        return _materialise(_adapter(value_type).validate_python(value, strict=True), ())
+    except (ValidationError, _PathedError) as exc:
+        raise _to_api_error(exc, at) from None
+
+
+def wrong_type(param: str, expected: str, value: Any) -> APIError:
+    return bad_request(
+        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
+        param=param,
+        code="invalid_type",
+    )
+
+
 def _materialise(value: Any, path: tuple[Any, ...]) -> Any:
     if isinstance(value, ValidatorIterator):
         items = []
@@ -178,7 +195,7 @@ def _show(value: Any) -> str:
 
 
 def _json_type(value: Any) -> str:
-    return {list: "an array", str: "a string", int: "an integer", float: "a number", bool: "a boolean"}.get(
+    return {list: "an array", dict: "an object", str: "a string", int: "an integer", float: "a number", bool: "a boolean"}.get(
         type(value), "null" if value is None else "a value"
     )
 

@@ -1,9 +1,13 @@
-"""Check HTTP bodies and SSE events against the pinned OpenAI Assistants spec.
+"""Check HTTP bodies and SSE events against the pinned OpenAI spec.
 
 Why this exists: the emulator and the worker speak the Assistants wire format, and the
 hosted API that defined it is gone. The only authority left is the pinned OpenAPI file
 (``assistants.yaml``, see the README beside it), so tests validate every JSON response
-body and every stream event against it instead of trusting hand-written fixtures.
+body and every stream event against it instead of trusting hand-written fixtures. The
+Responses and Conversations APIs (the live successor) are checked the same way against
+``responses.yaml``, cut from the same commit of the same spec: a request path is looked up
+in both files, and a response stream's events are checked with
+`validate_response_stream_event`.
 
 The spec is read as published, with only these changes (each one is a gap the spec's
 README documents between the spec and the traffic the real service sent):
@@ -20,14 +24,29 @@ README documents between the spec and the traffic the real service sent):
 * Error statuses (any non-2xx): the spec documents only a body-less 429, yet the service
   answered 400/401/404/429/500 with ``{"error": {...}}``, so those bodies are validated
   against ``ErrorResponse``.
-* Streams: the spec documents no ``text/event-stream`` response; a stream is accepted for
-  operations whose request body has a ``stream`` property, and its events are checked
-  one by one with `validate_stream_event`.
+* Streams: the Assistants paths document no ``text/event-stream`` response; a stream is
+  accepted for operations whose request body has a ``stream`` property (or, as
+  ``GET /responses/{response_id}``, a ``stream`` query parameter, or that document the
+  media type), and its events are checked one by one with `validate_stream_event` or
+  `validate_response_stream_event`.
+
+In ``responses.yaml`` (which already writes nullable fields as ``anyOf [.., null]``; the
+rewrite finds nothing there) two more gaps are relaxed, for the same reasons:
+
+* ``ResponseItemList`` and ``ConversationItemList``: ``first_id`` and ``last_id`` may be
+  null on an empty page, as on every other list page.
+* ``Response.usage`` may be null. The spec types it as a ``ResponseUsage`` object (though
+  it is not required), but its own examples (``cancelResponse``) and the service sent
+  ``"usage": null`` on responses that had not completed.
+* ``DELETE /responses/{response_id}``: the spec documents a ``200`` with no body, but its
+  own example (and the service) answers ``{"id", "object": "response", "deleted": true}``.
+  That body is checked against a schema written from the example (``DeletedResponse``,
+  added to the document here), since the SDK's test clients parse every JSON body.
 
 Nothing else is loosened: ``required`` and ``additionalProperties`` stay as published.
 
 The spec directory is ``$DA_OPENAI_SPEC_DIR`` if set, else ``../shared/openai-spec``
-next to the repository. It is loaded once per process (the first call reads the
+next to the repository. Each file is loaded once per process (the first call reads the
 environment variable) and a validator is built once per schema.
 """
 
@@ -50,11 +69,15 @@ from referencing.jsonschema import DRAFT202012
 
 SPEC_DIR_ENV = "DA_OPENAI_SPEC_DIR"
 SPEC_FILE = "assistants.yaml"
+RESPONSES_SPEC_FILE = "responses.yaml"
+ASSISTANTS, RESPONSES = "assistants", "responses"
+# Which file describes which API; request paths are looked up in this order.
+_SPEC_FILES = {ASSISTANTS: SPEC_FILE, RESPONSES: RESPONSES_SPEC_FILE}
 _DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "openai-spec"
 
-# The document is registered under this URI so that validators built for one schema
-# still resolve the spec's own "#/components/schemas/..." references.
-_SPEC_URI = "urn:durable-assistants:openai-spec:assistants"
+# Each document is registered under its own URI so that validators built for one schema
+# still resolve that document's "#/components/schemas/..." references.
+_SPEC_URI = "urn:durable-assistants:openai-spec:"
 _SCHEMAS_REF = "#/components/schemas/"
 
 _LIST_PAGE_SCHEMAS = (
@@ -63,10 +86,22 @@ _LIST_PAGE_SCHEMAS = (
     "ListRunsResponse",
     "ListRunStepsResponse",
 )
+_RESPONSES_LIST_PAGE_SCHEMAS = ("ResponseItemList", "ConversationItemList")
+_DELETED_RESPONSE_SCHEMA = "DeletedResponse"
+_DELETED_RESPONSE = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"enum": ["response"]},
+        "deleted": {"type": "boolean"},
+    },
+    "required": ["id", "object", "deleted"],
+}
 _EVENT_STREAM = "text/event-stream"
 _JSON = "application/json"
 _ERROR_SCHEMA = "ErrorResponse"
 _STREAM_EVENT_ROOT = "AssistantStreamEvent"
+_RESPONSE_STREAM_EVENT_ROOT = "ResponseStreamEvent"
 # Keys that may sit beside "nullable" in a bare "{nullable: true}" allOf member.
 _ANNOTATIONS = frozenset({"description", "title"})
 _MAX_VALUE_CHARS = 300
@@ -81,11 +116,13 @@ class SpecViolation(AssertionError):
 
 @dataclass(frozen=True)
 class _Spec:
+    uri: str
     document: dict[str, Any]
     registry: Registry[Any]
     # (segments of the path template, template), for matching concrete request paths.
     routes: tuple[tuple[tuple[str, ...], str], ...]
-    # SSE event name -> JSON pointer of the schema of that event's "data".
+    # Assistants: SSE event name -> JSON pointer of the schema of that event's "data".
+    # Responses: event type (also the SSE event name) -> JSON pointer of the event's schema.
     event_data: Mapping[str, str]
 
     @property
@@ -93,36 +130,35 @@ class _Spec:
         return self.document["components"]["schemas"]
 
 
-def spec_path() -> Path:
-    """Return where the spec file is looked for (``$DA_OPENAI_SPEC_DIR`` or the default)."""
+def spec_path(api: str = ASSISTANTS) -> Path:
+    """Return where an API's spec file is looked for (``$DA_OPENAI_SPEC_DIR`` or the default)."""
     configured = os.environ.get(SPEC_DIR_ENV)
-    return (Path(configured) if configured else _DEFAULT_SPEC_DIR) / SPEC_FILE
+    return (Path(configured) if configured else _DEFAULT_SPEC_DIR) / _SPEC_FILES[api]
 
 
 @functools.cache
-def _spec() -> _Spec:
-    """Load, rewrite and index the spec; cached, so once per process."""
-    path = spec_path()
+def _spec(api: str = ASSISTANTS) -> _Spec:
+    """Load, rewrite and index one API's spec file; cached, so once per process."""
+    path = spec_path(api)
     if not path.is_file():
         raise FileNotFoundError(
             f"OpenAI spec not found at {path}; set {SPEC_DIR_ENV} to the directory "
-            f"that holds {SPEC_FILE} (default: {_DEFAULT_SPEC_DIR})"
+            f"that holds {_SPEC_FILES[api]} (default: {_DEFAULT_SPEC_DIR})"
         )
     with path.open("rb") as stream:
         document = _rewrite_nullable(yaml.load(stream, Loader=_LOADER))
-    _apply_traffic_gaps(document["components"]["schemas"])
-    registry: Registry[Any] = Registry().with_resource(
-        _SPEC_URI, DRAFT202012.create_resource(document)
-    )
+    if api == ASSISTANTS:
+        _apply_traffic_gaps(document["components"]["schemas"])
+        events = _collect_stream_events(document["components"]["schemas"])
+    else:
+        _apply_responses_traffic_gaps(document)
+        events = _collect_response_stream_events(document["components"]["schemas"])
+    uri = _SPEC_URI + api
+    registry: Registry[Any] = Registry().with_resource(uri, DRAFT202012.create_resource(document))
     routes = tuple(
         (tuple(template.strip("/").split("/")), template) for template in document["paths"]
     )
-    return _Spec(
-        document=document,
-        registry=registry.crawl(),
-        routes=routes,
-        event_data=_collect_stream_events(document["components"]["schemas"]),
-    )
+    return _Spec(uri=uri, document=document, registry=registry.crawl(), routes=routes, event_data=events)
 
 
 def _rewrite_nullable(node: Any) -> Any:
@@ -172,6 +208,24 @@ def _apply_traffic_gaps(schemas: dict[str, Any]) -> None:
     )
 
 
+def _apply_responses_traffic_gaps(document: dict[str, Any]) -> None:
+    """Relax the gaps of ``responses.yaml`` listed in this module's docstring."""
+    schemas = document["components"]["schemas"]
+    for name in _RESPONSES_LIST_PAGE_SCHEMAS:
+        properties = schemas[name]["properties"]
+        for key in ("first_id", "last_id"):
+            properties[key] = _nullable(properties[key])
+    response_properties = next(m["properties"] for m in schemas["Response"]["allOf"] if "usage" in m.get("properties", {}))
+    response_properties["usage"] = _nullable(response_properties["usage"])
+    if _DELETED_RESPONSE_SCHEMA in schemas:
+        raise ValueError(f"the spec now defines {_DELETED_RESPONSE_SCHEMA}; use it instead of ours")
+    schemas[_DELETED_RESPONSE_SCHEMA] = _DELETED_RESPONSE
+    deleted = document["paths"]["/responses/{response_id}"]["delete"]["responses"]["200"]
+    if "content" in deleted:
+        raise ValueError("the spec now documents the body of DELETE /responses/{response_id}; drop the gap")
+    deleted["content"] = {_JSON: {"schema": {"$ref": _SCHEMAS_REF + _DELETED_RESPONSE_SCHEMA}}}
+
+
 def _component_name(ref: str) -> str:
     if not ref.startswith(_SCHEMAS_REF):
         raise ValueError(f"expected a reference into {_SCHEMAS_REF}, got {ref!r}")
@@ -201,15 +255,28 @@ def _collect_stream_events(schemas: dict[str, Any]) -> dict[str, str]:
     return events
 
 
+def _collect_response_stream_events(schemas: dict[str, Any]) -> dict[str, str]:
+    """Map each event ``type`` under ``ResponseStreamEvent`` to its schema's pointer."""
+    events: dict[str, str] = {}
+    for member in schemas[_RESPONSE_STREAM_EVENT_ROOT]["anyOf"]:
+        name = _component_name(member["$ref"])
+        type_schema = schemas[name]["properties"]["type"]
+        for event in type_schema["enum"] if "enum" in type_schema else [type_schema["const"]]:
+            if event in events:
+                raise ValueError(f"stream event {event!r} is defined twice in the spec")
+            events[event] = f"/components/schemas/{name}"
+    return events
+
+
 @functools.cache
-def _validator(pointer: str) -> Draft202012Validator:
-    """Build (once) a validator for the schema at ``pointer`` inside the spec document."""
-    spec = _spec()
-    return Draft202012Validator({"$ref": f"{_SPEC_URI}#{pointer}"}, registry=spec.registry)
+def _validator(pointer: str, api: str = ASSISTANTS) -> Draft202012Validator:
+    """Build (once) a validator for the schema at ``pointer`` inside an API's spec document."""
+    spec = _spec(api)
+    return Draft202012Validator({"$ref": f"{spec.uri}#{pointer}"}, registry=spec.registry)
 
 
-def _check(pointer: str, label: str, body: Any) -> None:
-    errors = list(_validator(pointer).iter_errors(body))
+def _check(pointer: str, label: str, body: Any, api: str = ASSISTANTS) -> None:
+    errors = list(_validator(pointer, api).iter_errors(body))
     if not errors:
         return
     top = max(errors, key=relevance)
@@ -237,15 +304,19 @@ def _short(text: str) -> str:
     return text if len(text) <= _MAX_VALUE_CHARS else text[: _MAX_VALUE_CHARS - 3] + "..."
 
 
-def validate_schema(name: str, body: Any) -> None:
+def validate_schema(name: str, body: Any, api: str | None = None) -> None:
     """Validate ``body`` against ``#/components/schemas/<name>``.
 
-    Raises `SpecViolation` naming the schema, the JSON path of the failure, the failing
-    value and the validator's message; ``KeyError`` if the spec has no such schema.
+    ``api`` picks the spec file (``"assistants"`` or ``"responses"``); by default the
+    Assistants file if it has the schema, else the Responses file. Raises `SpecViolation`
+    naming the schema, the JSON path of the failure, the failing value and the validator's
+    message; ``KeyError`` if the spec has no such schema.
     """
-    if name not in _spec().schemas:
-        raise KeyError(f"the OpenAI spec at {spec_path()} has no schema named {name!r}")
-    _check(f"/components/schemas/{name}", name, body)
+    if api is None:
+        api = ASSISTANTS if name in _spec(ASSISTANTS).schemas else RESPONSES
+    if name not in _spec(api).schemas:
+        raise KeyError(f"the OpenAI spec at {spec_path(api)} has no schema named {name!r}")
+    _check(f"/components/schemas/{name}", name, body, api)
 
 
 def validate_response(
@@ -266,10 +337,10 @@ def validate_response(
     `validate_stream_event`); it is only accepted from operations that take ``stream``.
     """
     if not 200 <= status < 300:
-        validate_schema(_ERROR_SCHEMA, body)
+        validate_schema(_ERROR_SCHEMA, body, ASSISTANTS)
         return _ERROR_SCHEMA
-    spec = _spec()
-    template = _match_template(spec, url_path)
+    api, template = _match_template(url_path)
+    spec = _spec(api)
     operation = spec.document["paths"][template].get(method.lower())
     where = f"{method.upper()} {template}"
     if operation is None:
@@ -278,7 +349,7 @@ def validate_response(
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type == _EVENT_STREAM:
         if not _accepts_stream(spec, operation):
-            raise SpecViolation(f"{where} streamed, but its request body has no 'stream' option")
+            raise SpecViolation(f"{where} streamed, but it has no 'stream' option")
         return None
 
     response = operation["responses"].get(str(status))
@@ -291,32 +362,38 @@ def validate_response(
             f"{where} {status} answered {media_type!r}; the spec documents {sorted(content)}"
         )
     name = _component_name(content[media_type]["schema"]["$ref"])
-    validate_schema(name, body)
+    validate_schema(name, body, api)
     return name
 
 
-def _match_template(spec: _Spec, url_path: str) -> str:
+def _match_template(url_path: str) -> tuple[str, str]:
+    """The API (spec file) and path template that a concrete request path belongs to."""
     path = urlsplit(url_path).path
     path = re.sub(r"^/v1(?=/|$)", "", path)
     segments = tuple(path.strip("/").split("/"))
-    candidates = [
-        (pattern, template)
-        for pattern, template in spec.routes
-        if len(pattern) == len(segments)
-        and all(p.startswith("{") or p == s for p, s in zip(pattern, segments, strict=True))
-    ]
-    if not candidates:
-        raise SpecViolation(f"no path in the OpenAI spec matches {url_path!r}")
-    # A literal segment beats a parameter: /threads/runs is not /threads/{thread_id}.
-    _, template = min(candidates, key=lambda route: [p.startswith("{") for p in route[0]])
-    return template
+    for api in _SPEC_FILES:
+        candidates = [
+            (pattern, template)
+            for pattern, template in _spec(api).routes
+            if len(pattern) == len(segments)
+            and all(p.startswith("{") or p == s for p, s in zip(pattern, segments, strict=True))
+        ]
+        if candidates:
+            # A literal segment beats a parameter: /threads/runs is not /threads/{thread_id}.
+            _, template = min(candidates, key=lambda route: [p.startswith("{") for p in route[0]])
+            return api, template
+    raise SpecViolation(f"no path in the OpenAI spec matches {url_path!r}")
 
 
 def _accepts_stream(spec: _Spec, operation: dict[str, Any]) -> bool:
+    if _EVENT_STREAM in operation.get("responses", {}).get("200", {}).get("content", {}):
+        return True
+    if any(p.get("in") == "query" and p.get("name") == "stream" for p in operation.get("parameters", [])):
+        return True
     schema = operation.get("requestBody", {}).get("content", {}).get(_JSON, {}).get("schema")
     if schema is None:
         return False
-    request = spec.schemas[_component_name(schema["$ref"])]
+    request = spec.schemas[_component_name(schema["$ref"])] if "$ref" in schema else schema
     return "stream" in request.get("properties", {})
 
 
@@ -336,5 +413,25 @@ def validate_stream_event(event: str, data: Any) -> None:
 
 
 def stream_event_names() -> frozenset[str]:
-    """Return every SSE event name the spec defines."""
+    """Return every SSE event name the Assistants spec defines."""
     return frozenset(_spec().event_data)
+
+
+def validate_response_stream_event(event: str, data: Any) -> None:
+    """Validate one event of a response stream: ``event`` is the SSE event name, ``data``
+    the decoded JSON, which must carry the same name as its ``type`` and match the spec's
+    schema for that type (a member of ``ResponseStreamEvent``).
+    """
+    events = _spec(RESPONSES).event_data
+    pointer = events.get(event)
+    if pointer is None:
+        raise SpecViolation(f"response stream event {event!r} is not in the OpenAI spec; known: {sorted(events)}")
+    if not isinstance(data, dict) or data.get("type") != event:
+        found = data.get("type") if isinstance(data, dict) else data
+        raise SpecViolation(f"response stream event {event!r} carries type {found!r}; they must be the same")
+    _check(pointer, f"response stream event {event!r}", data, RESPONSES)
+
+
+def response_stream_event_names() -> frozenset[str]:
+    """Return every event type of ``ResponseStreamEvent`` in the Responses spec."""
+    return frozenset(_spec(RESPONSES).event_data)

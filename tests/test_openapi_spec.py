@@ -15,6 +15,7 @@ from tests.openapi_spec import (
     SpecViolation,
     validate_response,
     validate_schema,
+    validate_response_stream_event,
     validate_stream_event,
 )
 
@@ -443,3 +444,140 @@ def test_missing_spec_names_the_path_and_the_variable(
         load_uncached()
     assert str(tmp_path / "assistants.yaml") in str(caught.value)
     assert openapi_spec.SPEC_DIR_ENV in str(caught.value)
+
+
+# --- the Responses spec (responses.yaml) -------------------------------------------------
+
+RESPONSE: dict[str, Any] = {
+    "id": "resp_abc",
+    "object": "response",
+    "created_at": 1_700_000_000,
+    "status": "queued",
+    "background": True,
+    "error": None,
+    "incomplete_details": None,
+    "instructions": None,
+    "max_output_tokens": None,
+    "metadata": {},
+    "model": "gpt-4o",
+    "output": [],
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "temperature": 1.0,
+    "tool_choice": "auto",
+    "tools": [],
+    "top_p": 1.0,
+    "usage": None,
+}
+
+FUNCTION_CALL: dict[str, Any] = {
+    "id": "fc_1",
+    "type": "function_call",
+    "status": "completed",
+    "call_id": "call_1",
+    "name": "add",
+    "arguments": "{}",
+}
+
+USAGE: dict[str, Any] = {
+    "input_tokens": 10,
+    "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+    "output_tokens": 2,
+    "output_tokens_details": {"reasoning_tokens": 0},
+    "total_tokens": 12,
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "schema"),
+    [
+        ("POST", "/v1/responses", RESPONSE, "Response"),
+        ("GET", "/v1/responses/resp_abc?stream=false", {**RESPONSE, "status": "completed", "usage": USAGE}, "Response"),
+        ("POST", "/v1/responses/resp_abc/cancel", {**RESPONSE, "status": "cancelled"}, "Response"),
+        ("GET", "/v1/responses/resp_abc/input_items", empty_page(), "ResponseItemList"),
+        ("DELETE", "/v1/responses/resp_abc", {"id": "resp_abc", "object": "response", "deleted": True}, "DeletedResponse"),
+        ("POST", "/v1/conversations", {"id": "conv_1", "object": "conversation", "created_at": 1, "metadata": {}}, "ConversationResource"),
+        ("GET", "/v1/conversations/conv_1/items", empty_page(), "ConversationItemList"),
+        ("POST", "/v1/conversations/conv_1/items", {**empty_page(), "data": [FUNCTION_CALL], "first_id": "fc_1", "last_id": "fc_1"}, "ConversationItemList"),
+        ("GET", "/v1/conversations/conv_1/items/fc_1", FUNCTION_CALL, "ConversationItem"),
+        ("DELETE", "/v1/conversations/conv_1", {"id": "conv_1", "object": "conversation.deleted", "deleted": True}, "DeletedConversationResource"),
+    ],
+)
+def test_responses_paths_are_matched_in_the_responses_spec(method: str, url: str, body: dict[str, Any], schema: str) -> None:
+    assert validate_response(method, url, 200, body) == schema
+
+
+def test_response_with_usage_null_passes_but_usage_keeps_its_shape() -> None:
+    validate_schema("Response", RESPONSE)
+    with pytest.raises(SpecViolation, match=r"\$\.usage"):
+        validate_schema("Response", {**RESPONSE, "usage": {"input_tokens": 1}})
+
+
+def test_response_items_are_validated() -> None:
+    body = {**RESPONSE, "output": [{**FUNCTION_CALL, "arguments": 7}]}
+    with pytest.raises(SpecViolation, match="Response"):
+        validate_response("GET", "/v1/responses/resp_abc", 200, body)
+
+
+def test_deleted_response_body_must_say_deleted() -> None:
+    with pytest.raises(SpecViolation, match="'deleted' is a required property"):
+        validate_response("DELETE", "/v1/responses/resp_abc", 200, {"id": "resp_abc", "object": "response"})
+
+
+def test_response_list_page_ids_keep_their_type() -> None:
+    with pytest.raises(SpecViolation, match=r"\$\.first_id"):
+        validate_schema("ConversationItemList", {**empty_page(), "first_id": 7})
+
+
+def test_response_streams_are_accepted_from_create_and_retrieve() -> None:
+    for method, url in [("POST", "/v1/responses"), ("GET", "/v1/responses/resp_abc?stream=true&starting_after=3")]:
+        assert validate_response(method, url, 200, None, content_type="text/event-stream") is None
+    with pytest.raises(SpecViolation, match="'stream'"):
+        validate_response("GET", "/v1/conversations/conv_1/items", 200, None, content_type="text/event-stream")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "response.created", "sequence_number": 0, "response": RESPONSE},
+        {"type": "response.output_item.added", "sequence_number": 3, "output_index": 0, "item": {**FUNCTION_CALL, "status": "in_progress", "arguments": ""}},
+        {"type": "response.function_call_arguments.delta", "sequence_number": 4, "item_id": "fc_1", "output_index": 0, "delta": "{}"},
+        {"type": "response.output_text.delta", "sequence_number": 5, "item_id": "msg_1", "output_index": 0, "content_index": 0, "delta": "Hi", "logprobs": []},
+        {"type": "response.incomplete", "sequence_number": 9, "response": {**RESPONSE, "status": "cancelled"}},
+    ],
+)
+def test_valid_response_stream_events_pass(event: dict[str, Any]) -> None:
+    validate_response_stream_event(event["type"], event)
+
+
+@pytest.mark.parametrize(
+    ("event", "data", "match"),
+    [
+        ("response.created", {"type": "response.created", "response": RESPONSE}, "'sequence_number' is a required property"),
+        ("response.created", {"type": "response.completed", "sequence_number": 0, "response": RESPONSE}, "must be the same"),
+        ("response.cancelled", {"type": "response.cancelled", "sequence_number": 0, "response": RESPONSE}, "not in the OpenAI spec"),
+        (
+            "response.output_text.delta",
+            {"type": "response.output_text.delta", "sequence_number": 1, "item_id": "m", "output_index": 0, "content_index": 0, "delta": "x"},
+            "'logprobs' is a required property",
+        ),
+    ],
+)
+def test_invalid_response_stream_events_fail(event: str, data: Any, match: str) -> None:
+    with pytest.raises(SpecViolation, match=match):
+        validate_response_stream_event(event, data)
+
+
+def test_response_stream_event_names_come_from_the_spec() -> None:
+    names = openapi_spec.response_stream_event_names()
+    assert {"response.created", "response.queued", "response.completed", "response.failed", "response.incomplete", "error"} <= names
+    assert "response.cancelled" not in names
+    assert not names & openapi_spec.stream_event_names() - {"error"}
+
+
+def test_each_api_has_its_spec_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(openapi_spec.SPEC_DIR_ENV, str(tmp_path))
+    assert openapi_spec.spec_path("responses") == tmp_path / "responses.yaml"
+    with pytest.raises(FileNotFoundError) as caught:
+        openapi_spec._spec.__wrapped__("responses")
+    assert str(tmp_path / "responses.yaml") in str(caught.value)

@@ -1,0 +1,73 @@
+"""Server-sent events for response streams, in the framing the `openai` SDK reads.
+
+Each event is ``event: <type>`` and ``data: <json>`` where the JSON carries the same
+``type`` and the response's ``sequence_number``. The stream ends after the response's
+terminal event (``response.completed``, ``response.failed`` or ``response.incomplete``);
+the Responses API sends no ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import AsyncIterator, Callable
+
+from starlette.responses import StreamingResponse
+
+from .responses import FINAL_EVENTS, Event, ResponseState
+
+
+def encode(event: Event) -> bytes:
+    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+
+
+class ResponseEventStream(StreamingResponse):
+    """Streams a response's events after ``starting_after`` (all of them when None): first
+    the ones it kept, then the ones still to come, until its terminal event.
+
+    The subscription is taken when the stream is built, so no event falls between the kept
+    ones and the live ones. ``discard()`` releases a stream that is never sent.
+    """
+
+    def __init__(self, state: ResponseState, keepalive_seconds: float, starting_after: int | None = None) -> None:
+        self._state = state
+        backlog, self._queue, ended = state.subscribe(starting_after)
+        super().__init__(
+            self._events(backlog, ended, keepalive_seconds),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache"},
+        )
+
+    async def _events(self, backlog: list[Event], ended: bool, keepalive_seconds: float) -> AsyncIterator[bytes]:
+        try:
+            for event in backlog:
+                yield encode(event)
+                if event["type"] in FINAL_EVENTS:
+                    return
+            if ended:
+                return  # the response had ended and its last event was before `starting_after`
+            while True:
+                try:
+                    event = await asyncio.wait_for(self._queue.get(), keepalive_seconds)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                yield encode(event)
+                if event["type"] in FINAL_EVENTS:
+                    return
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        self._state.unsubscribe(self._queue)
+
+
+def response_stream(state: ResponseState, start: Callable[[], None], keepalive_seconds: float) -> ResponseEventStream:
+    """Subscribe to a new response's events, then ``start`` it."""
+    stream = ResponseEventStream(state, keepalive_seconds)
+    try:
+        start()
+    except BaseException:
+        stream.discard()
+        raise
+    return stream
