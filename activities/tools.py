@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import pydantic
 import structlog
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pydantic_core import to_jsonable_python
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -30,8 +30,8 @@ DEFAULT_HEARTBEAT_SECONDS = 10.0
 
 
 class ToolCallInput(BaseModel):
-    run_id: str
-    thread_id: str
+    run_id: str = Field(description="The run (Assistants) or the response that asked for the call (Responses).")
+    thread_id: str | None = Field(description="The thread or conversation; None on a response chain.")
     call_id: str
     name: str
     arguments: str

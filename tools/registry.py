@@ -46,12 +46,14 @@ class ToolPolicy(BaseModel):
 class ToolContext:
     """What a running tool may know and do. Declare a parameter of this type to get it.
 
+    ``run_id`` is the run (Assistants API) or the response that asked for the call (Responses
+    API); ``thread_id`` the thread or conversation (None on a response chain).
     ``idempotency_key`` is stable across retries of the same call (run ID + tool call ID),
     so a tool with side effects can deduplicate them. ``heartbeat(progress)`` reports
     progress; it is safe from sync tools (which run in a thread) and async tools alike.
     """
 
-    def __init__(self, *, run_id: str, thread_id: str, call_id: str, tool_name: str, attempt: int) -> None:
+    def __init__(self, *, run_id: str, thread_id: str | None, call_id: str, tool_name: str, attempt: int) -> None:
         self.run_id = run_id
         self.thread_id = thread_id
         self.call_id = call_id
