@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import EmulatorConfig
 from .engine import TERMINAL_STATUSES, AssistantsEngine, RunState, dump, step_body
-from .errors import APIError, bad_request, not_found, rate_limited, server_error
+from .errors import APIError, ConnectionDropped, bad_request, not_found, rate_limited, server_error
 from .faults import FaultInjector, FaultRule
 from .ids import IdFactory
 from .pagination import ListQuery
@@ -372,7 +372,19 @@ async def delete_item(request: Request, emu: Emulator) -> Response:
 async def admin_health(request: Request, emu: Emulator) -> Response:
     engine = emu.engine
     active = sum(1 for t in engine.threads.values() if t.active_run is not None)
-    return json_response({"status": "ok", "threads": len(engine.threads), "runs": len(engine.runs), "active_runs": active})
+    responses = emu.responses
+    active_responses = sum(1 for r in responses.responses.values() if r.response.status in ("queued", "in_progress"))
+    return json_response(
+        {
+            "status": "ok",
+            "threads": len(engine.threads),
+            "runs": len(engine.runs),
+            "active_runs": active,
+            "conversations": len(responses.conversations),
+            "responses": len(responses.responses),
+            "active_responses": active_responses,
+        }
+    )
 
 
 async def admin_stats(request: Request, emu: Emulator) -> Response:
@@ -540,7 +552,7 @@ def api_endpoint(emu: Emulator, operation: str, handler: Handler) -> Callable[[R
         rule = emu.faults.pick(operation)
         if rule is not None:
             emu.stats.faults_fired[operation] += 1
-        if rule is not None and rule.when == "before":
+        if rule is not None and rule.when == "before" and rule.action != "cut":
             spoiled = await _apply_fault(rule)
             if spoiled is not None:
                 emu.stats.response(operation, _outcome(spoiled))
@@ -549,7 +561,13 @@ def api_endpoint(emu: Emulator, operation: str, handler: Handler) -> Callable[[R
             response = await handler(request, emu)
         except APIError as exc:
             response = error_response(exc)
-        if rule is not None and rule.when == "after":
+        if rule is not None and rule.action == "cut":
+            # Let the stream begin, then break its connection after `after_events` events.
+            if isinstance(response, (RunEventStream, ResponseEventStream)):
+                response.cut_after(rule.after_events)
+            else:
+                response = DroppedConnection()
+        elif rule is not None and rule.when == "after":
             spoiled = await _apply_fault(rule)
             if spoiled is not None:
                 if isinstance(response, (RunEventStream, ResponseEventStream)):
@@ -604,10 +622,6 @@ class DroppedConnection(Response):
         )
         await send({"type": "http.response.body", "body": b'{"id":', "more_body": True})
         raise ConnectionDropped
-
-
-class ConnectionDropped(Exception):
-    """Raised to make the server close a connection on purpose (see ``DroppedConnection``)."""
 
 
 class _QuietDrops(logging.Filter):

@@ -61,3 +61,7 @@ def rate_limited(retry_after_ms: int | None) -> APIError:
         code="rate_limit_exceeded",
         headers=headers,
     )
+
+
+class ConnectionDropped(Exception):
+    """Raised to make the server close a connection on purpose (a fault: ``drop``, ``cut``)."""

@@ -19,10 +19,15 @@ class FaultRule(BaseModel):
 
     id: str = ""
     operation: str = Field("*", description="Operation name, e.g. `runs.create`, or `*` for every API call.")
-    action: Literal["error", "delay", "drop"] = "error"
+    action: Literal["error", "delay", "drop", "cut"] = Field(
+        "error",
+        description="error: an HTTP error; delay: hold the request; drop: break the connection; "
+        "cut: let a stream begin, then break its connection after `after_events` events (other responses are dropped).",
+    )
     status: int = Field(500, ge=400, le=599, description="HTTP status of an `error` fault.")
     retry_after_ms: int | None = Field(None, ge=0, description="Sent as `retry-after-ms` (and `retry-after`).")
     delay_seconds: float = Field(0.0, ge=0, le=600, description="How long a `delay` fault holds the request.")
+    after_events: int = Field(1, ge=0, description="How many events a `cut` stream delivers before it breaks.")
     when: Literal["before", "after"] = "before"
     nth: int | None = Field(None, ge=1, description="Fire on the Nth matching call after the rule was added.")
     rate: float | None = Field(None, ge=0, le=1, description="Probability of firing on each matching call.")

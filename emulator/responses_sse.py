@@ -14,6 +14,7 @@ from typing import AsyncIterator, Callable
 
 from starlette.responses import StreamingResponse
 
+from .errors import ConnectionDropped
 from .responses import FINAL_EVENTS, Event, ResponseState
 
 
@@ -31,6 +32,7 @@ class ResponseEventStream(StreamingResponse):
 
     def __init__(self, state: ResponseState, keepalive_seconds: float, starting_after: int | None = None) -> None:
         self._state = state
+        self._cut: int | None = None
         backlog, self._queue, ended = state.subscribe(starting_after)
         super().__init__(
             self._events(backlog, ended, keepalive_seconds),
@@ -39,9 +41,13 @@ class ResponseEventStream(StreamingResponse):
         )
 
     async def _events(self, backlog: list[Event], ended: bool, keepalive_seconds: float) -> AsyncIterator[bytes]:
+        sent = 0
         try:
             for event in backlog:
+                if sent == self._cut:
+                    raise ConnectionDropped
                 yield encode(event)
+                sent += 1
                 if event["type"] in FINAL_EVENTS:
                     return
             if ended:
@@ -52,11 +58,18 @@ class ResponseEventStream(StreamingResponse):
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
+                if sent == self._cut:
+                    raise ConnectionDropped
                 yield encode(event)
+                sent += 1
                 if event["type"] in FINAL_EVENTS:
                     return
         finally:
             self.discard()
+
+    def cut_after(self, events: int) -> None:
+        """Break the connection after ``events`` events (a fault), as a network failure would."""
+        self._cut = events
 
     def discard(self) -> None:
         self._state.unsubscribe(self._queue)

@@ -9,6 +9,7 @@ from typing import Any, AsyncIterator, Callable
 from starlette.responses import StreamingResponse
 
 from .engine import FINAL_EVENTS, Event, RunState
+from .errors import ConnectionDropped
 
 DONE = b"event: done\ndata: [DONE]\n\n"
 
@@ -34,6 +35,7 @@ class RunEventStream(StreamingResponse):
     ) -> None:
         self._run_state = run_state
         self._queue = queue
+        self._cut: int | None = None
         super().__init__(
             self._events(prelude or [], keepalive_seconds),
             media_type="text/event-stream",
@@ -41,21 +43,30 @@ class RunEventStream(StreamingResponse):
         )
 
     async def _events(self, prelude: list[Event], keepalive_seconds: float) -> AsyncIterator[bytes]:
+        sent = 0
         try:
             for event, data in prelude:
                 yield encode(event, data)
+                sent += 1
             while True:
                 try:
                     event, data = await asyncio.wait_for(self._queue.get(), keepalive_seconds)
                 except TimeoutError:
                     yield b": keep-alive\n\n"
                     continue
+                if sent == self._cut:
+                    raise ConnectionDropped
                 yield encode(event, data)
+                sent += 1
                 if event in FINAL_EVENTS:
                     break
             yield DONE
         finally:
             self.discard()
+
+    def cut_after(self, events: int) -> None:
+        """Break the connection after ``events`` events (a fault), as a network failure would."""
+        self._cut = events
 
     def discard(self) -> None:
         self._run_state.unsubscribe(self._queue)

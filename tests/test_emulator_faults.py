@@ -317,7 +317,9 @@ def test_reset_empties_everything(client: OpenAI, assistant, admin: httpx.Client
     reset = admin.post("/reset")
     assert reset.status_code == 200 and reset.json() == {"reset": True}
 
-    assert admin.get("/health").json() == {"status": "ok", "runs": 0, "threads": 0, "active_runs": 0}
+    assert admin.get("/health").json() == {
+        "status": "ok", "runs": 0, "threads": 0, "active_runs": 0, "conversations": 0, "responses": 0, "active_responses": 0
+    }
     assert admin.get("/faults").json() == {"data": []}
     assert admin.get("/scenarios").json() == {}
     assert stats(admin) == {"requests": {}, "responses": {}, "faults_fired": {}, "totals": {}, "threads": {}, "runs": {}}
@@ -408,3 +410,36 @@ def test_requests_and_responses_are_counted_per_operation(client: OpenAI, admin:
     assert counters["requests"] == {"assistants.create": 2, "assistants.retrieve": 1}
     assert counters["responses"] == {"assistants.create 200": 1, "assistants.create 400": 1, "assistants.retrieve 404": 1}
     assert all(re.fullmatch(r"[a-z_]+\.[a-z_]+ (\d{3}|dropped)", key) for key in counters["responses"])
+
+
+def test_cut_breaks_a_stream_after_some_events_and_the_rest_can_be_read_again(client: OpenAI, admin: httpx.Client) -> None:
+    """A stream that dies mid-way, as a network failure would: the client gets the first
+    events, then a broken connection; the response goes on and its stream can be resumed."""
+    admin.post("/faults", json={"operation": "responses.create", "nth": 1, "action": "cut", "after_events": 3}).raise_for_status()
+    stream = client.responses.create(model="gpt-4o", input="hello there", background=True, stream=True)
+    seen = []
+    with pytest.raises(Exception) as broken:  # the HTTP library's error for a truncated body
+        for event in stream:
+            seen.append(event)
+    assert type(broken.value).__name__ in ("RemoteProtocolError", "APIConnectionError"), repr(broken.value)
+    assert [e.sequence_number for e in seen] == [0, 1, 2]
+    response_id = seen[0].response.id
+    rest = list(client.responses.retrieve(response_id, stream=True, starting_after=2))
+    assert rest[0].sequence_number == 3 and rest[-1].type == "response.completed"
+    assert rest[-1].response.output_text == "You said: hello there"
+    stats = admin.get("/stats").json()
+    assert stats["faults_fired"] == {"responses.create": 1}
+
+
+def test_cut_on_a_run_stream_and_on_a_plain_response(client: OpenAI, assistant, admin: httpx.Client) -> None:
+    admin.post("/faults", json={"operation": "runs.create", "nth": 1, "action": "cut", "after_events": 2}).raise_for_status()
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "hi"}])
+    names = []
+    with pytest.raises(Exception):
+        for event in client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id, stream=True):
+            names.append(event.event)
+    assert names == ["thread.run.created", "thread.run.queued"]
+    # Not a stream: the connection is dropped, as with `drop`.
+    admin.post("/faults", json={"operation": "threads.retrieve", "nth": 1, "action": "cut"}).raise_for_status()
+    with pytest.raises(openai.APIConnectionError):
+        client.beta.threads.retrieve(thread.id)

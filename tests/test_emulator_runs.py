@@ -345,4 +345,13 @@ def test_health_counts_active_runs(client: OpenAI, assistant, admin: httpx.Clien
     assert admin.get("/health").json()["active_runs"] == 1
     client.beta.threads.runs.cancel(thread_id=thread.id, run_id=run.id)
     client.beta.threads.runs.poll(thread_id=thread.id, run_id=run.id)
-    assert admin.get("/health").json() == {"status": "ok", "threads": 1, "runs": 1, "active_runs": 0}
+    assert admin.get("/health").json() == {
+        "status": "ok", "threads": 1, "runs": 1, "active_runs": 0, "conversations": 0, "responses": 0, "active_responses": 0
+    }
+    # Responses count too: one queued in the background is active until it ends.
+    admin.patch("/config", json={"queue_seconds": 5}).raise_for_status()
+    response = client.responses.create(model="gpt-4o", input="x", background=True, conversation=client.conversations.create().id)
+    health = admin.get("/health").json()
+    assert (health["conversations"], health["responses"], health["active_responses"]) == (1, 1, 1)
+    client.responses.cancel(response.id)
+    assert admin.get("/health").json()["active_responses"] == 0

@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 import tests.worker_tools  # noqa: F401  (registers the test tools)
 import tools.examples  # noqa: F401
 import worker
+from durable_assistants import enqueue_run
 from tests.apis import Api, Seen
 from tests.conftest import script
 from tests.worker_tools import HEAVY_QUEUE
@@ -244,6 +245,29 @@ async def test_retried_activities_never_duplicate_messages_runs_or_submits(
     if api.name == "responses":
         # No item went into the conversation twice.
         assert stats["threads"][context]["items_added"] == 5  # two messages, the call, its output, the reply
+
+
+async def test_a_stream_cut_mid_turn_is_resumed_without_repeating_text(
+    api: Api, temporal_client: Client, task_queue: str, workers: None, admin: httpx.Client
+) -> None:
+    """Responses: the stream is read again after the last event seen (``starting_after``), in
+    the same activity. Assistants: the retried activity adopts the run and polls it."""
+    create = "runs.create" if api.name == "assistants" else "responses.create"
+    admin.post("/faults", json={"operation": create, "nth": 1, "action": "cut", "after_events": 6}).raise_for_status()
+    reply = "The quick brown fox jumps over the lazy dog, twice: the quick brown fox jumps over the lazy dog."
+    request = api.request([script(reply=reply, chunk_chars=4)], mode="stream", tool_choice="none")
+    handle = await enqueue_run(temporal_client, request, task_queue=task_queue)
+    result = await handle.result()
+    streamed = "".join([e.text or "" async for e in handle.progress() if e.kind == "text"])
+
+    assert result.status == "completed" and result.final_text == reply
+    assert reply.startswith(streamed)  # never a delta twice
+    stats = admin.get("/stats").json()
+    assert stats["faults_fired"] == {create: 1}
+    assert api.seen(stats, result).turns_created == 1
+    if api.name == "responses":
+        assert streamed == reply  # every delta, once: the rest came from the resumed stream
+        assert stats["requests"]["responses.retrieve"] >= 1
 
 
 async def test_a_lost_create_reply_on_a_response_chain_leaves_one_orphan(
