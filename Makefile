@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test demo worker emulator bench clean
+.PHONY: install test demo worker emulator bench bench-backends clean
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ emulator: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/emulator_load.py
+
+bench-backends: $(STAMP)
+	$(PY) bench/backends.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info .local
