@@ -40,6 +40,7 @@ class TurnIO:
     on_text: OnText = lambda text: None
     recalled: dict[str, Any] = field(default_factory=dict)
     key: str = ""
+    attempt: int = 1
     recorded: dict[str, Any] = field(default_factory=dict)
 
     def record(self, **details: Any) -> None:

@@ -76,6 +76,7 @@ def _io(progress: ProgressPublisher | None = None) -> TurnIO:
     recalled = details[0] if details and isinstance(details[0], dict) else {}
     return TurnIO(
         key=activity.info().workflow_id,
+        attempt=activity.info().attempt,
         heartbeat=_heartbeat,
         on_text=(lambda delta: progress.publish("text", text=delta)) if progress is not None else (lambda delta: None),
         recalled=dict(recalled),

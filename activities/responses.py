@@ -138,7 +138,8 @@ class ResponsesBackend:
 
         if turn.conversation_id is not None:
             head = io.recalled.get("conversation_head", _MISSING)
-            landed = await self._landed(turn, head)
+            # Only a retry can find its own input already there.
+            landed = await self._landed(turn, head) if io.attempt > 1 else None
             if landed is not None:
                 return await self._adopt_from_items(turn, head, mode, io)
             if head is _MISSING:
