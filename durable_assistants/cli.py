@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="list runs through Temporal visibility")
     listing.add_argument("--assistant")
-    listing.add_argument("--thread")
+    listing.add_argument("--thread", help="a thread (Assistants) or conversation (Responses) ID")
+    listing.add_argument("--conversation", dest="thread", help="the same as --thread")
     listing.add_argument("--status", help="the API run's status, e.g. requires_action, completed")
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--json", action="store_true")
@@ -221,7 +222,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
         if args.json:
             print(status.model_dump_json(indent=2))
         else:
-            print(f"{status.status}, round {status.round}, {status.tool_calls_done} tool calls done (run {status.run_id})")
+            what = "response" if status.backend == "responses" else "run"
+            print(f"{status.status}, round {status.round}, {status.tool_calls_done} tool calls done ({what} {status.run_id})")
             for call in status.pending_tool_calls:
                 print(f"  running {call.name}({call.arguments}) for {call.elapsed_seconds:.1f}s")
         return 0
