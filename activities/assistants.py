@@ -12,7 +12,9 @@ import asyncio
 import warnings
 from typing import Any
 
+import httpx
 import openai
+import structlog
 from openai import AsyncOpenAI
 from openai.types.beta.threads import Run
 from temporalio.exceptions import ApplicationError
@@ -25,6 +27,8 @@ from .errors import to_temporal_error
 # The SDK marks every Assistants method deprecated (OpenAI's hosted API is gone); speaking
 # that protocol to compatible servers is this backend's whole job, so the warning is noise.
 warnings.filterwarnings("ignore", message="(deprecated|The Assistants API is deprecated)", category=DeprecationWarning)
+
+log = structlog.get_logger("assistants")
 
 TAG_KEY = "durable_assistants_key"
 RUN_LOOKBACK = 20
@@ -170,11 +174,19 @@ class AssistantsBackend:
                         io.beat(run_id=run.id, status=run.status, event=event.event)
                         if run.status == "requires_action" or run.status in TERMINAL_STATUSES:
                             break
+        except (openai.APIConnectionError, httpx.TransportError) as exc:
+            # A dropped connection. An Assistants run stream cannot be resumed, but once the
+            # run is known it can be polled to the same point, in this attempt.
+            if run is None:
+                raise ApplicationError(
+                    f"read the run stream on {thread_id}: {type(exc).__name__}: {exc}", type="ModelApiConnection"
+                ) from None
+            log.info("run stream broke; polling the run instead", run_id=run.id, error=type(exc).__name__)
         except openai.OpenAIError as exc:
             raise to_temporal_error(exc, f"read the run stream on {thread_id}") from None
         if run is None:
             raise ApplicationError(f"the run stream on {thread_id} ended before any run event", type="ModelApiStream")
-        # A stream that ended early (a dropped connection) is finished by polling.
+        # A stream that ended early (or broke) is finished by polling.
         return await self._poll(run, io)
 
     async def _snapshot(self, run: Run) -> RunSnapshot:
