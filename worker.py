@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Sequence
 
 import openai
@@ -41,6 +42,7 @@ from workflows.thread_queue import ThreadQueueWorkflow
 log = structlog.get_logger("worker")
 
 DEFAULT_TOOL_MODULES = ("tools.examples",)
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
 
 
 @dataclass
@@ -125,6 +127,10 @@ def build_workers(
     request that doesn't name one goes to ``backend``."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    # Heartbeats carry what a retry must adopt (a response ID) and bring cancellation to an
+    # activity. The SDK would hold them back for up to 0.8 x the heartbeat timeout (24 s for
+    # the model activities); a SIGKILL in that window loses the ID. One second bounds it.
+    worker_options.setdefault("max_heartbeat_throttle_interval", HEARTBEAT_THROTTLE)
     serve_main = not queues or task_queue in queues
     tool_queues = sorted({t.policy.task_queue for t in registry if t.policy.task_queue})
     extra = [q for q in (queues or tool_queues) if q != task_queue]

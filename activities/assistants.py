@@ -74,6 +74,7 @@ class AssistantsBackend:
                 stream = await _api(self.client.beta.threads.runs.create(**params, stream=True), f"create run on {thread_id}")
                 return await self._follow(stream, thread_id, io)
             run = await _api(self.client.beta.threads.runs.create(**params), f"create run on {thread_id}")
+        io.running(RunSnapshot(run_id=run.id, thread_id=thread_id, status=run.status))
         io.beat(run_id=run.id, status=run.status)
         return await self._poll(run, io)
 
@@ -81,6 +82,7 @@ class AssistantsBackend:
         self, request: RunRequest | None, snapshot: RunSnapshot, outputs: list[dict[str, str]], mode: str, io: TurnIO
     ) -> RunSnapshot:
         assert snapshot.thread_id is not None
+        io.running(snapshot)
         runs = self.client.beta.threads.runs
         what = f"submit {len(outputs)} tool outputs to {snapshot.run_id}"
         try:
@@ -104,7 +106,7 @@ class AssistantsBackend:
         assert snapshot.thread_id is not None
         return await self._poll(await self._retrieve(snapshot.thread_id, snapshot.run_id), io)
 
-    async def cancel(self, snapshot: RunSnapshot, io: TurnIO) -> RunSnapshot:
+    async def cancel(self, snapshot: RunSnapshot, io: TurnIO, reason: str | None = None) -> RunSnapshot:
         thread_id, run_id = snapshot.thread_id, snapshot.run_id
         assert thread_id is not None
         try:
@@ -170,6 +172,8 @@ class AssistantsBackend:
                             if part.type == "text" and part.text is not None and part.text.value:
                                 io.on_text(part.text.value)
                     elif isinstance(event.data, Run):
+                        if run is None:
+                            io.running(RunSnapshot(run_id=event.data.id, thread_id=thread_id, status=event.data.status))
                         run = event.data
                         io.beat(run_id=run.id, status=run.status, event=event.event)
                         if run.status == "requires_action" or run.status in TERMINAL_STATUSES:

@@ -42,6 +42,12 @@ class TurnIO:
     key: str = ""
     attempt: int = 1
     recorded: dict[str, Any] = field(default_factory=dict)
+    # The run or response this attempt has under way: what to cancel if the workflow is cancelled.
+    in_flight: RunSnapshot | None = None
+
+    def running(self, snapshot: RunSnapshot) -> None:
+        """Name the API run or response now under way (an ID, thread or conversation, backend)."""
+        self.in_flight = snapshot
 
     def record(self, **details: Any) -> None:
         """Remember ``details`` for a retry of this activity, and heartbeat them now."""
@@ -74,8 +80,9 @@ class ModelBackend(Protocol):
     async def wait(self, snapshot: RunSnapshot, io: TurnIO) -> RunSnapshot:
         """Wait until the run needs action or ends."""
 
-    async def cancel(self, snapshot: RunSnapshot, io: TurnIO) -> RunSnapshot:
-        """Stop the run (already ended is fine) and wait until it is terminal."""
+    async def cancel(self, snapshot: RunSnapshot, io: TurnIO, reason: str | None = None) -> RunSnapshot:
+        """Stop the run (already ended is fine) and wait until it is terminal. Calls the run
+        leaves unanswered are closed as the API needs, with ``reason`` where it can be said."""
 
 
 def poll_delay(header: str | None) -> float:

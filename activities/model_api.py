@@ -6,7 +6,8 @@ compact ``RunSnapshot``, so a run costs one activity per step of the loop, not o
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import asyncio
+from typing import Any, Awaitable, Literal
 
 import structlog
 from pydantic import BaseModel, Field
@@ -61,6 +62,8 @@ class CancelInput(BaseModel):
     thread_id: str | None
     run_id: str
     backend: Backend = "assistants"
+    snapshot: RunSnapshot | None = Field(None, description="The run as the workflow last saw it, with its unanswered calls.")
+    reason: str | None = Field(None, description="Why the run stops: the output its unanswered calls get.")
 
 
 log = structlog.get_logger("model_api")
@@ -81,6 +84,25 @@ def _io(progress: ProgressPublisher | None = None) -> TurnIO:
         on_text=(lambda delta: progress.publish("text", text=delta)) if progress is not None else (lambda delta: None),
         recalled=dict(recalled),
     )
+
+
+async def _cancellable(backend: ModelBackend, io: TurnIO, turn: Awaitable[RunSnapshot]) -> RunSnapshot:
+    """Run one turn; if the workflow is cancelled meanwhile, stop the API run it has under way.
+
+    The workflow waits for this (``WAIT_CANCELLATION_COMPLETED``) and gets the stopped run's
+    snapshot, marked ``cancel_requested``. A cancel for any other reason (a heartbeat timeout,
+    the worker shutting down) leaves the API run alone: the retry adopts it. With nothing under
+    way yet there is nothing to stop, and the activity ends cancelled."""
+    try:
+        return await turn
+    except asyncio.CancelledError:
+        details = activity.cancellation_details()
+        if io.in_flight is None or details is None or not details.cancel_requested:
+            raise
+        in_flight = io.in_flight
+        log.info("the workflow was cancelled; cancelling the API run", run_id=in_flight.run_id)
+        stopped = await backend.cancel(in_flight.model_copy(update={"status": "cancelling"}), io)
+        return stopped.model_copy(update={"cancel_requested": True})
 
 
 def _bind(**ids: str | None) -> None:
@@ -167,7 +189,8 @@ class ModelActivities:
         if input.add_messages or backend.name != "assistants":
             await backend.check_request(request)
         async with ProgressPublisher() as progress:
-            snapshot = await backend.start(request, input.thread_id, input.key, input.add_messages, _io(progress))
+            io = _io(progress)
+            snapshot = await _cancellable(backend, io, backend.start(request, input.thread_id, input.key, input.add_messages, io))
         return StartResult(
             snapshot=_ended(snapshot), tools=self.tools.policies(), search_attributes=await self._has_search_attributes()
         )
@@ -177,14 +200,19 @@ class ModelActivities:
         _bind(thread_id=input.snapshot.thread_id, run_id=input.snapshot.run_id)
         backend = self._backend(input.snapshot.backend)
         if not input.outputs:
-            return _ended(await backend.wait(input.snapshot, _io()))
+            io = _io()
+            io.running(input.snapshot)
+            return _ended(await _cancellable(backend, io, backend.wait(input.snapshot, io)))
         outputs = [o.model_dump() for o in input.outputs]
         async with ProgressPublisher() as progress:
-            snapshot = await backend.submit_and_wait(input.request, input.snapshot, outputs, input.mode, _io(progress))
+            io = _io(progress)
+            snapshot = await _cancellable(backend, io, backend.submit_and_wait(input.request, input.snapshot, outputs, input.mode, io))
         return _ended(snapshot)
 
     @activity.defn(name="cancel_run")
     async def cancel_run(self, input: CancelInput) -> RunSnapshot:
         _bind(thread_id=input.thread_id, run_id=input.run_id)
-        snapshot = RunSnapshot(run_id=input.run_id, thread_id=input.thread_id, backend=input.backend, status="cancelling")
-        return _ended(await self._backend(input.backend).cancel(snapshot, _io()))
+        snapshot = input.snapshot or RunSnapshot(
+            run_id=input.run_id, thread_id=input.thread_id, backend=input.backend, status="cancelling"
+        )
+        return _ended(await self._backend(input.backend).cancel(snapshot, _io(), input.reason))

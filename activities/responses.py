@@ -104,20 +104,42 @@ class ResponsesBackend:
             return snapshot
         return await self._poll(snapshot.run_id, snapshot.thread_id, _prior_usage(snapshot), io)
 
-    async def cancel(self, snapshot: RunSnapshot, io: TurnIO) -> RunSnapshot:
-        if snapshot.run_id == UNKNOWN_RESPONSE:
-            return snapshot.model_copy(update={"status": "cancelled", "tool_calls": []})
-        try:
-            await self.client.responses.cancel(snapshot.run_id)
-        except openai.BadRequestError:
-            pass  # not cancellable: it has ended already (or is not a background response)
-        except openai.OpenAIError as exc:
-            raise to_temporal_error(exc, f"cancel response {snapshot.run_id}") from None
-        done = await self._poll(snapshot.run_id, snapshot.thread_id, None, io)
+    async def cancel(self, snapshot: RunSnapshot, io: TurnIO, reason: str | None = None) -> RunSnapshot:
+        """Stop the turn's response; a response that ended with calls nobody will answer gets
+        an error output for each, so the conversation can go on (the API refuses a new
+        response on a conversation with unanswered calls)."""
+        done = snapshot
+        if snapshot.run_id != UNKNOWN_RESPONSE and snapshot.status != "requires_action":
+            try:
+                await self.client.responses.cancel(snapshot.run_id)
+            except openai.BadRequestError:
+                pass  # not cancellable: it has ended already (or is not a background response)
+            except openai.OpenAIError as exc:
+                raise to_temporal_error(exc, f"cancel response {snapshot.run_id}") from None
+            done = await self._poll(snapshot.run_id, snapshot.thread_id, _prior_usage(snapshot), io)
         if done.status == "requires_action":
-            # The response ended with calls nobody will answer: the run stops here.
+            if done.thread_id is not None and done.tool_calls:
+                await self._answer_stopped(done, reason or "the workflow was cancelled")
             done = done.model_copy(update={"status": "cancelled"})
         return done
+
+    async def _answer_stopped(self, snapshot: RunSnapshot, reason: str) -> None:
+        conversation_id = snapshot.thread_id
+        assert conversation_id is not None
+        answered = {
+            item.call_id for item in await self._items_after(conversation_id, _MISSING) if item.type == "function_call_output"
+        }
+        items = [
+            {"type": "function_call_output", "call_id": call.id, "output": f"Error: the run stopped before this call was answered: {reason}"}
+            for call in snapshot.tool_calls
+            if call.id not in answered
+        ]
+        if items:
+            await api_call(
+                self.client.conversations.items.create(conversation_id, items=items),  # type: ignore[arg-type]
+                f"answer {len(items)} unanswered calls in conversation {conversation_id}",
+            )
+            log.info("answered the stopped run's calls", conversation_id=conversation_id, calls=len(items))
 
     # ------------------------------------------------------------------ one turn
 
@@ -125,7 +147,8 @@ class ResponsesBackend:
         recalled_id = io.recalled.get("response_id")
         if recalled_id:
             # An earlier attempt of this activity created the response: adopt it.
-            io.record(**{k: io.recalled[k] for k in ("conversation_head",) if k in io.recalled}, response_id=recalled_id)
+            io.record(**{k: io.recalled[k] for k in ("conversation_head",) if k in io.recalled})
+            _own(io, recalled_id, turn.conversation_id)
             log.info("adopting the response an earlier attempt created", response_id=recalled_id)
             after = io.recalled.get("sequence_number")
             if mode == "stream" and isinstance(after, int):
@@ -165,7 +188,7 @@ class ResponsesBackend:
                 await asyncio.sleep(DEFAULT_POLL_SECONDS / 4)
             except openai.OpenAIError as exc:
                 raise to_temporal_error(exc, f"create a response {where}") from None
-        io.record(response_id=response.id)
+        _own(io, response.id, turn.conversation_id)
         return await self._poll_from(response, turn.conversation_id, _prior_usage(turn.prior), io)
 
     async def _follow(self, stream: Any, turn: _Turn, response_id: str | None, after: int | None, io: TurnIO) -> RunSnapshot:
@@ -179,7 +202,7 @@ class ResponsesBackend:
                         response = getattr(event, "response", None)
                         if response_id is None and response is not None:
                             response_id = response.id
-                            io.record(response_id=response_id)
+                            _own(io, response_id, turn.conversation_id)
                         if event.type == "response.output_text.delta":
                             io.on_text(event.delta)
                         sequence = getattr(event, "sequence_number", None)
@@ -318,7 +341,7 @@ class ResponsesBackend:
                 continue
             except openai.OpenAIError as exc:
                 raise to_temporal_error(exc, f"continue conversation {turn.conversation_id}") from None
-            io.record(response_id=response.id)
+            _own(io, response.id, turn.conversation_id)
             return await self._poll_from(response, turn.conversation_id, _prior_usage(turn.prior), io)
 
     def _snapshot_from_items(self, turn: _Turn, outputs: list[Any]) -> RunSnapshot:
@@ -442,6 +465,12 @@ def _text(content: Any) -> str:
         if isinstance(text, str):
             texts.append(text)
     return "".join(texts)
+
+
+def _own(io: TurnIO, response_id: str, conversation_id: str | None) -> None:
+    """This attempt has ``response_id`` under way: a retry adopts it, a cancel stops it."""
+    io.record(response_id=response_id)
+    io.running(RunSnapshot(run_id=response_id, thread_id=conversation_id, backend="responses", status="in_progress"))
 
 
 def _prior_usage(snapshot: RunSnapshot | None) -> Usage | None:

@@ -96,6 +96,40 @@ async def test_cancelling_the_workflow_cancels_its_tools_and_the_run(
     await wait_for(lambda: call_id in CANCELLED, "the slow tool to hear its cancellation")
 
 
+@pytest.mark.parametrize("during", ["the first turn", "the turn after the tools"])
+async def test_cancelling_the_workflow_mid_turn_stops_the_api_run(
+    api: Api, during: str, temporal_client: Client, task_queue: str, workers: None, admin: httpx.Client
+) -> None:
+    """The model activity is waited for while it cancels the run or response it has under way."""
+    reply = "A reply slow enough to be interrupted. " * 10
+    if during == "the first turn":
+        rounds: list[list[dict[str, Any]]] = []
+        turn_started = "runs.create" if api.name == "assistants" else "responses.create"
+        starts = 1
+    else:
+        rounds = [[{"name": "structured", "arguments": {"n": 1}}]]
+        turn_started = "runs.submit_tool_outputs" if api.name == "assistants" else "responses.create"
+        starts = 1 if api.name == "assistants" else 2
+    read = "runs.retrieve" if api.name == "assistants" else "responses.retrieve"
+    handle = await start(temporal_client, task_queue, api.request([script(rounds=rounds, reply=reply, chars_per_second=10)]))
+
+    def requests() -> dict[str, int]:
+        return admin.get("/stats").json()["requests"]
+
+    await wait_for(lambda: requests().get(turn_started, 0) >= starts, f"{turn_started} #{starts}")
+    reads = requests().get(read, 0)
+    await wait_for(lambda: requests().get(read, 0) > reads, "the activity to poll the turn it started")
+    await handle.cancel()
+    result = await handle.result()
+
+    assert result.status == "cancelled" and result.failure == "the workflow was cancelled"
+    assert result.final_text is None
+    assert api.api_status(result) == "cancelled"  # the API run itself was stopped, not left to finish
+    assert result.rounds == len(rounds) and len(result.tool_calls) == len(rounds)
+    if api.name == "responses":
+        assert len(result.response_ids) == starts and result.response_ids[-1] == result.run_id
+
+
 def spawn_worker(server: TemporalDevServer, emulator: Any, task_queue: str, log: Path, backend: str = "assistants") -> subprocess.Popen[bytes]:
     env = {
         "DA_BACKEND": backend,

@@ -176,14 +176,18 @@ async def test_fail_run_policy_stops_the_run(
     tool_name: str, override: str | None, api: Api, temporal_client: Client, task_queue: str, workers: None
 ) -> None:
     rounds = [[{"name": tool_name, "arguments": {"reason": "boom"}}, {"name": "structured", "arguments": {"n": 1}}]]
-    request = api.request([script(rounds=rounds)], tool_failure=override)
+    context = api.new_context()
+    request = api.request([script(rounds=rounds)], context=context, tool_failure=override)
     handle = await start(temporal_client, task_queue, request)
     result = await handle.result()
     assert result.status == "failed" and result.failure == f"tool {tool_name} failed: boom"
     assert api.api_status(result) == api.status_after_stop
-    # Assistants: the run is cancelled. Responses: the response had ended; nothing to cancel.
-    expected_cancels = 1 if api.name == "assistants" else 0
-    assert scheduled_activities(await history_events(handle)).count("cancel_run") == expected_cancels
+    # Assistants: the run is cancelled. Responses: the response had ended, but the
+    # conversation gets an output for each call it left unanswered.
+    assert scheduled_activities(await history_events(handle)).count("cancel_run") == 1
+    # Either way the thread or conversation is left fit for the next run.
+    after = await (await start(temporal_client, task_queue, api.request([script(reply="still here")], context=context))).result()
+    assert after.status == "completed" and after.final_text == "still here"
 
 
 async def test_tool_on_its_own_task_queue(api: Api, temporal_client: Client, task_queue: str, workers: None) -> None:

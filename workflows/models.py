@@ -230,6 +230,9 @@ class RunSnapshot(BaseModel):
     incomplete_details: dict[str, Any] | None = None
     final_text: str | None = None
     message_ids: list[str] = Field(default_factory=list)
+    cancel_requested: bool = Field(
+        False, description="The workflow was cancelled while this turn ran; the worker stopped the API run."
+    )
 
     @property
     def terminal(self) -> bool:

@@ -16,7 +16,13 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.contrib.workflow_streams import WorkflowStream
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError as TemporalTimeoutError, TimeoutType
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError as TemporalCancelledError,
+    TimeoutError as TemporalTimeoutError,
+    TimeoutType,
+)
 
 with workflow.unsafe.imports_passed_through():
     import pydantic
@@ -52,6 +58,8 @@ MODEL_API_HEARTBEAT = timedelta(seconds=30)
 MODEL_API_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30))
 CANCEL_START_TO_CLOSE = timedelta(minutes=2)
 PREVIEW_CHARS = 200
+# Responses runs that stop at requires_action on a conversation answer its pending calls.
+ANSWER_STOPPED_CALLS = "answer-stopped-calls"
 SUMMARY_CHARS = 120
 
 
@@ -105,13 +113,13 @@ class AssistantRunWorkflow:
         return result
 
     async def _run(self, request: RunRequest) -> RunResult:
-        if request.resume is not None:
-            self._resume(request.resume)
-        else:
-            await self._start(request)
-        assert self._snapshot is not None
-        self._observe(self._snapshot)
         try:
+            if request.resume is not None:
+                self._resume(request.resume)
+            else:
+                await self._start(request)
+            assert self._snapshot is not None
+            self._observe(self._snapshot)
             while self._snapshot.status == "requires_action":
                 self._round += 1
                 outputs = await self._run_round(request, self._snapshot, self._policies)
@@ -152,6 +160,8 @@ class AssistantRunWorkflow:
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
                 heartbeat_timeout=MODEL_API_HEARTBEAT,
                 retry_policy=MODEL_API_RETRY,
+                # A cancelled workflow waits while the activity stops the API run it has under way.
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"start run of {request.agent_label} on {thread_id}"
                 if thread_id is not None
                 else f"start response of {request.agent_label}" + (
@@ -159,10 +169,13 @@ class AssistantRunWorkflow:
                 ),
             )
         except ActivityError as exc:
+            _raise_if_cancelled(exc)
             raise _as_application_error(exc, "starting the run") from None
         self._snapshot = start.snapshot
         self._policies = start.tools
         self._search_attributes = start.search_attributes
+        if start.snapshot.cancel_requested:
+            raise asyncio.CancelledError()
 
     def _resume(self, progress: RunProgress) -> None:
         self._snapshot = progress.snapshot
@@ -340,7 +353,7 @@ class AssistantRunWorkflow:
 
     async def _submit(self, request: RunRequest, snapshot: RunSnapshot, outputs: list[ToolOutput]) -> RunSnapshot:
         try:
-            return await workflow.execute_activity_method(
+            snapshot = await workflow.execute_activity_method(
                 ModelActivities.submit_tool_outputs,
                 SubmitInput(
                     snapshot=snapshot,
@@ -354,17 +367,39 @@ class AssistantRunWorkflow:
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
                 heartbeat_timeout=MODEL_API_HEARTBEAT,
                 retry_policy=MODEL_API_RETRY,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary=f"submit {len(outputs)} outputs, round {self._round}",
             )
         except ActivityError as exc:
+            _raise_if_cancelled(exc)
             raise _as_application_error(exc, f"submitting round {self._round}") from None
+        if snapshot.cancel_requested:
+            self._snapshot = snapshot
+            raise asyncio.CancelledError()
+        return snapshot
 
     async def _stop(self, request: RunRequest, status: str) -> RunResult:
         """Cancel the API run (its tools are cancelled with the workflow) and say why."""
-        assert self._snapshot is not None
+        if self._snapshot is None:
+            # Cancelled before the first turn was under way: no API run exists to stop.
+            return RunResult(status=status, run_id="", thread_id=request.context_id, backend=request.implied_backend() or "assistants",
+                             rounds=self._round, failure=self._failure)  # type: ignore[arg-type]
         snapshot = self._snapshot
         if snapshot.backend == "responses" and snapshot.status == "requires_action":
-            # The response has ended (with calls nobody will answer): nothing runs on the API side.
+            # The response has ended, with calls nobody will answer. Nothing runs on the API
+            # side, but a conversation refuses new responses until every call has an output.
+            if snapshot.thread_id is not None and snapshot.tool_calls and workflow.patched(ANSWER_STOPPED_CALLS):
+                snapshot = await workflow.execute_activity_method(
+                    ModelActivities.cancel_run,
+                    CancelInput(
+                        thread_id=snapshot.thread_id, run_id=snapshot.run_id, backend=snapshot.backend,
+                        snapshot=snapshot, reason=self._failure,
+                    ),
+                    start_to_close_timeout=CANCEL_START_TO_CLOSE,
+                    heartbeat_timeout=MODEL_API_HEARTBEAT,
+                    retry_policy=MODEL_API_RETRY,
+                    summary=f"answer {len(snapshot.tool_calls)} stopped calls in {snapshot.thread_id}",
+                )
             snapshot = snapshot.model_copy(update={"status": status})
             self._snapshot = snapshot
         elif not snapshot.terminal:
@@ -399,6 +434,12 @@ class AssistantRunWorkflow:
             incomplete_details=snapshot.incomplete_details,
             failure=self._failure,
         )
+
+
+def _raise_if_cancelled(exc: ActivityError) -> None:
+    """A model activity that ended cancelled: the workflow itself is being cancelled."""
+    if isinstance(exc.cause, TemporalCancelledError):
+        raise asyncio.CancelledError() from None
 
 
 class _RunOutOfTime(Exception):
