@@ -54,6 +54,13 @@ class TurnIO:
         self.recorded.update(details)
         self.heartbeat(dict(self.recorded))
 
+    def forget(self, *keys: str) -> None:
+        """Drop ``keys`` from what a retry recalls (and from what a cancel would stop)."""
+        for key in keys:
+            self.recorded.pop(key, None)
+        self.in_flight = None
+        self.heartbeat(dict(self.recorded))
+
     def beat(self, **progress: Any) -> None:
         """Heartbeat ``progress`` along with everything recorded so far."""
         self.heartbeat({**self.recorded, **progress})

@@ -1,6 +1,6 @@
 """One place that decides what a model-API error means to Temporal.
 
-408, 409, 429, ≥500, timeouts and connection errors are retryable, with the server's
+408, 409, 429 (but not ``insufficient_quota``), ≥500, timeouts and connection errors are retryable, with the server's
 ``retry-after-ms`` / ``retry-after`` as the next retry delay. Every other 4xx is a
 non-retryable ``ApplicationError`` carrying the API's message and request ID: retrying a
 bad request only repeats it.
@@ -16,6 +16,7 @@ import openai
 from temporalio.exceptions import ApplicationError
 
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
+PERMANENT_CODES = frozenset({"insufficient_quota"})
 MAX_RETRY_AFTER = timedelta(minutes=5)
 
 
@@ -50,7 +51,8 @@ def to_temporal_error(exc: openai.OpenAIError, what: str) -> ApplicationError:
         body = exc.body if isinstance(exc.body, dict) else {}
         api_message = body.get("message") if isinstance(body.get("message"), str) else exc.message
         message = f"{what}: HTTP {status} {api_message} (request ID {request_id})"
-        retryable = status in RETRYABLE_STATUSES or status >= 500
+        # A 429 for an exhausted quota is not a rate limit: waiting won't bring the money back.
+        retryable = (status in RETRYABLE_STATUSES or status >= 500) and exc.code not in PERMANENT_CODES
         return ApplicationError(
             message,
             {"status": status, "request_id": exc.request_id, "code": exc.code, "param": exc.param},

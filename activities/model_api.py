@@ -56,6 +56,7 @@ class SubmitInput(BaseModel):
     request: RunRequest | None = Field(
         None, description="Responses: the turn settings (model, instructions, tools) each new response repeats."
     )
+    key: str | None = Field(None, description="The run's tag, as in StartInput; older workflows leave it out.")
 
 
 class CancelInput(BaseModel):
@@ -73,12 +74,12 @@ def _heartbeat(details: dict[str, Any]) -> None:
     activity.heartbeat(details)
 
 
-def _io(progress: ProgressPublisher | None = None) -> TurnIO:
+def _io(progress: ProgressPublisher | None = None, key: str | None = None) -> TurnIO:
     """Heartbeats, text deltas, and what the previous attempt of this activity recorded."""
     details = activity.info().heartbeat_details
     recalled = details[0] if details and isinstance(details[0], dict) else {}
     return TurnIO(
-        key=activity.info().workflow_id,
+        key=key or activity.info().workflow_id,
         attempt=activity.info().attempt,
         heartbeat=_heartbeat,
         on_text=(lambda delta: progress.publish("text", text=delta)) if progress is not None else (lambda delta: None),
@@ -205,7 +206,7 @@ class ModelActivities:
             return _ended(await _cancellable(backend, io, backend.wait(input.snapshot, io)))
         outputs = [o.model_dump() for o in input.outputs]
         async with ProgressPublisher() as progress:
-            io = _io(progress)
+            io = _io(progress, input.key)
             snapshot = await _cancellable(backend, io, backend.submit_and_wait(input.request, input.snapshot, outputs, input.mode, io))
         return _ended(snapshot)
 

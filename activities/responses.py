@@ -27,6 +27,7 @@ Idempotency, with no way to list responses (see README, "Idempotency on the Resp
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -46,6 +47,10 @@ TAG_KEY = "durable_assistants_key"
 ITEM_LOOKBACK = 100
 STREAM_RESUMES = 5
 LOCKED_CODE = "conversation_locked"
+# The API's refusal to continue a conversation whose last response's calls have no outputs.
+UNANSWERED_CALLS = "No tool output found"
+# How long a turn waits for someone else's response to release its conversation.
+LOCK_WAIT_SECONDS = 600.0
 UNKNOWN_RESPONSE = "unknown"
 # A response's statuses that mean it is done (Responses has no requires_action or expired).
 DONE = frozenset({"completed", "failed", "cancelled", "incomplete"})
@@ -152,11 +157,12 @@ class ResponsesBackend:
             log.info("adopting the response an earlier attempt created", response_id=recalled_id)
             after = io.recalled.get("sequence_number")
             if mode == "stream" and isinstance(after, int):
-                stream = await api_call(
-                    self.client.responses.retrieve(recalled_id, stream=True, starting_after=after),
-                    f"resume the stream of {recalled_id}",
-                )
-                return await self._follow(stream, turn, recalled_id, after, io)
+                try:
+                    stream = await self.client.responses.retrieve(recalled_id, stream=True, starting_after=after)
+                except openai.OpenAIError as exc:  # e.g. a server that cannot resume streams: poll instead
+                    log.info("cannot resume the stream; polling", response_id=recalled_id, error=type(exc).__name__)
+                else:
+                    return await self._follow(stream, turn, recalled_id, after, io)
             return await self._poll(recalled_id, turn.conversation_id, _prior_usage(turn.prior), io)
 
         if turn.conversation_id is not None:
@@ -173,6 +179,7 @@ class ResponsesBackend:
     async def _create(self, turn: _Turn, items: list[dict[str, Any]], mode: str, io: TurnIO) -> RunSnapshot:
         params = turn.params(items, self._registry_tools())
         where = f"on conversation {turn.conversation_id}" if turn.conversation_id else "in the response chain"
+        locked_since: float | None = None
         while True:
             try:
                 if mode == "stream":
@@ -184,6 +191,14 @@ class ResponsesBackend:
                 if exc.code != LOCKED_CODE:
                     raise to_temporal_error(exc, f"create a response {where}") from None
                 # Another response on this conversation is still running; wait for it to end.
+                locked_since = locked_since if locked_since is not None else time.monotonic()
+                if time.monotonic() - locked_since > LOCK_WAIT_SECONDS:
+                    raise ApplicationError(
+                        f"conversation {turn.conversation_id} stayed busy with another response for "
+                        f"{LOCK_WAIT_SECONDS:.0f} s; cancel that response or run on another conversation",
+                        type="ConversationLocked",
+                        non_retryable=True,
+                    ) from None
                 io.beat(waiting_for="conversation_locked")
                 await asyncio.sleep(DEFAULT_POLL_SECONDS / 4)
             except openai.OpenAIError as exc:
@@ -304,9 +319,10 @@ class ResponsesBackend:
         call_ids = {item["call_id"] for item in turn.items if item.get("type") == "function_call_output"}
         if not call_ids and head is _MISSING:
             return None  # messages can only be matched against a recorded head
-        if not turn.items:
-            return None
         items = await self._items_after(turn.conversation_id, head)  # type: ignore[arg-type]
+        if not turn.items:
+            # A turn with no input: whatever came after the head is an earlier create's doing.
+            return items
         if call_ids:
             positions = [i for i, item in enumerate(items) if item.type == "function_call_output" and item.call_id in call_ids]
             return items[positions[-1] + 1 :] if positions else None
@@ -324,30 +340,50 @@ class ResponsesBackend:
         assert turn.conversation_id is not None
         log.warning("an earlier attempt's response took this turn's input; adopting its outcome", conversation_id=turn.conversation_id)
         polls = 0
+        what = f"continue conversation {turn.conversation_id}"
         while True:
-            after = await self._landed(turn, head) or []
-            outputs = [item for item in after if item.type in ("function_call", "message")]
+            outputs = _outputs(await self._landed(turn, head) or [])
             if outputs:
                 return self._snapshot_from_items(turn, outputs)
             params = turn.params([], self._registry_tools())
             try:
                 response = await self.client.responses.create(**params)
             except openai.BadRequestError as exc:
-                if exc.code != LOCKED_CODE:
-                    raise to_temporal_error(exc, f"continue conversation {turn.conversation_id}") from None
+                if exc.code == LOCKED_CODE:
+                    pass  # the earlier response still runs
+                elif UNANSWERED_CALLS in str(exc.message):
+                    continue  # it ended, with calls, between the read and the create: adopt them
+                else:
+                    raise to_temporal_error(exc, what) from None
                 io.beat(waiting_for="earlier response", polls=polls)
                 polls += 1
                 await asyncio.sleep(DEFAULT_POLL_SECONDS / 4)
                 continue
             except openai.OpenAIError as exc:
-                raise to_temporal_error(exc, f"continue conversation {turn.conversation_id}") from None
+                raise to_temporal_error(exc, what) from None
             _own(io, response.id, turn.conversation_id)
+            # The earlier response may have ended with a reply between the read and the create.
+            # Its items, not the new response's, are then the turn's outcome.
+            mine = {item.id for item in (await api_call(self.client.responses.retrieve(response.id), what)).output}
+            theirs = [item for item in _outputs(await self._landed(turn, head) or []) if item.id not in mine]
+            if theirs:
+                log.warning("the earlier response ended meanwhile; cancelling the new one", response_id=response.id)
+                try:
+                    await self.client.responses.cancel(response.id)
+                except openai.OpenAIError:
+                    pass  # it ended already: an extra reply no one can take back
+                io.forget("response_id")
+                return self._snapshot_from_items(turn, theirs)
             return await self._poll_from(response, turn.conversation_id, _prior_usage(turn.prior), io)
 
     def _snapshot_from_items(self, turn: _Turn, outputs: list[Any]) -> RunSnapshot:
         calls = [item for item in outputs if item.type == "function_call"]
         messages = [item for item in outputs if item.type == "message" and getattr(item, "role", None) == "assistant"]
-        status = "requires_action" if calls else "completed"
+        if any(getattr(item, "status", None) == "incomplete" for item in outputs):
+            # The response was cut short (e.g. max_output_tokens): its calls may be cut too.
+            status, calls = "incomplete", []
+        else:
+            status = "requires_action" if calls else "completed"
         return RunSnapshot(
             run_id=UNKNOWN_RESPONSE,
             thread_id=turn.conversation_id,
@@ -357,6 +393,7 @@ class ResponsesBackend:
             usage=_prior_usage(turn.prior),
             final_text=None if calls else "\n\n".join(_text(m.content) for m in messages),
             message_ids=[] if calls else [m.id for m in messages],
+            incomplete_details={"reason": "unknown: adopted from the conversation's items"} if status == "incomplete" else None,
         )
 
     def _registry_tools(self) -> list[dict[str, Any]]:
@@ -465,6 +502,11 @@ def _text(content: Any) -> str:
         if isinstance(text, str):
             texts.append(text)
     return "".join(texts)
+
+
+def _outputs(items: list[Any]) -> list[Any]:
+    """What a response left in a conversation: its function calls and messages."""
+    return [item for item in items if item.type in ("function_call", "message")]
 
 
 def _own(io: TurnIO, response_id: str, conversation_id: str | None) -> None:

@@ -133,9 +133,9 @@ def test_outputs_are_text_and_capped() -> None:
     assert truncated and len(text) == 80 and text.endswith("…[truncated 420 of 500 characters]")
 
 
-def api_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
+def api_error(status: int, headers: dict[str, str] | None = None, code: str = "c") -> openai.APIStatusError:
     request = httpx2.Request("POST", "http://api.test/v1/threads/t/runs")
-    response = httpx2.Response(status, headers={"x-request-id": "req_42", **(headers or {})}, request=request, json={"error": {"message": "nope", "type": "x", "param": "p", "code": "c"}})
+    response = httpx2.Response(status, headers={"x-request-id": "req_42", **(headers or {})}, request=request, json={"error": {"message": "nope", "type": "x", "param": "p", "code": code}})
     return openai.OpenAI(api_key="k", base_url="http://api.test/v1")._make_status_error_from_response(response)
 
 
@@ -149,6 +149,14 @@ def test_status_mapping(status: int, retryable: bool) -> None:
     assert error.type == f"ModelApi{status}"
     assert error.message == f"create run on t: HTTP {status} nope (request ID req_42)"
     assert error.details[0]["request_id"] == "req_42"
+
+
+def test_an_exhausted_quota_is_not_retried_like_a_rate_limit() -> None:
+    assert not to_temporal_error(api_error(429, code="rate_limit_exceeded"), "x").non_retryable
+    error = to_temporal_error(api_error(429, {"retry-after": "3"}, code="insufficient_quota"), "create run on t")
+    assert error.non_retryable and error.next_retry_delay is None
+    assert error.message == "create run on t: HTTP 429 nope (request ID req_42)"
+    assert error.details[0]["code"] == "insufficient_quota"
 
 
 def test_retry_after_becomes_the_next_delay() -> None:

@@ -78,7 +78,7 @@ TWO_ROUNDS = script(
 
 @pytest.mark.parametrize("mode", ["poll", "stream"])
 async def test_multi_round_parallel_run_costs_one_activity_per_step(
-    mode: str, api: Api, temporal_client: Client, task_queue: str, workers: None, admin: httpx.Client
+    mode: str, api: Api, temporal_client: Client, task_queue: str, workers: None, admin: httpx.Client, client: OpenAI
 ) -> None:
     context = api.new_context()
     request = api.request(["Weather?\n" + TWO_ROUNDS], context=context, mode=mode)
@@ -89,6 +89,9 @@ async def test_multi_round_parallel_run_costs_one_activity_per_step(
     assert result.backend == api.name
     if api.name == "responses":
         assert len(set(result.response_ids)) == 3 and result.run_id == result.response_ids[-1]
+        # Every turn's response carries the run's one tag.
+        key = f"{handle.id}/{(await handle.describe()).run_id}"
+        assert [client.responses.retrieve(r).metadata["durable_assistants_key"] for r in result.response_ids] == [key] * 3
     assert [r.name for r in result.tool_calls] == ["get_weather"] * 3 + ["city_population"] + ["convert_temperature"] * 2
     assert [r.round for r in result.tool_calls] == [1, 1, 1, 1, 2, 2]
     assert all(r.attempts == 1 and r.error is None for r in result.tool_calls)

@@ -140,9 +140,7 @@ class AssistantRunWorkflow:
         return self._result(self._snapshot)
 
     async def _start(self, request: RunRequest) -> None:
-        info = workflow.info()
-        # Tags every message and run the worker creates; the same across retries and continue-as-new.
-        key = f"{info.workflow_id}/{info.first_execution_run_id}"
+        key = self._key()
         thread_id = request.thread_id
         try:
             # Assistants runs need a thread first; Responses runs continue a conversation or chain, or start fresh.
@@ -176,6 +174,12 @@ class AssistantRunWorkflow:
         self._search_attributes = start.search_attributes
         if start.snapshot.cancel_requested:
             raise asyncio.CancelledError()
+
+    @staticmethod
+    def _key() -> str:
+        """Tags every message, run and response the worker creates; the same across retries and continue-as-new."""
+        info = workflow.info()
+        return f"{info.workflow_id}/{info.first_execution_run_id}"
 
     def _resume(self, progress: RunProgress) -> None:
         self._snapshot = progress.snapshot
@@ -359,6 +363,7 @@ class AssistantRunWorkflow:
                     snapshot=snapshot,
                     outputs=outputs,
                     mode=request.mode,
+                    key=self._key(),
                     # A Responses turn repeats the run's settings; the messages went with the first turn.
                     request=request.model_copy(update={"messages": [], "resume": None})
                     if snapshot.backend == "responses"
