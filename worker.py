@@ -140,7 +140,7 @@ def build_workers(
     workers = []
     if serve_main:
         model_activities = ModelActivities(
-            [AssistantsBackend(model), ResponsesBackend(model, registry)], registry, default_backend=backend
+            [AssistantsBackend(model, registry), ResponsesBackend(model, registry)], registry, default_backend=backend
         )
         workers.append(
             Worker(

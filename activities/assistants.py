@@ -9,6 +9,8 @@ already moved past those tool calls counts as done, confirmed from the run itsel
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import warnings
 from typing import Any
 
@@ -19,6 +21,7 @@ from openai import AsyncOpenAI
 from openai.types.beta.threads import Run
 from temporalio.exceptions import ApplicationError
 
+from tools import ToolRegistry
 from workflows.models import TERMINAL_STATUSES, RunRequest, RunSnapshot, ToolCall, Usage
 
 from .backend import POLL_FLOOR_SECONDS, TurnIO, api_call as _api, poll_delay
@@ -31,6 +34,8 @@ warnings.filterwarnings("ignore", message="(deprecated|The Assistants API is dep
 log = structlog.get_logger("assistants")
 
 TAG_KEY = "durable_assistants_key"
+AGENT_TAG_KEY = "durable_assistants_agent"
+AGENT_LOOKBACK = 100
 RUN_LOOKBACK = 20
 MESSAGE_LOOKBACK = 100
 
@@ -38,12 +43,45 @@ MESSAGE_LOOKBACK = 100
 class AssistantsBackend:
     name = "assistants"
 
-    def __init__(self, client: AsyncOpenAI) -> None:
+    def __init__(self, client: AsyncOpenAI, tools: ToolRegistry | None = None) -> None:
         self.client = client
+        self.tools = tools
+        self._agents: dict[str, str] = {}  # agent tag -> assistant ID, found or created once
 
     async def check_request(self, request: RunRequest) -> None:
         assistant_id = request.assistant_id
-        await _api(self.client.beta.assistants.retrieve(assistant_id), f"look up assistant {assistant_id}")  # type: ignore[arg-type]
+        if assistant_id is None:
+            return  # an inline agent: its assistant is found or created when the run starts
+        await _api(self.client.beta.assistants.retrieve(assistant_id), f"look up assistant {assistant_id}")
+
+    async def assistant_for(self, request: RunRequest) -> str:
+        """The request's assistant, or for an inline agent (model, instructions, tools) the
+        assistant that carries it: found by its tag among the server's newest assistants, else
+        created, then remembered. The run repeats these settings as overrides anyway; the
+        assistant only has to exist (and hold the tools when the request gives none)."""
+        if request.assistant_id is not None:
+            return request.assistant_id
+        tools = request.tools if request.tools is not None else (self.tools.schemas() if self.tools else [])
+        agent = {"model": request.model, "instructions": request.instructions, "tools": tools}
+        tag = hashlib.sha256(json.dumps(agent, sort_keys=True).encode()).hexdigest()[:32]
+        if tag in self._agents:
+            return self._agents[tag]
+        page = await _api(self.client.beta.assistants.list(limit=AGENT_LOOKBACK, order="desc"), "list assistants")
+        found = next((a for a in page.data if a.metadata and a.metadata.get(AGENT_TAG_KEY) == tag), None)
+        if found is None:
+            found = await _api(
+                self.client.beta.assistants.create(
+                    model=request.model,  # type: ignore[arg-type]
+                    instructions=request.instructions,
+                    tools=tools,  # type: ignore[arg-type]
+                    name=f"durable-assistants {request.model} {tag[:8]}",
+                    metadata={AGENT_TAG_KEY: tag},
+                ),
+                f"create an assistant for model {request.model}",
+            )
+            log.info("created an assistant for an inline agent", assistant_id=found.id, model=request.model)
+        self._agents[tag] = found.id
+        return found.id
 
     async def create_conversation(self, request: RunRequest, key: str) -> str:
         # A retry after a lost response makes a second thread; the first is an orphan with
@@ -59,14 +97,19 @@ class AssistantsBackend:
         return thread.id
 
     async def start(self, request: RunRequest, thread_id: str | None, key: str, add_messages: bool, io: TurnIO) -> RunSnapshot:
-        assert thread_id is not None, "the workflow creates the thread first"
+        if thread_id is None:
+            # A request that named no API and ran here by the worker's default: the workflow
+            # made no thread, so this turn does, remembering it for a retry.
+            thread_id = io.recalled.get("thread_id") or await self.create_conversation(request, key)
+            io.record(thread_id=thread_id)
+            add_messages = False  # they went in with the thread
         if add_messages and request.messages:
             await self._add_messages(request, thread_id, key)
         run = await self._find_run(thread_id, key)
         if run is None:
             params: dict[str, Any] = {
                 "thread_id": thread_id,
-                "assistant_id": request.assistant_id,
+                "assistant_id": await self.assistant_for(request),
                 "metadata": {**(request.metadata or {}), TAG_KEY: key},
                 **request.run_create_params(),
             }

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--assistant", help="assistant ID")
     enqueue.add_argument("--thread", help="run on this thread (runs on one thread are queued); default: a new thread")
     enqueue.add_argument("--backend", choices=["assistants", "responses"], help="the model API (default: implied by the options, else the worker's)")
-    enqueue.add_argument("--model", help="Responses: the model (Assistants: overrides the assistant's)")
+    enqueue.add_argument("--model", help="the model: with --instructions an inline agent that runs on either API (with --assistant: overrides the assistant's)")
     enqueue.add_argument("--instructions", help="Responses: the instructions (Assistants: overrides the assistant's)")
     enqueue.add_argument("--conversation", help="Responses: continue this conversation (runs on one are queued)")
     enqueue.add_argument("--previous-response", help="Responses: continue from this response")
@@ -129,7 +129,7 @@ def request_from(args: argparse.Namespace) -> RunRequest:
     if args.message:
         data["messages"] = [*data.get("messages", []), *({"content": m} for m in args.message)]
     if not any(data.get(k) for k in ("assistant_id", "model", "prompt")):
-        raise CliError("give --assistant (Assistants API) or --model (Responses API), or a --request that has one")
+        raise CliError("give --assistant (an Assistants API assistant) or --model (an inline agent, for either API), or a --request that has one")
     try:
         return RunRequest.model_validate(data)
     except ValidationError as exc:

@@ -119,7 +119,8 @@ async def enqueue_run(
     workflow_id = run_workflow_id(request_id)
     context = request.context_id  # a thread or a conversation: its runs take turns
     if summary is None:
-        where = context or ("a new thread" if request.assistant_id else "a new response chain")
+        implied = request.implied_backend()
+        where = context or {"assistants": "a new thread", "responses": "a new response chain"}.get(implied or "", "a new thread or chain")
         summary = f"{request.agent_label} on {where}"
     if context is None:
         try:

@@ -27,7 +27,7 @@ def test_a_request_says_which_api_plainly() -> None:
         ({"model": "m", "conversation_id": "conv_1", "previous_response_id": "resp_1"}, "give conversation_id ('conv_1') or previous_response_id ('resp_1'), not both"),
         ({"backend": "responses"}, "the responses backend needs a model or a stored prompt"),
         ({"backend": "responses", "model": "m", "max_prompt_tokens": 500}, "the responses backend has no max_prompt_tokens (got max_prompt_tokens=500)"),
-        ({"backend": "assistants", "model": "m"}, "the assistants backend needs an assistant_id"),
+        ({"backend": "assistants", "instructions": "Be brief."}, "the assistants backend needs an assistant_id, or a model"),
         ({"backend": "responses", "model": "m", "messages": [{"content": "x", "attachments": [{"file_id": "f"}]}]}, "messages [0] have attachments"),
         ({"backend": "chat"}, "Input should be 'assistants' or 'responses'"),
     ],
@@ -39,8 +39,10 @@ def test_requests_that_mix_or_lack_api_fields_say_what_is_wrong(fields: dict, me
 
 
 def test_check_backend_explains_a_request_the_default_backend_cannot_run() -> None:
-    with pytest.raises(ValueError, match="the assistants backend needs an assistant_id; for the Responses API set backend='responses'"):
-        RunRequest(model="gpt-4o").check_backend("assistants")
+    with pytest.raises(ValueError, match="the assistants backend needs an assistant_id, or a model"):
+        RunRequest(instructions="Be brief.").check_backend("assistants")
+    # An inline agent runs on either API.
+    RunRequest(model="gpt-4o").check_backend("assistants")
     RunRequest(model="gpt-4o").check_backend("responses")
 
 

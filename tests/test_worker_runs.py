@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 import tests.worker_tools  # noqa: F401  (registers the test tools)
 import tools.examples  # noqa: F401
 import worker
+from activities.assistants import AGENT_TAG_KEY, AssistantsBackend
 from durable_assistants import enqueue_run
 from tests.apis import Api, Seen
 from tests.conftest import script
@@ -134,6 +135,38 @@ async def test_a_run_with_no_thread_sends_its_messages_once(
         assert result.thread_id is not None and client.beta.threads.retrieve(result.thread_id).metadata["team"] == "a"
     else:
         assert result.thread_id is None and result.response_ids == [result.run_id]
+
+
+async def test_one_inline_agent_request_runs_on_either_api_by_configuration(
+    api: Api, temporal_client: Client, task_queue: str, workers: None, client: OpenAI, model: AsyncOpenAI
+) -> None:
+    """No API field at all: model, instructions, messages. The worker's default backend (here the
+    ``api`` under test) decides; on Assistants the worker makes the agent's assistant once."""
+    request = RunRequest(
+        model="gpt-4o",
+        instructions="Answer with the tools' results.",
+        messages=[message(script(rounds=[[{"name": "structured", "arguments": {"n": 2}}]], reply="Done:\n{outputs}"))],
+    )
+    first = await start(temporal_client, task_queue, request)
+    result = await first.result()
+    again = await (await start(temporal_client, task_queue, request)).result()
+
+    for run in (result, again):
+        assert run.status == "completed" and run.backend == api.name and run.rounds == 1
+        assert run.final_text is not None and run.final_text.startswith("Done:\n- structured: ")
+    assert scheduled_activities(await history_events(first)) == ["start_run", "structured", "submit_tool_outputs"]
+    if api.name == "assistants":
+        assert result.thread_id is not None and result.thread_id != again.thread_id  # a new thread each
+        made = [a for a in client.beta.assistants.list(limit=100).data if (a.metadata or {}).get(AGENT_TAG_KEY)]
+        assert len(made) == 1  # one assistant for the agent, reused
+        assert made[0].model == "gpt-4o" and made[0].instructions == "Answer with the tools' results."
+        assert sorted(t.function.name for t in made[0].tools) == sorted(t.name for t in registry)  # type: ignore[union-attr]
+        run = client.beta.threads.runs.retrieve(thread_id=result.thread_id, run_id=result.run_id)
+        assert run.assistant_id == made[0].id
+        # Another worker (nothing remembered) finds the same assistant by its tag.
+        assert await AssistantsBackend(model, registry).assistant_for(request) == made[0].id
+    else:
+        assert result.thread_id is None and len(result.response_ids) == 2
 
 
 async def test_tool_problems_become_error_outputs_the_model_sees(
@@ -314,7 +347,7 @@ async def test_bad_requests_fail_fast_before_anything_is_created(
         ({"assistant_id": assistant_id, "conversation_id": "conv_1"}, "a request speaks one of them"),
         ({"backend": "responses", "messages": [{"content": "hi"}]}, "needs a model or a stored prompt"),
         # Names no API: the worker's default (assistants) takes it, and says what is missing.
-        (RunRequest(model="gpt-4o", messages=[message("hi")]), "the assistants backend needs an assistant_id"),
+        (RunRequest(messages=[message("hi")]), "the assistants backend needs an assistant_id, or a model"),
     ]
     for request, fragment in cases:
         handle = await start(temporal_client, task_queue, request)

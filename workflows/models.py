@@ -66,6 +66,8 @@ class RunRequest(BaseModel):
     ``instructions`` and ``tools`` (or a stored ``prompt``), continuing a ``conversation_id``, a
     ``previous_response_id``, or nothing. ``backend`` picks the API; left out, the fields above
     decide, and a request that sets none of them goes to the worker's default (``DA_BACKEND``).
+    Such a request (an inline agent: ``model``, ``instructions``, ``tools``) runs on either API:
+    the Assistants backend makes an assistant of it once, so switching APIs is configuration.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -156,10 +158,10 @@ class RunRequest(BaseModel):
     def check_backend(self, backend: str) -> None:
         """Raise ``ValueError`` saying what this request lacks or has too much of for ``backend``."""
         if backend == "assistants":
-            if self.assistant_id is None:
+            if self.assistant_id is None and self.model is None:
                 raise ValueError(
-                    "the assistants backend needs an assistant_id; for the Responses API set backend='responses' "
-                    "and give a model (or a stored prompt) instead"
+                    "the assistants backend needs an assistant_id, or a model (with instructions and tools, or the "
+                    "worker's tools) for the worker to make an assistant of"
                 )
             wrong = [name for name in RESPONSES_ONLY if getattr(self, name) is not None]
         elif backend == "responses":

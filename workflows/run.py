@@ -229,7 +229,7 @@ class AssistantRunWorkflow:
             where = f"conversation `{snapshot.thread_id}` · " if snapshot.thread_id else ""
             who = f"{self._request.agent_label} · {where}response `{snapshot.run_id}`"
         else:
-            who = f"assistant `{self._request.assistant_id}` · thread `{snapshot.thread_id}` · run `{snapshot.run_id}`"
+            who = f"{self._request.agent_label} · thread `{snapshot.thread_id}` · run `{snapshot.run_id}`"
         lines = [f"**{snapshot.status}** · round {self._round} · {len(self._records)} tool calls done", who]
         if self._pending:
             lines.append("running: " + ", ".join(_summary(call) for call, _ in self._pending.values()))
