@@ -164,7 +164,9 @@ class AssistantRunWorkflow:
                 if thread_id is not None
                 else f"start response of {request.agent_label}" + (
                     f" on {request.context_id}" if request.context_id else ""
-                ),
+                )
+                if request.implied_backend() == "responses"
+                else f"start run of {request.agent_label} (the worker's default API)",
             )
         except ActivityError as exc:
             _raise_if_cancelled(exc)
