@@ -18,7 +18,7 @@ from workflows.models import RunRequest, RunSnapshot
 from .errors import to_temporal_error
 
 Heartbeat = Callable[[dict[str, Any]], None]
-OnText = Callable[[str], None]
+OnText = Callable[..., None]  # (delta, run_id=None, sequence=None)
 
 POLL_FLOOR_SECONDS = 0.05
 POLL_CAP_SECONDS = 5.0
@@ -37,7 +37,7 @@ class TurnIO:
     """
 
     heartbeat: Heartbeat = lambda details: None
-    on_text: OnText = lambda text: None
+    on_text: OnText = lambda text, run_id=None, sequence=None: None
     recalled: dict[str, Any] = field(default_factory=dict)
     key: str = ""
     attempt: int = 1

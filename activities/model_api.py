@@ -82,7 +82,11 @@ def _io(progress: ProgressPublisher | None = None, key: str | None = None) -> Tu
         key=key or activity.info().workflow_id,
         attempt=activity.info().attempt,
         heartbeat=_heartbeat,
-        on_text=(lambda delta: progress.publish("text", text=delta)) if progress is not None else (lambda delta: None),
+        on_text=(
+            (lambda delta, run_id=None, sequence=None: progress.publish("text", text=delta, run_id=run_id, sequence=sequence))
+            if progress is not None
+            else (lambda delta, run_id=None, sequence=None: None)
+        ),
         recalled=dict(recalled),
     )
 

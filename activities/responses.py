@@ -218,9 +218,10 @@ class ResponsesBackend:
                         if response_id is None and response is not None:
                             response_id = response.id
                             _own(io, response_id, turn.conversation_id)
-                        if event.type == "response.output_text.delta":
-                            io.on_text(event.delta)
                         sequence = getattr(event, "sequence_number", None)
+                        if event.type == "response.output_text.delta":
+                            # The sequence lets followers drop a delta a resumed stream repeats.
+                            io.on_text(event.delta, response_id, sequence)
                         if isinstance(sequence, int):
                             after = sequence
                             io.beat(sequence_number=sequence, event=event.type)

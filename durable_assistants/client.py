@@ -102,8 +102,22 @@ class RunHandle:
         follower, or one that arrives after the run ended, still sees all of it."""
         await self.started()
         stream = WorkflowStreamClient.create(self.client, self.workflow_id)
+        seen: dict[str, int] = {}
         async for item in stream.subscribe([PROGRESS_TOPIC], from_offset=from_offset, result_type=ProgressEvent):
-            yield item.data
+            if not is_repeat(item.data, seen):
+                yield item.data
+
+
+def is_repeat(event: ProgressEvent, seen: dict[str, int]) -> bool:
+    """Whether ``event`` is a text delta already seen: a retried activity resumes a response's
+    stream from the position its last heartbeat recorded, which can be a few deltas behind
+    what it had published. ``seen`` holds the highest sequence per response so far."""
+    if event.kind != "text" or event.sequence is None or event.run_id is None:
+        return False
+    if event.sequence <= seen.get(event.run_id, -1):
+        return True
+    seen[event.run_id] = event.sequence
+    return False
 
 
 async def enqueue_run(

@@ -203,3 +203,25 @@ async def test_a_run_waiting_for_its_turn_on_the_thread_says_queued(
     assert await second.status() == "queued"
     assert (await first.result()).status == "completed"
     assert (await second.result()).final_text == "You said: after you"
+
+
+def test_followers_drop_a_text_delta_a_resumed_stream_repeats() -> None:
+    """A retried activity resumes the stream where its last heartbeat says, which can be a few
+    deltas behind what it had published; the deltas carry their sequence, and repeats go."""
+    from durable_assistants.client import is_repeat
+    from workflows.models import ProgressEvent
+
+    def text(delta: str, run_id: str | None, sequence: int | None) -> ProgressEvent:
+        return ProgressEvent(kind="text", at=0.0, text=delta, run_id=run_id, sequence=sequence)
+
+    events = [
+        text("a", "resp_1", 4), text("b", "resp_1", 5), text("c", "resp_1", 6),
+        text("b", "resp_1", 5), text("c", "resp_1", 6), text("d", "resp_1", 7),  # the retry, resumed after 4
+        text("x", "resp_2", 3),  # the next turn's response counts from its own start
+        text("p", None, None), text("p", None, None),  # Assistants deltas carry no sequence: all kept
+        ProgressEvent(kind="status", at=0.0, status="completed", run_id="resp_2"),
+    ]
+    seen: dict[str, int] = {}
+    kept = [e for e in events if not is_repeat(e, seen)]
+    assert "".join(e.text or "" for e in kept) == "abcdxpp"
+    assert kept[-1].kind == "status"

@@ -299,7 +299,8 @@ async def test_a_stream_cut_mid_turn_is_resumed_without_repeating_text(
     request = api.request([script(reply=reply, chunk_chars=4)], mode="stream", tool_choice="none")
     handle = await enqueue_run(temporal_client, request, task_queue=task_queue)
     result = await handle.result()
-    streamed = "".join([e.text or "" async for e in handle.progress() if e.kind == "text"])
+    texts = [e async for e in handle.progress() if e.kind == "text"]
+    streamed = "".join(e.text or "" for e in texts)
 
     assert result.status == "completed" and result.final_text == reply
     assert reply.startswith(streamed)  # never a delta twice
@@ -316,6 +317,9 @@ async def test_a_stream_cut_mid_turn_is_resumed_without_repeating_text(
         assert stats["requests"]["runs.retrieve"] >= 1
     else:
         assert streamed == reply  # every delta, once: the rest came from the resumed stream
+        assert {e.run_id for e in texts} == {result.run_id}
+        sequences = [e.sequence for e in texts]
+        assert all(isinstance(n, int) for n in sequences) and sequences == sorted(set(sequences))  # type: ignore[type-var]
         assert stats["requests"]["responses.retrieve"] >= 1
 
 

@@ -302,6 +302,9 @@ class ProgressEvent(BaseModel):
     error: str | None = None
     progress: Any = None
     text: str | None = None
+    sequence: int | None = Field(
+        None, description="A text delta's place in its response's event stream (Responses), so a repeat can be dropped."
+    )
 
 
 class PendingToolCall(BaseModel):
