@@ -104,9 +104,13 @@ async def _cancellable(backend: ModelBackend, io: TurnIO, turn: Awaitable[RunSna
         details = activity.cancellation_details()
         if io.in_flight is None or details is None or not details.cancel_requested:
             raise
-        in_flight = io.in_flight
+        in_flight = io.in_flight.model_copy(update={"status": "cancelling", "cancel_requested": True})
         log.info("the workflow was cancelled; cancelling the API run", run_id=in_flight.run_id)
-        stopped = await backend.cancel(in_flight.model_copy(update={"status": "cancelling"}), io)
+        try:
+            stopped = await backend.cancel(in_flight, io)
+        except Exception as exc:  # noqa: BLE001  (the workflow's own cancel_run retries it)
+            log.warning("cancelling the API run failed; the workflow will retry", run_id=in_flight.run_id, error=f"{type(exc).__name__}: {exc}")
+            return in_flight
         return stopped.model_copy(update={"cancel_requested": True})
 
 

@@ -27,6 +27,7 @@ Idempotency, with no way to list responses (see README, "Idempotency on the Resp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -49,6 +50,7 @@ STREAM_RESUMES = 5
 LOCKED_CODE = "conversation_locked"
 # The API's refusal to continue a conversation whose last response's calls have no outputs.
 UNANSWERED_CALLS = "No tool output found"
+UNANSWERED_RETRIES = 3
 # How long a turn waits for someone else's response to release its conversation.
 LOCK_WAIT_SECONDS = 600.0
 UNKNOWN_RESPONSE = "unknown"
@@ -183,9 +185,9 @@ class ResponsesBackend:
         while True:
             try:
                 if mode == "stream":
-                    stream = await self.client.responses.create(**params, stream=True)
+                    stream = await self._create_call(params, True, io, turn.conversation_id)
                     return await self._follow(stream, turn, None, None, io)
-                response = await self.client.responses.create(**params)
+                response = await self._create_call(params, False, io, turn.conversation_id)
                 break
             except openai.BadRequestError as exc:
                 if exc.code != LOCKED_CODE:
@@ -205,6 +207,27 @@ class ResponsesBackend:
                 raise to_temporal_error(exc, f"create a response {where}") from None
         _own(io, response.id, turn.conversation_id)
         return await self._poll_from(response, turn.conversation_id, _prior_usage(turn.prior), io)
+
+    async def _create_call(self, params: dict[str, Any], stream: bool, io: TurnIO, conversation_id: str | None) -> Any:
+        """``responses.create``, seen through even if the activity is cancelled meanwhile: a
+        response the server made must be known (``_own``) to be stopped, not left running."""
+        call = self.client.responses.create(**params, stream=True) if stream else self.client.responses.create(**params)
+        task = asyncio.ensure_future(call)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                created = await task
+                if not stream:
+                    _own(io, created.id, conversation_id)
+                else:
+                    async with created:
+                        async for event in created:  # the first event carries the response
+                            response = getattr(event, "response", None)
+                            if response is not None:
+                                _own(io, response.id, conversation_id)
+                                break
+            raise
 
     async def _follow(self, stream: Any, turn: _Turn, response_id: str | None, after: int | None, io: TurnIO) -> RunSnapshot:
         """Read a response's events until it ends; resume after the last event seen when the
@@ -340,7 +363,7 @@ class ResponsesBackend:
         without output (failed, cancelled), continue the conversation without re-sending."""
         assert turn.conversation_id is not None
         log.warning("an earlier attempt's response took this turn's input; adopting its outcome", conversation_id=turn.conversation_id)
-        polls = 0
+        polls = refused = 0
         what = f"continue conversation {turn.conversation_id}"
         while True:
             outputs = _outputs(await self._landed(turn, head) or [])
@@ -348,12 +371,22 @@ class ResponsesBackend:
                 return self._snapshot_from_items(turn, outputs)
             params = turn.params([], self._registry_tools())
             try:
-                response = await self.client.responses.create(**params)
+                response = await self._create_call(params, False, io, turn.conversation_id)
             except openai.BadRequestError as exc:
                 if exc.code == LOCKED_CODE:
                     pass  # the earlier response still runs
                 elif UNANSWERED_CALLS in str(exc.message):
-                    continue  # it ended, with calls, between the read and the create: adopt them
+                    # The earlier response ended with calls between the read and the create:
+                    # the next read adopts them. Calls that never show up after this turn's
+                    # input are older than the turn, and no retry will change that.
+                    refused += 1
+                    if refused > UNANSWERED_RETRIES:
+                        raise ApplicationError(
+                            f"conversation {turn.conversation_id} has function calls from before this turn with no "
+                            f"output ({exc.message}); answer them, or run on another conversation",
+                            type="ConversationHasUnansweredCalls",
+                            non_retryable=True,
+                        ) from None
                 else:
                     raise to_temporal_error(exc, what) from None
                 io.beat(waiting_for="earlier response", polls=polls)
@@ -365,8 +398,10 @@ class ResponsesBackend:
             _own(io, response.id, turn.conversation_id)
             # The earlier response may have ended with a reply between the read and the create.
             # Its items, not the new response's, are then the turn's outcome.
+            landed = _outputs(await self._landed(turn, head) or [])
+            # Read after the items: anything the new response itself put there is in its output.
             mine = {item.id for item in (await api_call(self.client.responses.retrieve(response.id), what)).output}
-            theirs = [item for item in _outputs(await self._landed(turn, head) or []) if item.id not in mine]
+            theirs = [item for item in landed if item.id not in mine]
             if theirs:
                 log.warning("the earlier response ended meanwhile; cancelling the new one", response_id=response.id)
                 try:
@@ -506,8 +541,11 @@ def _text(content: Any) -> str:
 
 
 def _outputs(items: list[Any]) -> list[Any]:
-    """What a response left in a conversation: its function calls and messages."""
-    return [item for item in items if item.type in ("function_call", "message")]
+    """What a response left in a conversation: its function calls and assistant messages."""
+    return [
+        item for item in items
+        if item.type == "function_call" or (item.type == "message" and getattr(item, "role", None) == "assistant")
+    ]
 
 
 def _own(io: TurnIO, response_id: str, conversation_id: str | None) -> None:

@@ -12,6 +12,7 @@ from typing import Any, AsyncIterator
 import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI
+from temporalio.exceptions import ApplicationError
 
 import tests.worker_tools  # noqa: F401  (registers the test tools)
 import tools.examples  # noqa: F401
@@ -134,3 +135,25 @@ async def test_a_stream_the_retry_cannot_resume_is_polled(backend: ResponsesBack
     assert snapshot.status == "completed" and snapshot.final_text == "polled to the end"
     assert snapshot.run_id == response.id
     assert admin.get("/stats").json()["faults_fired"] == {"responses.retrieve": 1}
+
+
+async def test_calls_older_than_the_turn_fail_it_plainly_instead_of_looping(
+    backend: ResponsesBackend, client: OpenAI
+) -> None:
+    """A retried turn with no input on a conversation whose calls (before the recorded head)
+    have no outputs: every create is refused, and no read will ever show this turn's outcome."""
+    conversation = client.conversations.create().id
+    earlier = earlier_create(client, conversation, script(rounds=[[{"name": "structured", "arguments": {"n": 1}}]]))
+    while client.responses.retrieve(earlier).status in ("queued", "in_progress"):
+        time.sleep(0.05)
+    head = client.conversations.items.list(conversation, order="desc", limit=1).data[0].id
+    beats: list[dict[str, Any]] = []
+    io = TurnIO(attempt=2, recalled={"conversation_head": head}, key="wf/run", heartbeat=beats.append)
+
+    with pytest.raises(ApplicationError) as failure:
+        await backend.start(request(conversation), None, "wf/run", False, io)
+
+    assert failure.value.non_retryable and failure.value.type == "ConversationHasUnansweredCalls"
+    assert f"conversation {conversation} has function calls from before this turn with no output" in failure.value.message
+    assert "No tool output found for function call call_" in failure.value.message
+    assert len(beats) >= 3  # it waited between refusals, heartbeating

@@ -16,9 +16,13 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 from temporalio.client import Client, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
+from temporalio.api.enums.v1 import EventType
+from temporalio.worker import Replayer, Worker
 
 import worker
+from activities.assistants import AssistantsBackend
+from activities.model_api import ModelActivities
+from activities.responses import ResponsesBackend
 from devstack.temporal import TemporalDevServer
 from emulator.server import die_with_parent, stop_process
 from tests.apis import Api, Seen
@@ -128,6 +132,73 @@ async def test_cancelling_the_workflow_mid_turn_stops_the_api_run(
     assert result.rounds == len(rounds) and len(result.tool_calls) == len(rounds)
     if api.name == "responses":
         assert len(result.response_ids) == starts and result.response_ids[-1] == result.run_id
+
+
+async def test_a_cancel_whose_api_cancel_fails_still_stops_the_run(
+    api: Api, temporal_client: Client, task_queue: str, workers: None, admin: httpx.Client
+) -> None:
+    """The activity's own cancel call fails (a 500): it hands back the run it could not stop,
+    and the workflow's cancel_run, which is retried, stops it."""
+    cancel = "runs.cancel" if api.name == "assistants" else "responses.cancel"
+    read = "runs.retrieve" if api.name == "assistants" else "responses.retrieve"
+    handle = await start(temporal_client, task_queue, api.request([script(reply="slow " * 40, chars_per_second=10)]))
+
+    def requests() -> dict[str, int]:
+        return admin.get("/stats").json()["requests"]
+
+    await wait_for(lambda: requests().get(read, 0) >= 1, "the activity to poll the turn")
+    admin.post("/faults", json={"operation": cancel, "nth": 1, "action": "error", "status": 500}).raise_for_status()
+    await handle.cancel()
+    result = await handle.result()
+
+    assert result.status == "cancelled" and result.failure == "the workflow was cancelled"
+    assert api.api_status(result) == "cancelled"
+    assert admin.get("/stats").json()["faults_fired"] == {cancel: 1}
+
+
+async def test_a_turn_that_ends_as_the_cancel_arrives_is_stopped_from_where_it_ended(
+    temporal_client: Client, task_queue: str, emulator: Any, admin: httpx.Client, client: OpenAI
+) -> None:
+    """The start activity's result and the cancel reach the workflow in one task: the result
+    still counts, so the stop answers the calls it left on the conversation."""
+    model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0, timeout=5)
+    activities = ModelActivities([AssistantsBackend(model, registry), ResponsesBackend(model, registry)], registry)
+    activity_worker = Worker(
+        temporal_client,
+        task_queue=task_queue,
+        activities=[activities.start_run, activities.submit_tool_outputs, activities.cancel_run, *worker.tool_activities(registry, None)],
+        max_heartbeat_throttle_interval=worker.HEARTBEAT_THROTTLE,
+    )
+
+    def workflow_worker() -> Worker:
+        return Worker(temporal_client, task_queue=task_queue, workflows=[AssistantRunWorkflow], max_cached_workflows=0)
+
+    conversation = client.conversations.create().id
+    rounds = [[{"name": "structured", "arguments": {"n": 1}}]]
+    request = RunRequest(backend="responses", model="gpt-4o", conversation_id=conversation, messages=[message(script(rounds=rounds))])
+    async with activity_worker:
+        async with workflow_worker():
+            handle = await start(temporal_client, task_queue, request)
+            await wait_for(lambda: admin.get("/stats").json()["requests"].get("responses.create", 0) >= 1, "the first turn")
+        # No workflow worker now: the activity's result waits in the history for the next task.
+        deadline = time.monotonic() + 30
+        while not any(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED for e in (await handle.fetch_history()).events):
+            assert time.monotonic() < deadline, "the start activity did not complete"
+            await asyncio.sleep(0.1)
+        await handle.cancel()
+        async with workflow_worker():
+            result = await handle.result()
+            after = await (await start(temporal_client, task_queue, RunRequest(
+                backend="responses", model="gpt-4o", conversation_id=conversation, messages=[message(script(reply="still here"))]
+            ))).result()
+    await model.close()
+
+    assert result.status == "cancelled" and result.failure == "the workflow was cancelled"
+    assert result.run_id.startswith("resp_") and result.response_ids == [result.run_id]
+    items = client.conversations.items.list(conversation, order="asc", limit=100).data
+    outputs = [i.output for i in items if i.type == "function_call_output"]  # type: ignore[union-attr]
+    assert outputs == ["Error: the run stopped before this call was answered: the workflow was cancelled"]
+    assert after.status == "completed" and after.final_text == "still here"
 
 
 def spawn_worker(server: TemporalDevServer, emulator: Any, task_queue: str, log: Path, backend: str = "assistants") -> subprocess.Popen[bytes]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import timedelta
+from typing import Any, Callable, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -20,6 +21,7 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     CancelledError as TemporalCancelledError,
+    RetryState,
     TimeoutError as TemporalTimeoutError,
     TimeoutType,
 )
@@ -32,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         CreateThreadInput,
         ModelActivities,
         StartInput,
+        StartResult,
         SubmitInput,
         ToolOutput,
     )
@@ -58,8 +61,11 @@ MODEL_API_HEARTBEAT = timedelta(seconds=30)
 MODEL_API_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30))
 CANCEL_START_TO_CLOSE = timedelta(minutes=2)
 PREVIEW_CHARS = 200
+T = TypeVar("T")
 # Responses runs that stop at requires_action on a conversation answer its pending calls.
 ANSWER_STOPPED_CALLS = "answer-stopped-calls"
+# A cancel during a model activity waits for it to stop the API run, then stops the workflow's run.
+WAIT_FOR_MODEL_CANCEL = "wait-for-model-cancel"
 SUMMARY_CHARS = 120
 
 
@@ -152,14 +158,14 @@ class AssistantRunWorkflow:
                     retry_policy=MODEL_API_RETRY,
                     summary="create thread",
                 )
-            start = await workflow.execute_activity_method(
+            handle = workflow.start_activity_method(
                 ModelActivities.start_run,
                 StartInput(request=request, thread_id=thread_id, key=key, add_messages=request.thread_id is not None),
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
                 heartbeat_timeout=MODEL_API_HEARTBEAT,
                 retry_policy=MODEL_API_RETRY,
                 # A cancelled workflow waits while the activity stops the API run it has under way.
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                cancellation_type=self._model_cancellation(),
                 summary=f"start run of {request.agent_label} on {thread_id}"
                 if thread_id is not None
                 else f"start response of {request.agent_label}" + (
@@ -168,14 +174,63 @@ class AssistantRunWorkflow:
                 if request.implied_backend() == "responses"
                 else f"start run of {request.agent_label} (the worker's default API)",
             )
+            start = await self._model_step(handle, lambda done: self._started(done))
         except ActivityError as exc:
-            _raise_if_cancelled(exc)
+            self._raise_if_cancelled(exc)
             raise _as_application_error(exc, "starting the run") from None
+        self._started(start)
+
+    def _started(self, start: StartResult) -> None:
         self._snapshot = start.snapshot
         self._policies = start.tools
         self._search_attributes = start.search_attributes
         if start.snapshot.cancel_requested:
             raise asyncio.CancelledError()
+
+    def _model_cancellation(self) -> workflow.ActivityCancellationType:
+        """Model activities: a cancelled workflow waits while the activity stops what it has
+        under way. Histories from before this (patch absent) abandoned the activity at once."""
+        if workflow.patched(WAIT_FOR_MODEL_CANCEL):
+            return workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+        return workflow.ActivityCancellationType.TRY_CANCEL
+
+    async def _model_step(self, handle: "asyncio.Task[T]", keep: "Callable[[T], object]") -> T:
+        """Await a model activity. If the cancel and its result arrive together, the result
+        still counts (``keep`` stores it) so that stopping starts from what really happened."""
+        try:
+            return await handle
+        except asyncio.CancelledError:
+            if self._cancels_handled():
+                landed = _landed_result(handle)
+                if landed is not _NOTHING:
+                    keep(landed)  # type: ignore[arg-type]
+            raise
+
+    def _cancels_handled(self) -> bool:
+        return workflow.patched(WAIT_FOR_MODEL_CANCEL)
+
+    def _raise_if_cancelled(self, exc: ActivityError) -> None:
+        """A model activity that ended because the workflow is being cancelled (cancelled, or
+        failed or timed out once the cancel was requested, which Temporal does not retry)."""
+        if not self._cancels_handled():
+            return  # as before the patch: the failure fails the workflow
+        if isinstance(exc.cause, TemporalCancelledError) or exc.retry_state == RetryState.CANCEL_REQUESTED:
+            self._note_in_flight(exc)
+            raise asyncio.CancelledError() from None
+
+    def _note_in_flight(self, exc: ActivityError) -> None:
+        """An activity that timed out (its worker gone) cannot stop what it had under way; its
+        last heartbeat names it, so that ``_stop`` can."""
+        details = getattr(exc.cause, "last_heartbeat_details", None) or ()
+        recorded = details[0] if details and isinstance(details[0], dict) else {}
+        context = self._snapshot.thread_id if self._snapshot is not None else self._request.context_id
+        if isinstance(recorded.get("response_id"), str):
+            in_flight = RunSnapshot(run_id=recorded["response_id"], thread_id=context, backend="responses", status="cancelling")
+        elif isinstance(recorded.get("run_id"), str) and isinstance(recorded.get("thread_id"), str):
+            in_flight = RunSnapshot(run_id=recorded["run_id"], thread_id=recorded["thread_id"], status="cancelling")
+        else:
+            return
+        self._snapshot = in_flight
 
     @staticmethod
     def _key() -> str:
@@ -359,7 +414,7 @@ class AssistantRunWorkflow:
 
     async def _submit(self, request: RunRequest, snapshot: RunSnapshot, outputs: list[ToolOutput]) -> RunSnapshot:
         try:
-            snapshot = await workflow.execute_activity_method(
+            handle = workflow.start_activity_method(
                 ModelActivities.submit_tool_outputs,
                 SubmitInput(
                     snapshot=snapshot,
@@ -374,11 +429,12 @@ class AssistantRunWorkflow:
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
                 heartbeat_timeout=MODEL_API_HEARTBEAT,
                 retry_policy=MODEL_API_RETRY,
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                cancellation_type=self._model_cancellation(),
                 summary=f"submit {len(outputs)} outputs, round {self._round}",
             )
+            snapshot = await self._model_step(handle, lambda done: setattr(self, "_snapshot", done))
         except ActivityError as exc:
-            _raise_if_cancelled(exc)
+            self._raise_if_cancelled(exc)
             raise _as_application_error(exc, f"submitting round {self._round}") from None
         if snapshot.cancel_requested:
             self._snapshot = snapshot
@@ -388,7 +444,9 @@ class AssistantRunWorkflow:
     async def _stop(self, request: RunRequest, status: str) -> RunResult:
         """Cancel the API run (its tools are cancelled with the workflow) and say why."""
         if self._snapshot is None:
-            # Cancelled before the first turn was under way: no API run exists to stop.
+            # Stopped before the first turn was under way: no API run exists to stop.
+            self._emit("status", status=status)
+            workflow.set_current_details(f"**{status}** before the run started\n\nstopped: {self._failure}")
             return RunResult(status=status, run_id="", thread_id=request.context_id, backend=request.implied_backend() or "assistants",
                              rounds=self._round, failure=self._failure)  # type: ignore[arg-type]
         snapshot = self._snapshot
@@ -396,34 +454,51 @@ class AssistantRunWorkflow:
             # The response has ended, with calls nobody will answer. Nothing runs on the API
             # side, but a conversation refuses new responses until every call has an output.
             if snapshot.thread_id is not None and snapshot.tool_calls and workflow.patched(ANSWER_STOPPED_CALLS):
-                snapshot = await workflow.execute_activity_method(
-                    ModelActivities.cancel_run,
+                snapshot = await self._cleanup(
                     CancelInput(
                         thread_id=snapshot.thread_id, run_id=snapshot.run_id, backend=snapshot.backend,
                         snapshot=snapshot, reason=self._failure,
                     ),
-                    start_to_close_timeout=CANCEL_START_TO_CLOSE,
-                    heartbeat_timeout=MODEL_API_HEARTBEAT,
-                    retry_policy=MODEL_API_RETRY,
-                    summary=f"answer {len(snapshot.tool_calls)} stopped calls in {snapshot.thread_id}",
+                    f"answer {len(snapshot.tool_calls)} stopped calls in {snapshot.thread_id}",
+                    snapshot,
                 )
             snapshot = snapshot.model_copy(update={"status": status})
             self._snapshot = snapshot
         elif not snapshot.terminal:
             # Also when the workflow itself is being cancelled: the API run must stop too.
-            snapshot = await workflow.execute_activity_method(
-                ModelActivities.cancel_run,
+            snapshot = await self._cleanup(
                 CancelInput(thread_id=snapshot.thread_id, run_id=snapshot.run_id, backend=snapshot.backend),
-                start_to_close_timeout=CANCEL_START_TO_CLOSE,
-                heartbeat_timeout=MODEL_API_HEARTBEAT,
-                retry_policy=MODEL_API_RETRY,
-                summary=f"cancel run {snapshot.run_id}",
+                f"cancel run {snapshot.run_id}",
+                snapshot,
             )
             self._snapshot = snapshot
         self._observe(snapshot)
         result = self._result(snapshot)
         result.status = status  # type: ignore[assignment]
         return result
+
+    async def _cleanup(self, input: CancelInput, summary: str, snapshot: RunSnapshot) -> RunSnapshot:
+        """Run ``cancel_run`` to the end: a cancel that arrives meanwhile (the run was stopping
+        for another reason) doesn't abandon it, and its failure is told, not raised."""
+        handle = workflow.start_activity_method(
+            ModelActivities.cancel_run,
+            input,
+            start_to_close_timeout=CANCEL_START_TO_CLOSE,
+            heartbeat_timeout=MODEL_API_HEARTBEAT,
+            retry_policy=MODEL_API_RETRY,
+            summary=summary,
+        )
+        if not self._cancels_handled():
+            return await handle  # as before the patch
+        while True:
+            try:
+                return await asyncio.shield(handle)
+            except asyncio.CancelledError:
+                continue  # the stop is under way already; see it through
+            except ActivityError as exc:
+                message = _failure_message(exc)
+                self._failure = f"{self._failure}; and stopping the API run failed: {message}" if self._failure else message
+                return snapshot
 
     def _result(self, snapshot: RunSnapshot) -> RunResult:
         return RunResult(
@@ -443,10 +518,19 @@ class AssistantRunWorkflow:
         )
 
 
-def _raise_if_cancelled(exc: ActivityError) -> None:
-    """A model activity that ended cancelled: the workflow itself is being cancelled."""
-    if isinstance(exc.cause, TemporalCancelledError):
-        raise asyncio.CancelledError() from None
+_NOTHING = object()
+
+
+def _landed_result(handle: "asyncio.Task[Any]") -> object:
+    """The result of an activity that completed in the same workflow task as the workflow's
+    cancel. The SDK cancels the handle (its task) even so; the result is still in the
+    handle's result future, an SDK internal (a test fails if that changes)."""
+    if handle.done() and not handle.cancelled() and handle.exception() is None:
+        return handle.result()
+    future = getattr(handle, "_result_fut", None)
+    if isinstance(future, asyncio.Future) and future.done() and not future.cancelled() and future.exception() is None:
+        return future.result()
+    return _NOTHING
 
 
 class _RunOutOfTime(Exception):
