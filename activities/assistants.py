@@ -117,7 +117,7 @@ class AssistantsBackend:
                 return await self._follow(stream, thread_id, io)
             run = await _api(self.client.beta.threads.runs.create(**params), f"create run on {thread_id}")
         io.running(RunSnapshot(run_id=run.id, thread_id=thread_id, status=run.status))
-        io.beat(run_id=run.id, thread_id=thread_id, status=run.status)
+        io.beat(run_id=run.id, status=run.status)
         return await self._poll(run, io)
 
     async def submit_and_wait(
@@ -191,7 +191,7 @@ class AssistantsBackend:
         polls = 0
         delay = POLL_FLOOR_SECONDS
         while not (run.status in TERMINAL_STATUSES or (run.status == "requires_action" and not until_terminal)):
-            io.beat(run_id=run.id, thread_id=run.thread_id, status=run.status, polls=polls)
+            io.beat(run_id=run.id, status=run.status, polls=polls)
             await asyncio.sleep(delay)
             try:
                 raw = await self.client.beta.threads.runs.with_raw_response.retrieve(run.id, thread_id=run.thread_id)
@@ -217,7 +217,7 @@ class AssistantsBackend:
                         if run is None:
                             io.running(RunSnapshot(run_id=event.data.id, thread_id=thread_id, status=event.data.status))
                         run = event.data
-                        io.beat(run_id=run.id, thread_id=run.thread_id, status=run.status, event=event.event)
+                        io.beat(run_id=run.id, status=run.status, event=event.event)
                         if run.status == "requires_action" or run.status in TERMINAL_STATUSES:
                             break
         except openai.APIConnectionError as exc:  # the SDK wraps the HTTP library's errors

@@ -45,9 +45,12 @@ class TurnIO:
     # The run or response this attempt has under way: what to cancel if the workflow is cancelled.
     in_flight: RunSnapshot | None = None
 
-    def running(self, snapshot: RunSnapshot) -> None:
-        """Name the API run or response now under way (an ID, thread or conversation, backend)."""
+    def running(self, snapshot: RunSnapshot, **details: Any) -> None:
+        """Name the API run or response now under way: this attempt stops it if the workflow is
+        cancelled; the heartbeat carries it (``in_flight``, with ``details``) for when the
+        attempt cannot."""
         self.in_flight = snapshot
+        self.record(in_flight=snapshot.model_dump(include={"run_id", "thread_id", "backend"}), **details)
 
     def record(self, **details: Any) -> None:
         """Remember ``details`` for a retry of this activity, and heartbeat them now."""
@@ -56,7 +59,7 @@ class TurnIO:
 
     def forget(self, *keys: str) -> None:
         """Drop ``keys`` from what a retry recalls (and from what a cancel would stop)."""
-        for key in keys:
+        for key in (*keys, "in_flight"):
             self.recorded.pop(key, None)
         self.in_flight = None
         self.heartbeat(dict(self.recorded))

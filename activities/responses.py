@@ -550,8 +550,7 @@ def _outputs(items: list[Any]) -> list[Any]:
 
 def _own(io: TurnIO, response_id: str, conversation_id: str | None) -> None:
     """This attempt has ``response_id`` under way: a retry adopts it, a cancel stops it."""
-    io.record(response_id=response_id)
-    io.running(RunSnapshot(run_id=response_id, thread_id=conversation_id, backend="responses", status="in_progress"))
+    io.running(RunSnapshot(run_id=response_id, thread_id=conversation_id, backend="responses", status="in_progress"), response_id=response_id)
 
 
 def _prior_usage(snapshot: RunSnapshot | None) -> Usage | None:

@@ -174,7 +174,7 @@ class AssistantRunWorkflow:
                 if request.implied_backend() == "responses"
                 else f"start run of {request.agent_label} (the worker's default API)",
             )
-            start = await self._model_step(handle, lambda done: self._started(done))
+            start = await self._model_step(handle, self._started)
         except ActivityError as exc:
             self._raise_if_cancelled(exc)
             raise _as_application_error(exc, "starting the run") from None
@@ -190,7 +190,7 @@ class AssistantRunWorkflow:
     def _model_cancellation(self) -> workflow.ActivityCancellationType:
         """Model activities: a cancelled workflow waits while the activity stops what it has
         under way. Histories from before this (patch absent) abandoned the activity at once."""
-        if workflow.patched(WAIT_FOR_MODEL_CANCEL):
+        if self._cancels_handled():
             return workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
         return workflow.ActivityCancellationType.TRY_CANCEL
 
@@ -206,7 +206,8 @@ class AssistantRunWorkflow:
                     keep(landed)  # type: ignore[arg-type]
             raise
 
-    def _cancels_handled(self) -> bool:
+    @staticmethod
+    def _cancels_handled() -> bool:
         return workflow.patched(WAIT_FOR_MODEL_CANCEL)
 
     def _raise_if_cancelled(self, exc: ActivityError) -> None:
@@ -220,17 +221,11 @@ class AssistantRunWorkflow:
 
     def _note_in_flight(self, exc: ActivityError) -> None:
         """An activity that timed out (its worker gone) cannot stop what it had under way; its
-        last heartbeat names it, so that ``_stop`` can."""
+        last heartbeat names it (``TurnIO.running``), so that ``_stop`` can."""
         details = getattr(exc.cause, "last_heartbeat_details", None) or ()
-        recorded = details[0] if details and isinstance(details[0], dict) else {}
-        context = self._snapshot.thread_id if self._snapshot is not None else self._request.context_id
-        if isinstance(recorded.get("response_id"), str):
-            in_flight = RunSnapshot(run_id=recorded["response_id"], thread_id=context, backend="responses", status="cancelling")
-        elif isinstance(recorded.get("run_id"), str) and isinstance(recorded.get("thread_id"), str):
-            in_flight = RunSnapshot(run_id=recorded["run_id"], thread_id=recorded["thread_id"], status="cancelling")
-        else:
-            return
-        self._snapshot = in_flight
+        in_flight = details[0].get("in_flight") if details and isinstance(details[0], dict) else None
+        if isinstance(in_flight, dict):
+            self._snapshot = RunSnapshot.model_validate({**in_flight, "status": "cancelling"})
 
     @staticmethod
     def _key() -> str:
