@@ -2,15 +2,16 @@
 
 Why this exists: the emulator and the worker speak the Assistants wire format, and the
 hosted API that defined it is gone. The only authority left is the pinned OpenAPI file
-(``assistants.yaml``, see the README beside it), so tests validate every JSON response
+(``tests/openapi/assistants.yaml``, see ``tests/openapi/README.md`` for its source, licence and
+how it was cut), so tests validate every JSON response
 body and every stream event against it instead of trusting hand-written fixtures. The
 Responses and Conversations APIs (the live successor) are checked the same way against
 ``responses.yaml``, cut from the same commit of the same spec: a request path is looked up
 in both files, and a response stream's events are checked with
 `validate_response_stream_event`.
 
-The spec is read as published, with only these changes (each one is a gap the spec's
-README documents between the spec and the traffic the real service sent):
+The spec is read as published, with only these changes (each one is a gap, listed in
+``tests/openapi/README.md``, between the spec and the traffic the real service sent):
 
 * ``nullable: true`` (an OpenAPI 3.0 keyword that JSON Schema 2020-12 ignores) becomes
   ``anyOf: [<schema>, {type: "null"}]``. Where ``{nullable: true}`` is a member of an
@@ -45,8 +46,8 @@ rewrite finds nothing there) two more gaps are relaxed, for the same reasons:
 
 Nothing else is loosened: ``required`` and ``additionalProperties`` stay as published.
 
-The spec directory is ``$DA_OPENAI_SPEC_DIR`` if set, else ``../shared/openai-spec``
-next to the repository. Each file is loaded once per process (the first call reads the
+The spec directory is ``$DA_OPENAI_SPEC_DIR`` if set, else ``tests/openapi`` in this
+repository (the two files cut by ``tests/openapi/cut.py``). Each file is loaded once per process (the first call reads the
 environment variable) and a validator is built once per schema.
 """
 
@@ -73,7 +74,7 @@ RESPONSES_SPEC_FILE = "responses.yaml"
 ASSISTANTS, RESPONSES = "assistants", "responses"
 # Which file describes which API; request paths are looked up in this order.
 _SPEC_FILES = {ASSISTANTS: SPEC_FILE, RESPONSES: RESPONSES_SPEC_FILE}
-_DEFAULT_SPEC_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "openai-spec"
+_DEFAULT_SPEC_DIR = Path(__file__).resolve().parent / "openapi"
 
 # Each document is registered under its own URI so that validators built for one schema
 # still resolve that document's "#/components/schemas/..." references.
@@ -194,7 +195,7 @@ def _nullable(schema: Any) -> dict[str, Any]:
 
 
 def _apply_traffic_gaps(schemas: dict[str, Any]) -> None:
-    """Relax exactly the spec/traffic gaps listed in the spec's README."""
+    """Relax exactly the spec/traffic gaps listed in tests/openapi/README.md."""
     for name in _LIST_PAGE_SCHEMAS:
         properties = schemas[name]["properties"]
         for key in ("first_id", "last_id"):

@@ -428,11 +428,13 @@ def test_spec_dir_comes_from_the_environment(
     assert openapi_spec.spec_path() == tmp_path / "assistants.yaml"
 
 
-def test_default_spec_dir_is_beside_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_spec_dir_is_tests_openapi_in_the_repository(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(openapi_spec.SPEC_DIR_ENV, raising=False)
     repo_root = Path(openapi_spec.__file__).resolve().parent.parent
-    expected = repo_root.parent / "shared" / "openai-spec" / "assistants.yaml"
-    assert openapi_spec.spec_path() == expected
+    assert openapi_spec.spec_path() == repo_root / "tests" / "openapi" / "assistants.yaml"
+    assert openapi_spec.spec_path("responses") == repo_root / "tests" / "openapi" / "responses.yaml"
+    assert openapi_spec.spec_path().is_file()
+    assert openapi_spec.spec_path("responses").is_file()
 
 
 def test_missing_spec_names_the_path_and_the_variable(
