@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -44,8 +45,9 @@ def permanent(reason: str) -> str:
 @tool(timeout=timedelta(minutes=2), heartbeat_timeout=timedelta(seconds=2), max_attempts=5, initial_retry=FAST_RETRY)
 async def slow(seconds: float, marker: str, context: ToolContext) -> str:
     """Sleeps, heartbeating; appends its attempt to the `marker` file when it starts."""
-    if marker:
-        with Path(marker).open("a") as f:
+    marker_file = _marker_file(marker)
+    if marker_file is not None:
+        with marker_file.open("a") as f:
             f.write(f"{context.idempotency_key} attempt {context.attempt}\n")
     started = time.monotonic()
     try:
@@ -56,6 +58,18 @@ async def slow(seconds: float, marker: str, context: ToolContext) -> str:
         CANCELLED.append(context.call_id)
         raise
     return f"slept {seconds}"
+
+def _marker_file(marker: str) -> Path | None:
+    """The file `slow` appends to: only an absolute path inside the system temp directory
+    (where pytest's ``tmp_path`` lives). Anything else is ignored: when a test does not script
+    the arguments, the emulator's model fills the string ``marker`` with text from the user
+    message (such as "hi"), and writing that relative path would create a file in the
+    worker's working directory, the repository."""
+    if not marker or not Path(marker).is_absolute():
+        return None
+    path = Path(marker).resolve()
+    return path if path.is_relative_to(Path(tempfile.gettempdir()).resolve()) else None
+
 
 @tool
 def big_output(size: int) -> str:
