@@ -2,6 +2,14 @@
 
 Every JSON response the SDK clients receive from the emulator is checked against the
 pinned OpenAI spec (``tests/openapi_spec.py``); a violation fails the test that caused it.
+
+Two session-wide rules live here too:
+
+* Every test that starts a process (the emulator, a Temporal dev server, a worker or CLI
+  child) is marked ``server``; ``make test-fast`` (``-m "not server"``) runs the rest. A test
+  not marked ``server`` that starts a process anyway fails, naming the process.
+* No test may write inside the work tree: ``git status --porcelain`` after the session must
+  list nothing that was not there before it, or the session fails and names the paths.
 """
 
 from __future__ import annotations
@@ -201,12 +209,145 @@ async def workers(
     await model.close()
 
 
+# ---------------------------------------------------------------------------- the `server` marker
+
+# Fixtures that start a process: the session's emulator and Temporal dev server (every
+# fixture built on them, such as `client`, `admin`, `workers` or `api`, depends on one, and
+# `item.fixturenames` holds a test's fixtures transitively), and those of test modules that
+# start their own emulator children.
+SERVER_FIXTURES = frozenset({"emulator", "temporal_server", "cli_children", "keyed_emulator"})
+# Test modules whose tests start processes without such a fixture (CLI, worker and Temporal
+# dev server subprocesses); every test in them is marked. (A module can also say
+# ``pytestmark = pytest.mark.server`` itself.)
+SERVER_MODULES = frozenset(
+    {"test_cli.py", "test_contract.py", "test_worker_lifecycle.py", "test_emulator_bad_input.py", "test_worker_startup.py"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())) or item.path.name in SERVER_MODULES:
+            item.add_marker(pytest.mark.server)
+
+
+# The marker is checked, so that `make test-fast` keeps its promise: a test not marked
+# `server` that starts a process (seen through Python's audit events) fails and names it.
+# git is allowed (tests/test_hygiene.py builds throwaway repositories with it).
+_PROCESS_EVENTS = frozenset({"subprocess.Popen", "os.posix_spawn", "os.spawn", "os.exec", "os.system", "os.fork", "os.forkpty"})
+_ALLOWED_PROGRAMS = frozenset({"git"})
+_unmarked_test: pytest.Item | None = None
+_started_by_unmarked_test: list[str] = []
+
+
+def _watch_processes(event: str, args: tuple[Any, ...]) -> None:
+    if _unmarked_test is None or event not in _PROCESS_EVENTS:
+        return
+    try:
+        if event == "subprocess.Popen":
+            executable, argv = args[0], args[1]
+            program = executable if executable is not None else (argv if isinstance(argv, (str, bytes, os.PathLike)) else argv[0])
+            if os.path.basename(os.fsdecode(program)) in _ALLOWED_PROGRAMS:
+                return
+            args = argv
+    except Exception:  # an audit hook that raises would break the call it watches
+        pass
+    _started_by_unmarked_test.append(f"{event} {args!r}"[:300])
+
+
+sys.addaudithook(_watch_processes)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    global _unmarked_test
+    _unmarked_test = None if item.get_closest_marker("server") else item
+    try:
+        return (yield)
+    finally:
+        _unmarked_test = None
+        _started_by_unmarked_test.clear()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    report: pytest.TestReport = yield
+    if item is _unmarked_test and _started_by_unmarked_test:
+        started = "\n".join(f"    {line}" for line in _started_by_unmarked_test)
+        _started_by_unmarked_test.clear()
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} is not marked `server` but started a process during {call.when}:\n{started}\n"
+            "Add its process-starting fixture to SERVER_FIXTURES or its module to SERVER_MODULES in tests/conftest.py."
+        )
+    return report
+
+
+# ---------------------------------------------------------------------------- work-tree hygiene
+
+import subprocess  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_WORKTREE_BEFORE = pytest.StashKey[frozenset[str]]()
+
+
+def worktree_status(root: Path) -> frozenset[str] | None:
+    """The ``git status --porcelain`` lines of the work tree under ``root`` (untracked files
+    one by one, ignored files left out), or ``None`` when git is missing or ``root`` is not
+    in a git checkout."""
+    try:
+        done = subprocess.run(
+            ["git", "status", "--porcelain=v1", "--untracked-files=all", "--", "."],
+            cwd=root, capture_output=True, text=True, timeout=60, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return frozenset(line for line in done.stdout.splitlines() if line)
+
+
+def worktree_changes(before: frozenset[str], after: frozenset[str]) -> list[str]:
+    """Status lines that appeared during the session: files created, modified or deleted
+    (entries that disappeared, such as files committed meanwhile, are not a test's doing)."""
+    return sorted(after - before)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    before = worktree_status(REPO_ROOT)
+    if before is not None:
+        session.config.stash[_WORKTREE_BEFORE] = before
+
+
+def _check_worktree(session: pytest.Session) -> None:
+    before = session.config.stash.get(_WORKTREE_BEFORE, None)
+    after = worktree_status(REPO_ROOT) if before is not None else None
+    if before is None or after is None:
+        return
+    changes = worktree_changes(before, after)
+    if not changes:
+        return
+    lines = ["tests wrote inside the work tree (git status --porcelain, new since the session started):"]
+    lines += [f"    {line}" for line in changes]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("")
+        reporter.section("work-tree hygiene", sep="=", red=True, bold=True)
+        for line in lines:
+            reporter.write_line(line, red=True)
+    else:
+        print("\n".join(lines), file=sys.stderr)
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 _exit_status = 0
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     global _exit_status
-    _exit_status = int(exitstatus)
+    _check_worktree(session)
+    _exit_status = int(session.exitstatus)
 
 
 @pytest.hookimpl(trylast=True)
