@@ -1,4 +1,5 @@
-# The two commands of the README: `make demo` and `make test`. Both build the virtualenv first.
+# The commands of the README: `make demo`, `make test` and `make test-fast` (the tests that
+# start no server or other process). All build the virtualenv first.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test demo worker emulator bench bench-backends clean
+.PHONY: install test test-fast demo worker emulator bench bench-backends clean
 
 install: $(STAMP)
 
@@ -18,6 +19,9 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not server" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) -m devstack.demo $(DEMO_ARGS)
