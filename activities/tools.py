@@ -4,22 +4,33 @@ The executor parses and validates the model's arguments (a problem there is the 
 so it is non-retryable), runs the function (async directly, sync in a thread), heartbeats
 the tool's latest progress while it runs so cancellation reaches it, and returns the output
 as text: strings as they are, anything else as JSON, cut at the request's cap with a marker.
+A value JSON cannot carry (bytes, a set, an arbitrary object) fails the call once, naming the
+tool and the type, instead of reaching the model as its ``str()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
+import datetime
+import decimal
+import enum
 import json
-from typing import Any, Callable
+import math
+import threading
+import uuid
+from typing import Any, Callable, Iterator
 
 import pydantic
 import structlog
 from pydantic import BaseModel, Field
-from pydantic_core import to_jsonable_python
+from pydantic_core import PydanticSerializationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from tools import Tool, ToolContext, ToolRegistry
+from tools.registry import type_name
 
 from .progress import ProgressPublisher
 
@@ -44,12 +55,83 @@ class ToolCallOutput(BaseModel):
     truncated: bool = False
 
 
-def render_output(value: Any, cap: int) -> tuple[str, bool]:
-    text = value if isinstance(value, str) else json.dumps(to_jsonable_python(value, fallback=str), ensure_ascii=False)
+OUTPUT_NOT_JSON = "ToolOutputNotJson"
+JSON_HINT = "return str, numbers, bool, None, lists, dicts with str keys, or a pydantic model"
+
+
+class OutputNotJson(TypeError):
+    """A tool returned something JSON cannot carry; ``what`` says what, ``path`` where."""
+
+    def __init__(self, tool: str, what: str, path: str) -> None:
+        super().__init__(f"{tool} returned {what}, which JSON cannot carry (at {path}); {JSON_HINT}")
+        self.what, self.path = what, path
+
+
+def render_output(value: Any, cap: int, tool: str = "the tool") -> tuple[str, bool]:
+    """The model's text for a tool's return value: a string as it is, anything else as JSON,
+    cut at ``cap`` with a marker. A value JSON cannot carry raises ``OutputNotJson`` rather
+    than reaching the model as some ``str()`` of it (``<socket.socket fd=3 ...>``)."""
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(_json_value(value, "$"), ensure_ascii=False, allow_nan=False)
+        except _NotJson as exc:
+            raise OutputNotJson(tool, exc.what, exc.path) from None
+        except RecursionError:
+            raise OutputNotJson(tool, "a structure nested too deeply (or containing itself)", "$") from None
     if len(text) <= cap:
         return text, False
     marker = f"…[truncated {len(text) - cap} of {len(text)} characters]"
     return text[: max(0, cap - len(marker))] + marker, True
+
+
+class _NotJson(Exception):
+    def __init__(self, what: str, path: str) -> None:
+        self.what, self.path = what, path
+
+
+def _json_value(value: Any, path: str) -> Any:
+    """``value`` as plain JSON types, or ``_NotJson`` naming the first part that isn't."""
+    if isinstance(value, enum.Enum):
+        return _json_value(value.value, path)
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        raise _NotJson(f"float {value}", path)
+    if isinstance(value, (datetime.date, datetime.time)):  # datetime is a date
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, decimal.Decimal)):
+        return str(value)  # Decimal as text: a JSON number would lose its precision
+    if isinstance(value, BaseModel):
+        return _model_value(value, path)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _json_value(getattr(value, f.name), _member(path, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {_key(key, path): _json_value(item, _member(path, key)) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    raise _NotJson(type_name(type(value)), path)
+
+
+def _model_value(model: BaseModel, path: str) -> Any:
+    # The model's own serializers decide (bytes fields, custom types); only what they can't do fails.
+    try:
+        return model.model_dump(mode="json")
+    except PydanticSerializationError as exc:
+        raise _NotJson(f"a {type_name(type(model))} that pydantic cannot serialize ({exc})", path) from None
+
+
+def _key(key: Any, path: str) -> str:
+    if isinstance(key, str):
+        return key
+    raise _NotJson(f"a dict key of type {type_name(type(key))} ({key!r})", path)
+
+
+def _member(path: str, name: str) -> str:
+    return f"{path}.{name}" if name.isidentifier() else f"{path}[{json.dumps(name)}]"
 
 
 def describe_validation_error(exc: pydantic.ValidationError) -> str:
@@ -111,9 +193,10 @@ async def _execute(tool: Tool, call: ToolCallInput, attempt: int) -> ToolCallOut
     kwargs = tool.call_kwargs(parsed, context)
     try:
         if tool.is_async:
-            value = await tool.function(**kwargs)
+            with _running.track(tool.name):
+                value = await tool.function(**kwargs)
         else:
-            value = await asyncio.to_thread(tool.function, **kwargs)
+            value = await asyncio.to_thread(_run_sync, tool, kwargs)
     except asyncio.CancelledError:
         context._mark_cancelled()  # a sync tool in its thread sees this through is_cancelled()
         log.info("tool cancelled")
@@ -127,9 +210,53 @@ async def _execute(tool: Tool, call: ToolCallInput, attempt: int) -> ToolCallOut
     finally:
         stop.set()
         await asyncio.shield(heartbeater)
-    output, truncated = render_output(value, call.output_cap_chars)
+    try:
+        output, truncated = render_output(value, call.output_cap_chars, tool.name)
+    except OutputNotJson as exc:
+        # The same value would come back on every retry: a bug in the tool, told once.
+        log.warning("tool output not JSON", error=str(exc))
+        raise ApplicationError(str(exc), type=OUTPUT_NOT_JSON, non_retryable=True) from None
     log.info("tool finished", output_chars=len(output), truncated=truncated)
     return ToolCallOutput(output=output, attempt=attempt, truncated=truncated)
+
+
+class RunningTools:
+    """The tools running in this process, for a worker that has to say what it leaves behind.
+
+    A sync tool counts until its thread returns, even after its activity was cancelled: a
+    thread can't be stopped, and it is what keeps a shutting-down worker from exiting."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # read from a watchdog thread
+        self._names: dict[object, str] = {}
+
+    @contextlib.contextmanager
+    def track(self, name: str) -> Iterator[None]:
+        token = object()
+        with self._lock:
+            self._names[token] = name
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._names[token]
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._names.values())
+
+
+_running = RunningTools()
+
+
+def running_tools() -> list[str]:
+    """Names of the tools running now (one entry per call), sorted."""
+    return _running.names()
+
+
+def _run_sync(tool: Tool, kwargs: dict[str, Any]) -> Any:
+    with _running.track(tool.name):
+        return tool.function(**kwargs)
 
 
 def _invalid(message: str) -> ApplicationError:

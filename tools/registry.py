@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -194,7 +195,10 @@ class ToolRegistry:
 
 
 def _arguments_model(fn: Callable[..., Any], tool_name: str) -> tuple[type[BaseModel], str | None]:
-    hints = get_type_hints(fn)
+    try:
+        hints = get_type_hints(fn)
+    except Exception as exc:  # a hint naming something undefined, or not a type at all
+        raise TypeError(f"tool {tool_name!r}: cannot resolve its type hints: {type(exc).__name__}: {exc}") from None
     fields: dict[str, Any] = {}
     context_parameter = None
     for parameter in inspect.signature(fn).parameters.values():
@@ -206,12 +210,46 @@ def _arguments_model(fn: Callable[..., Any], tool_name: str) -> tuple[type[BaseM
             raise TypeError(f"tool {tool_name!r}: *args and **kwargs can't be described to the model")
         if parameter.name not in hints:
             raise TypeError(f"tool {tool_name!r}: parameter {parameter.name!r} needs a type hint")
+        _check_describable(tool_name, parameter.name, annotation)
         default = ... if parameter.default is parameter.empty else parameter.default
         fields[parameter.name] = (annotation, default)
     model = pydantic.create_model(  # type: ignore[call-overload]
         f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
     )
+    try:
+        # Built now, not when the worker first sends it: a tool the model can't be told about
+        # fails where it is defined.
+        openai.pydantic_function_tool(model, name=tool_name)
+    except Exception as exc:
+        raise TypeError(f"tool {tool_name!r}: its arguments have no strict JSON schema: {_first_line(exc)}") from None
     return model, context_parameter
+
+
+def _check_describable(tool_name: str, parameter: str, annotation: Any) -> None:
+    """The model passes arguments as JSON, so each parameter's type needs a JSON schema."""
+    try:
+        pydantic.TypeAdapter(annotation).json_schema()
+    except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticInvalidForJsonSchema) as exc:
+        # pydantic's own advice (arbitrary_types_allowed) would not give the model a schema either.
+        unknown = re.match(r"Unable to generate pydantic-core schema for (.+?)\. ", str(exc))
+        why = f"pydantic cannot validate {unknown.group(1)}" if unknown else _first_line(exc)
+        raise TypeError(
+            f"tool {tool_name!r}: parameter {parameter!r} has type {type_name(annotation)}, which has no JSON schema "
+            f"({why}); use str, int, float, bool, a Literal, an Enum, lists, dicts or a pydantic model"
+        ) from None
+
+
+def type_name(annotation: Any) -> str:
+    """``socket.socket``, ``bytes``, ``typing.Callable[[int], int]``: how a type reads in an error."""
+    if isinstance(annotation, type) and not getattr(annotation, "__args__", None):
+        module = annotation.__module__
+        return annotation.__qualname__ if module == "builtins" else f"{module}.{annotation.__qualname__}"
+    return repr(annotation)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 registry = ToolRegistry()
