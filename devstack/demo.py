@@ -5,9 +5,12 @@ Starts the Temporal dev server (state in .local/temporal.db, UI on port 8233), t
 or updates a demo assistant whose tools come from the registry; enqueues a run that calls
 several tools in parallel over two rounds, one of them long-running; prints each tool call
 as it starts and finishes, the final answer, and the Temporal UI link to the workflow. The
-stack stays up for inspection until Ctrl-C; `--once` exits after the run. `--backend
-responses` runs the same pipeline on the Responses API (no assistant: the request carries
-the model and instructions, the worker sends its registry's tools).
+stack stays up for inspection until Ctrl-C or SIGTERM; `--once` exits after the run.
+`--backend responses` runs the same pipeline on the Responses API (no assistant: the request
+carries the model and instructions, the worker sends its registry's tools).
+
+One stack per state directory (`.local`, or `$DA_STATE_DIR`): a second one refuses to start
+and names the running one, since two dev servers on one SQLite file break each other.
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
+import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
 import warnings
 from pathlib import Path
 from urllib.parse import quote
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 from openai import AsyncOpenAI
@@ -37,7 +43,6 @@ from workflows.models import MessageInput, RunRequest
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 REPO = Path(__file__).resolve().parent.parent
-STATE = REPO / ".local"
 ASSISTANT_NAME = "durable-assistants-demo"
 QUESTION = "Compare the weather and population of Lisbon and Oslo, convert the temperatures to Fahrenheit, and compile a short report."
 # What the emulator's scripted model does for the demo assistant (a real model decides for itself).
@@ -60,6 +65,70 @@ DEMO_SCENARIO = {
 }
 
 
+def state_dir() -> Path:
+    """Where the stack keeps Temporal's SQLite file, the logs and its lock."""
+    return Path(os.environ.get("DA_STATE_DIR") or REPO / ".local")
+
+
+class StackRunning(Exception):
+    """Another stack holds the state directory; the message names it."""
+
+
+class StackLock:
+    """At most one local stack per state directory.
+
+    Two Temporal dev servers on one SQLite file fail each other (SQLITE_BUSY), so a second
+    stack must refuse rather than move to other ports. ``flock`` is released by the kernel
+    when the holder exits, however it exits, so a crashed stack never leaves a stale lock.
+    The file says who holds it: the pid at once, the addresses once the stack is up.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> "StackLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 4096).decode(errors="replace")
+            os.close(fd)
+            raise StackRunning(
+                f"another local stack is already running ({_describe(holder)}, state in {self.path.parent}); "
+                "stop it first, or give this one its own DA_STATE_DIR"
+            ) from None
+        self.fd = fd
+        self.describe()
+        return self
+
+    def describe(self, **addresses: str | None) -> None:
+        assert self.fd is not None
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, json.dumps({"pid": os.getpid(), **addresses}).encode(), 0)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)  # kept, not deleted: a waiting opener would lock a removed file
+            os.close(self.fd)  # releases the lock
+            self.fd = None
+
+
+def _describe(holder: str) -> str:
+    try:
+        info: dict[str, Any] = json.loads(holder)
+    except ValueError:
+        return "its lock file names no process yet"
+    parts = [f"pid {info.get('pid')}"]
+    if info.get("temporal"):
+        parts.append(f"Temporal {info['temporal']}")
+        parts += [f"UI {info['ui']}"] if info.get("ui") else []
+        parts += [f"model API {info['model_api']}"] if info.get("model_api") else []
+    else:
+        parts.append("still starting")
+    return ", ".join(parts)
+
+
 def port_or_free(preferred: int) -> int:
     import socket
 
@@ -72,8 +141,8 @@ def port_or_free(preferred: int) -> int:
 
 
 @contextlib.contextmanager
-def worker_process(env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    log = (STATE / "worker.log").open("ab")
+def worker_process(env: dict[str, str], state: Path) -> Iterator[subprocess.Popen[bytes]]:
+    log = (state / "worker.log").open("ab")
     process = subprocess.Popen(
         [sys.executable, str(REPO / "worker.py")], cwd=REPO, env=env, stdout=log, stderr=log, preexec_fn=die_with_parent
     )
@@ -126,14 +195,20 @@ async def demo_request(backend: str, base_url: str, api_key: str, admin_url: str
 
 
 async def run_demo(args: argparse.Namespace) -> int:
-    STATE.mkdir(exist_ok=True)
+    # SIGTERM (a service manager, `kill`) stops the stack the way Ctrl-C does: cancelling this
+    # task unwinds the ExitStack, which stops every process it started.
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)  # type: ignore[union-attr]
+    state = state_dir()
+    state.mkdir(parents=True, exist_ok=True)
     real_api = os.environ.get("OPENAI_BASE_URL")
-    server = TemporalDevServer(
-        port=port_or_free(7233), ui=True, ui_port=port_or_free(8233), db_filename=STATE / "temporal.db", log_file=STATE / "temporal.log"
-    )
     with contextlib.ExitStack() as stack:
-        # Registered first, so it runs last: after every process of the stack has stopped.
+        lock = stack.enter_context(StackLock(state / "dev.lock"))
+        # Registered before the processes, so it runs after every one of them has stopped.
         stack.callback(lambda: print("stopped; nothing left running", flush=True))
+        server = TemporalDevServer(
+            port=port_or_free(7233), ui=True, ui_port=port_or_free(8233),
+            db_filename=state / "temporal.db", log_file=state / "temporal.log",
+        )
         print("Temporal dev server … ", end="", flush=True)
         stack.enter_context(server)
         print(f"{server.address}, UI {server.ui_url}")
@@ -152,13 +227,14 @@ async def run_demo(args: argparse.Namespace) -> int:
             "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "sk-local"),
             "DA_LOG_FORMAT": "json",
         }
-        worker = stack.enter_context(worker_process(env))
-        print(f"worker: pid {worker.pid}, log {STATE / 'worker.log'}")
+        worker = stack.enter_context(worker_process(env, state))
+        lock.describe(temporal=server.address, ui=server.ui_url, model_api=base_url)
+        print(f"worker: pid {worker.pid}, log {state / 'worker.log'}")
         if args.stack_only:
             print("\nThe stack is up. In another shell:")
             print(f"  export TEMPORAL_ADDRESS={server.address} OPENAI_BASE_URL={base_url} OPENAI_API_KEY={env['OPENAI_API_KEY']}")
             print("  durable-assistants enqueue --assistant <id> --message 'Hello' --follow")
-            print("Ctrl-C stops everything.", flush=True)
+            print("Ctrl-C (or SIGTERM) stops everything.", flush=True)
             await _until_interrupted()
             return 0
 
@@ -177,22 +253,22 @@ async def run_demo(args: argparse.Namespace) -> int:
         print(f"\n{what} {result.run_id} ended {result.status} after {result.rounds} tool rounds, {len(result.tool_calls)} tool calls")
         print(f"Inspect it in the Temporal UI: {link}")
         if worker.poll() is not None:
-            print(f"the worker exited early (code {worker.returncode}); see {STATE / 'worker.log'}", file=sys.stderr)
+            print(f"the worker exited early (code {worker.returncode}); see {state / 'worker.log'}", file=sys.stderr)
             return 1
         if not args.once:
-            print("The stack stays up for inspection. Ctrl-C stops everything.", flush=True)
+            print("The stack stays up for inspection. Ctrl-C (or SIGTERM) stops everything.", flush=True)
             await _until_interrupted()
         return 0 if result.status == "completed" else 1
 
 
 async def _until_interrupted() -> None:
-    """Wait for Ctrl-C (asyncio cancels the main task on it)."""
+    """Wait for Ctrl-C or SIGTERM (both cancel the main task)."""
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.Event().wait()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "durable-assistants dev") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--once", action="store_true", help="exit after the demo run instead of keeping the stack up")
     parser.add_argument("--stack-only", action="store_true", help="start the stack without the demo run")
     parser.add_argument(
@@ -201,15 +277,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return asyncio.run(run_demo(args))
-    except KeyboardInterrupt:
-        return 0  # interrupted while starting: the ExitStack has stopped what had started
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return 0  # stopped while starting or mid-run: the ExitStack has stopped what had started
+    except StackRunning as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # Whoever read our output is gone (`dev | tee`, stopped by the same Ctrl-C). The stack
+        # has stopped; don't let the final flush at exit fail again with a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # one line, no traceback
-        print(f"demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"{prog} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
 
 
 if __name__ == "__main__":
-    code = main()
+    code = main(prog="make demo")
     sys.stdout.flush()
     sys.stderr.flush()
     # See worker.py: skip interpreter finalization after using the Temporal client

@@ -22,9 +22,9 @@ from .config import EmulatorConfig
 READY_LINE = re.compile(r"emulator listening on (?P<url>http://\S+/v1)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "durable-assistants emulator") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m emulator",
+        prog=prog,
         description="Local OpenAI Assistants, Responses and Conversations API emulator (base URL http://HOST:PORT/v1).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
@@ -76,8 +76,8 @@ def serve(config: EmulatorConfig, host: str, port: int, log_level: str = "warnin
     server.run(sockets=[sock])
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, prog: str = "durable-assistants emulator") -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
@@ -94,8 +94,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, SystemExit):
-        print("emulator stopped", flush=True)
+        _say("emulator stopped")
     return 0
+
+
+def _say(line: str) -> None:
+    """Print to stdout, which may be a pipe whose reader is gone (a parent stopped first):
+    then there is nobody to tell, and no reason for a BrokenPipeError traceback."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's own flush at exit doesn't fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
