@@ -15,7 +15,7 @@ import openai
 
 from workflows.models import RunRequest, RunSnapshot
 
-from .errors import to_temporal_error
+from .errors import refused_by_sdk, to_temporal_error
 
 Heartbeat = Callable[[dict[str, Any]], None]
 OnText = Callable[..., None]  # (delta, run_id=None, sequence=None)
@@ -110,3 +110,5 @@ async def api_call(call: Awaitable[T], what: str) -> T:
         return await call
     except openai.OpenAIError as exc:
         raise to_temporal_error(exc, what) from None
+    except (ValueError, TypeError) as exc:
+        raise refused_by_sdk(exc, what) from None

@@ -1,9 +1,13 @@
 """One place that decides what a model-API error means to Temporal.
 
-408, 409, 429 (but not ``insufficient_quota``), ≥500, timeouts and connection errors are retryable, with the server's
-``retry-after-ms`` / ``retry-after`` as the next retry delay. Every other 4xx is a
-non-retryable ``ApplicationError`` carrying the API's message and request ID: retrying a
-bad request only repeats it.
+408, 429 (but not ``insufficient_quota``), ≥500, timeouts and connection errors are retryable, with the server's
+``retry-after-ms`` / ``retry-after`` as the next retry delay. Every other 4xx (400, 401,
+403, 404, 409, 422, ...) is a non-retryable ``ApplicationError`` carrying the API's message
+and request ID: retrying a bad request only repeats it. The recoverable 4xx cases (a
+conversation busy with another response, a submit the run already moved past) are handled
+where they happen, by the backends, before they get here. The SDK retries 409; we don't:
+a conflict that a retry could settle is one of those documented cases, anything else would
+only be repeated for the whole retry budget.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from datetime import timedelta
 import openai
 from temporalio.exceptions import ApplicationError
 
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
+RETRYABLE_STATUSES = frozenset({408, 429})
 PERMANENT_CODES = frozenset({"insufficient_quota"})
 MAX_RETRY_AFTER = timedelta(minutes=5)
 
@@ -63,3 +67,9 @@ def to_temporal_error(exc: openai.OpenAIError, what: str) -> ApplicationError:
     if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
         return ApplicationError(f"{what}: {type(exc).__name__}: {exc}", type="ModelApiConnection")
     return ApplicationError(f"{what}: {type(exc).__name__}: {exc}", type="ModelApiError", non_retryable=True)
+
+
+def refused_by_sdk(exc: ValueError | TypeError, what: str) -> ApplicationError:
+    """The SDK refused the call before sending it (e.g. "Expected a non-empty value for
+    `thread_id`"): the same arguments will be refused on every retry."""
+    return ApplicationError(f"{what}: {exc}", type="InvalidModelApiCall", non_retryable=True)

@@ -21,10 +21,10 @@ import json
 import os
 import sys
 import time
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
 from pydantic import ValidationError
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.models import DEFAULT_TASK_QUEUE, LiveSnapshot, ProgressEvent, RunRequest, RunResult
@@ -36,8 +36,35 @@ class CliError(Exception):
     """A problem the user can fix; printed as one line."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (the usage is what ``--help`` is for)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Durable assistant runs on Temporal.")
+    parser = Parser(prog=PROG, description="Durable assistant runs on Temporal.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     commands.add_parser("worker", help="run the Temporal worker (options: see `worker --help`)", add_help=False)
@@ -64,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--follow", action="store_true", help="render progress until the run ends")
     enqueue.add_argument("--wait", action="store_true", help="wait for the result")
     enqueue.add_argument("--json", action="store_true", help="print JSON (the result, or the run's workflow ID)")
+    enqueue.add_argument("--timeout", type=positive_seconds, help="with --wait/--follow: stop waiting after this many seconds (the run goes on)")
 
     status = commands.add_parser("status", help="show a run's live status or result")
     status.add_argument("workflow_id")
@@ -71,49 +99,64 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = commands.add_parser("cancel", help="cancel a run (its tools and the API run)")
     cancel.add_argument("workflow_id")
+    cancel.add_argument("--timeout", type=positive_seconds, default=30.0, help="how long to wait for the run to stop (default 30)")
 
     listing = commands.add_parser("list", help="list runs through Temporal visibility")
     listing.add_argument("--assistant")
     listing.add_argument("--thread", help="a thread (Assistants) or conversation (Responses) ID")
     listing.add_argument("--conversation", dest="thread", help="the same as --thread")
     listing.add_argument("--status", help="the API run's status, e.g. requires_action, completed")
-    listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument("--limit", type=positive_int, default=20, help="at most this many runs (default 20)")
     listing.add_argument("--json", action="store_true")
 
     sync = commands.add_parser("sync-tools", help="make an assistant's function tools match the registry")
     sync.add_argument("--assistant", required=True, help="assistant ID")
     sync.add_argument("--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"), help="modules that register tools")
     sync.add_argument("--check", action="store_true", help="only report drift; exit 1 if there is any")
+
+    assistant = commands.add_parser("assistant", help="manage assistants on the model API (Assistants protocol)")
+    assistant_commands = assistant.add_subparsers(dest="assistant_command", required=True, metavar="ACTION")
+    create = assistant_commands.add_parser("create", help="create an assistant whose tools are the registry's; print its ID")
+    create.add_argument("--model", required=True, help="the model, e.g. gpt-4o-mini")
+    create.add_argument("--instructions", help="the system instructions")
+    create.add_argument("--name", help="a name for it")
+    create.add_argument("--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"), help="modules that register its tools (comma-separated; default: $DA_TOOL_MODULES or tools.examples)")
+    create.add_argument("--json", action="store_true", help="print the assistant as JSON")
     return parser
 
 
 # ---------------------------------------------------------------------------- commands
 
 
+CONNECT_TIMEOUT = 10.0
+
+
 async def connect() -> Client:
     from worker import connect_temporal
 
+    address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
     try:
-        return await connect_temporal()
+        return await asyncio.wait_for(connect_temporal(), CONNECT_TIMEOUT)
+    except asyncio.TimeoutError:
+        raise CliError(f"cannot connect to Temporal at {address}: no answer within {CONNECT_TIMEOUT:.0f} s") from None
     except Exception as exc:
-        address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
-        raise CliError(f"cannot connect to Temporal at {address}: {str(exc).splitlines()[0]}") from None
+        raise CliError(f"cannot connect to Temporal at {address}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _shorten(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def request_from(args: argparse.Namespace) -> RunRequest:
     data: dict[str, Any] = {}
     if args.request:
-        text = args.request
-        if text.startswith("@"):
-            try:
-                with open(text[1:]) as f:
-                    text = f.read()
-            except OSError as exc:
-                raise CliError(f"cannot read {text[1:]}: {exc.strerror}") from None
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise CliError(f"--request is not JSON: {exc}") from None
+        data = _request_json(args.request)
     if args.assistant:
         data["assistant_id"] = args.assistant
     if args.thread:
@@ -137,7 +180,34 @@ def request_from(args: argparse.Namespace) -> RunRequest:
         where = ".".join(str(p) for p in error["loc"])
         if not where:  # a check across fields: its message names them and their values
             raise CliError(f"invalid run request: {str(error['msg']).removeprefix('Value error, ')}") from None
-        raise CliError(f"invalid run request: {where}: {error['msg']} (got {error.get('input')!r})") from None
+        raise CliError(f"invalid run request: {where}: {error['msg']} (got {_shorten(error.get('input'))})") from None
+
+
+def _request_json(option: str) -> dict[str, Any]:
+    """``--request``: a JSON object, inline or ``@file``."""
+    text, source = option, "--request"
+    if option.startswith("@"):
+        path = option[1:]
+        if not path:
+            raise CliError("--request @: give a file name after @, e.g. --request @request.json")
+        source = path
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except UnicodeDecodeError as exc:
+            raise CliError(f"cannot read {path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
+        except OSError as exc:
+            raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise CliError(f"{source} is nested too deeply to be a run request") from None
+    except ValueError as exc:
+        raise CliError(f"{source} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number", type(None): "null"}[type(data)]
+        raise CliError(f"{source} must be a JSON object (a RunRequest), got {kind}: {_shorten(text.strip(), 60)}")
+    return data
 
 
 def render_event(event: ProgressEvent) -> str | None:
@@ -177,18 +247,58 @@ async def render_progress(handle: Any, clock: bool = False) -> None:
 async def cmd_enqueue(args: argparse.Namespace) -> int:
     from durable_assistants.client import enqueue_run
 
+    from durable_assistants.client import IdempotencyConflictError, RunFailedError, has_pollers
+
     request = request_from(args)
+    waits = args.follow or args.wait
+    if args.timeout is not None and not waits:
+        raise CliError("--timeout goes with --wait or --follow")
     client = await connect()
-    handle = await enqueue_run(client, request, request_id=args.request_id, task_queue=args.task_queue)
-    if not (args.follow or args.wait):
+    if not await has_pollers(client, args.task_queue):
+        if waits:
+            raise CliError(
+                f"no worker is polling task queue {args.task_queue!r}, so the run would never start; nothing was enqueued "
+                f"(start one: durable-assistants worker --task-queue {args.task_queue})"
+            )
+        print(f"{PROG}: warning: no worker is polling task queue {args.task_queue!r}; the run starts when one does", file=sys.stderr)
+    try:
+        handle = await enqueue_run(client, request, request_id=args.request_id, task_queue=args.task_queue)
+    except (IdempotencyConflictError, ValueError) as exc:
+        raise CliError(str(exc).removeprefix("enqueue_run: ")) from None
+    if not waits:
         print(json.dumps({"workflow_id": handle.workflow_id}) if args.json else handle.workflow_id)
         return 0
-    if args.follow and not args.json:
-        print(f"run {handle.workflow_id}", flush=True)
-        await render_progress(handle)
-    result = await handle.result()
+
+    async def follow() -> RunResult:
+        if args.follow and not args.json:
+            print(f"run {handle.workflow_id}", flush=True)
+            await render_progress(handle)
+        return await handle.result()
+
+    try:
+        result = await asyncio.wait_for(follow(), args.timeout)
+    except asyncio.TimeoutError:
+        raise CliError(
+            f"{handle.workflow_id} still running after {args.timeout:g} s; it goes on (durable-assistants status {handle.workflow_id})"
+        ) from None
+    except RunFailedError as exc:
+        raise CliError(f"run failed: {exc.reason}") from None
     print_result(result, args.json)
-    return 0 if result.status == "completed" else 1
+    if result.status != "completed":
+        print(f"{PROG}: run {result.status}: {run_reason(result)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_reason(result: RunResult) -> str:
+    """Why a run that ended without completing ended so."""
+    if result.failure:
+        return result.failure
+    if result.last_error:
+        return f"{result.last_error.get('code', 'error')}: {result.last_error.get('message', '')}"
+    if result.incomplete_details:
+        return f"incomplete: {result.incomplete_details.get('reason', 'unknown reason')}"
+    return f"the API {'response' if result.backend == 'responses' else 'run'} ended {result.status}"
 
 
 def print_result(result: RunResult, as_json: bool) -> None:
@@ -207,45 +317,79 @@ def print_result(result: RunResult, as_json: bool) -> None:
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
-    from durable_assistants.client import get_run
+    from durable_assistants.client import RunFailedError, RunNotFoundError, get_run
 
     client = await connect()
     handle = get_run(client, args.workflow_id)
     try:
-        description = await handle._handle.describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise CliError(f"no run with workflow ID {args.workflow_id!r}") from None
-        raise
-    status = await handle.status()
-    if isinstance(status, LiveSnapshot):
-        if args.json:
-            print(status.model_dump_json(indent=2))
-        else:
-            what = "response" if status.backend == "responses" else "run"
-            print(f"{status.status}, round {status.round}, {status.tool_calls_done} tool calls done ({what} {status.run_id})")
-            for call in status.pending_tool_calls:
-                print(f"  running {call.name}({call.arguments}) for {call.elapsed_seconds:.1f}s")
-        return 0
-    result = await handle._handle.result() if description.status and description.status.name == "COMPLETED" else None
-    if result is not None:
-        print_result(result, args.json)
-    else:
+        status = await handle.status()
+        if isinstance(status, LiveSnapshot):
+            print_snapshot(status, args.json)
+            return 0
+        if status == "queued":
+            print(json.dumps({"workflow_status": "queued", "queue": handle.queue_id}) if args.json else f"queued: waiting for its turn in {handle.queue_id}")
+            return 0
+        if status in ("completed", "failed", "terminated", "timed_out", "canceled"):
+            result = await handle.result()
+            print_result(result, args.json)
+            return 0
         print(json.dumps({"workflow_status": status}) if args.json else f"workflow {status}")
-    return 0
+        return 0
+    except RunNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    except RunFailedError as exc:
+        if args.json:
+            print(json.dumps({"workflow_status": "failed", "reason": exc.reason}))
+        raise CliError(f"run failed: {exc.reason}") from None
+
+
+def print_snapshot(status: LiveSnapshot, as_json: bool) -> None:
+    if as_json:
+        print(status.model_dump_json(indent=2))
+        return
+    what = "response" if status.backend == "responses" else "run"
+    if status.source == "server":
+        print(f"{status.status} ({status.note}; from the Temporal server)")
+    else:
+        print(f"{status.status}, round {status.round}, {status.tool_calls_done} tool calls done ({what} {status.run_id})")
+    now = time.time()
+    for call in status.pending_tool_calls:
+        elapsed = now - call.started_at if call.started_at is not None else call.elapsed_seconds
+        print(f"  running {call.name}({call.arguments}) for {elapsed:.1f}s")
+    for pending in status.pending_activities:
+        if status.source == "worker" and pending.attempt <= 1 and not pending.last_failure:
+            continue  # already shown above as a running tool, or a model step going well
+        line = f"  activity {pending.name}: {pending.state}, attempt {pending.attempt}"
+        if pending.started_at is not None and pending.state == "started":
+            line += f", for {now - pending.started_at:.1f}s"
+        if pending.last_failure:
+            line += f"; last failure: {pending.last_failure}"
+        print(line)
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
-    from durable_assistants.client import get_run
+    from durable_assistants.client import RunFailedError, RunNotFoundError, get_run
 
     client = await connect()
+    handle = get_run(client, args.workflow_id)
     try:
-        await client.get_workflow_handle(args.workflow_id).cancel()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            raise CliError(f"no run with workflow ID {args.workflow_id!r}") from None
-        raise CliError(f"cannot cancel {args.workflow_id}: {exc.message}") from None
-    result = await get_run(client, args.workflow_id).result()
+        description = await handle.describe()
+        if description is None:
+            raise CliError(f"{args.workflow_id} is still queued in {handle.queue_id}; it can be cancelled once it starts")
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            print(f"{args.workflow_id}: already ended ({description.status.name.lower() if description.status else 'unknown'}); nothing to cancel")
+            return 0
+        if not await handle.cancel():
+            print(f"{args.workflow_id}: cancel requested; no worker is polling task queue {description.task_queue!r}, so it takes effect when one does")
+            return 0
+        result = await asyncio.wait_for(handle.result(), args.timeout)
+    except RunNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    except RunFailedError as exc:
+        raise CliError(f"run failed: {exc.reason}") from None
+    except asyncio.TimeoutError:
+        print(f"{args.workflow_id}: cancel requested; still stopping after {args.timeout:g} s (durable-assistants status {args.workflow_id})")
+        return 0
     print(f"{args.workflow_id}: {result.status}")
     return 0
 
@@ -332,6 +476,34 @@ async def cmd_sync_tools(args: argparse.Namespace) -> int:
         await model.close()
 
 
+async def cmd_assistant(args: argparse.Namespace) -> int:
+    """``assistant create``: an assistant whose function tools are the registry's."""
+    from openai import AsyncOpenAI, OpenAIError
+
+    from tools import registry
+    from worker import load_tools
+
+    try:
+        load_tools([m for m in args.tools.split(",") if m])
+    except ImportError as exc:
+        raise CliError(f"cannot import tool module: {exc}") from None
+    model = AsyncOpenAI(max_retries=2, api_key=os.environ.get("OPENAI_API_KEY", "unset"))
+    try:
+        assistant = await model.beta.assistants.create(
+            model=args.model, instructions=args.instructions, name=args.name, tools=registry.schemas()  # type: ignore[arg-type]
+        )
+    except OpenAIError as exc:
+        raise CliError(f"model API at {model.base_url}: {_first_line(exc)}") from None
+    finally:
+        await model.close()
+    if args.json:
+        print(assistant.model_dump_json(indent=2))
+    else:
+        print(assistant.id)
+        print(f"{PROG}: created {assistant.id} ({args.model}) with {len(registry.schemas())} tools: {', '.join(registry.names())}", file=sys.stderr)
+    return 0
+
+
 def _normal(tool: dict[str, Any]) -> str:
     function = tool.get("function", {})
     return json.dumps({k: function.get(k) for k in ("name", "description", "parameters", "strict")}, sort_keys=True)
@@ -356,6 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return emulator_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "dev":
+        if args.once and not args.demo:
+            print(f"{PROG}: error: dev --once goes with --demo (without the demo there is no run to wait for)", file=sys.stderr)
+            return 2
         from devstack.demo import main as dev_main
 
         return dev_main(["--stack-only"] if not args.demo else (["--once"] if args.once else []))
@@ -365,6 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cancel": cmd_cancel,
         "list": cmd_list,
         "sync-tools": cmd_sync_tools,
+        "assistant": cmd_assistant,
     }[args.command]
     try:
         return asyncio.run(runner(args))
@@ -372,10 +548,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     except RPCError as exc:
-        print(f"{PROG}: error: Temporal: {exc.message}", file=sys.stderr)
+        print(f"{PROG}: error: Temporal: {' '.join(exc.message.split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return 141  # the reader went away (e.g. `| head`); nothing more to say
+    except Exception as exc:  # a bug of ours: still one line, and how to see more
+        if os.environ.get("DA_DEBUG"):
+            raise
+        print(f"{PROG}: error: unexpected {type(exc).__name__}: {_first_line(exc)} (DA_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 70
 
 
 def entry_point() -> None:

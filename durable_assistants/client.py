@@ -14,19 +14,26 @@ idempotent: the same ID again returns the first run's handle.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any, AsyncIterator
 
+from temporalio.api.enums.v1 import PendingActivityState, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.models import (
@@ -36,65 +43,177 @@ from workflows.models import (
     THREAD_QUEUE_WORKFLOW_NAME,
     EnqueueReceipt,
     EnqueueRequest,
+    IDEMPOTENCY_CONFLICT,
     LiveSnapshot,
+    PendingActivity,
     ProgressEvent,
     RunRequest,
     RunResult,
     ThreadQueueInput,
+    ThreadQueueState,
 )
 from workflows.thread_queue import queue_workflow_id
 
 WAIT_FOR_START = timedelta(milliseconds=250)
+# A query needs a worker to answer it; past this the server's own view is shown instead.
+QUERY_TIMEOUT = timedelta(seconds=2)
+# How many running thread queues ``get_run`` looks through for a run that has not started yet.
+QUEUES_SEARCHED = 200
+MAX_REQUEST_ID_CHARS = 200
+# A run request travels as one Temporal payload (limit 2 MB, warnings from 512 KB).
+MAX_REQUEST_BYTES = 1_000_000
+MEMO_FINGERPRINT = "request_sha256"
+MEMO_CONTEXT = "context_id"
+
+
+class RunNotFoundError(LookupError):
+    """No run has this workflow ID: no such workflow, and no thread queue has it waiting."""
+
+    def __init__(self, workflow_id: str, namespace: str) -> None:
+        super().__init__(f"no run with workflow ID {workflow_id!r} in namespace {namespace!r}")
+        self.workflow_id = workflow_id
+
+
+class RunFailedError(WorkflowFailureError):
+    """The run's workflow failed; the message is the root cause (the API's error, a tool's, ...)."""
+
+    def __init__(self, workflow_id: str, failure: WorkflowFailureError) -> None:
+        super().__init__(cause=failure.cause)
+        self.workflow_id = workflow_id
+        self.reason = root_cause(failure)
+        self.args = (f"run {workflow_id} failed: {self.reason}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class IdempotencyConflictError(ValueError):
+    """A request ID already used for a different request."""
+
+
+def root_cause(exc: BaseException) -> str:
+    """One line saying why a run failed: the workflow's own message (which names the step and
+    the API's error), and the innermost cause where that adds something."""
+    generic = ("Workflow execution failed", "Activity task failed", "Child Workflow execution failed", "")
+    messages: list[str] = []
+    cause: BaseException | None = exc
+    while cause is not None:
+        message = getattr(cause, "message", None)
+        if message is None:
+            message = "" if isinstance(cause, WorkflowFailureError) else str(cause)
+        message = " ".join(str(message).split())  # one line, whatever the failure held
+        if message not in generic and not any(message in m for m in messages):
+            messages.append(message)
+        cause = cause.__cause__
+    return "; ".join(messages[:2]) or type(exc).__name__
 
 
 def run_workflow_id(request_id: str) -> str:
     return f"assistant-run/{request_id}"
 
 
+def request_fingerprint(request: RunRequest) -> str:
+    """What makes two requests with one request ID the same request: everything but where it
+    runs (a caller may name the thread the first enqueue created) and the workflow's own state."""
+    body = request.model_dump_json(exclude={"thread_id", "conversation_id", "resume"})
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
 class RunHandle:
     """A handle on one enqueued run: result, live status, cancellation, progress."""
 
-    def __init__(self, client: Client, workflow_id: str, receipt: EnqueueReceipt | None = None) -> None:
+    def __init__(self, client: Client, workflow_id: str, receipt: EnqueueReceipt | None = None, queue_id: str | None = None) -> None:
         self.client = client
         self.workflow_id = workflow_id
         self.receipt = receipt
+        self.queue_id = queue_id  # the thread queue it waits in, when known
 
     @property
     def _handle(self) -> WorkflowHandle[Any, RunResult]:
         return self.client.get_workflow_handle(self.workflow_id, result_type=RunResult)
 
-    async def started(self) -> None:
-        """Wait until the run's workflow exists (a queued run starts when its turn comes)."""
-        while True:
+    async def describe(self) -> WorkflowExecutionDescription | None:
+        """The run's workflow as the server knows it; None while it waits in its thread's queue.
+        Raises ``RunNotFoundError`` if it neither exists nor waits in a queue."""
+        try:
+            return await self._handle.describe()
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                raise
+        if await self._waiting_in_queue():
+            return None
+        try:  # it may have started between the two looks
+            return await self._handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFoundError(self.workflow_id, self.client.namespace) from None
+            raise
+
+    async def _waiting_in_queue(self) -> bool:
+        queues = [self.queue_id] if self.queue_id else await self._running_queues()
+        for queue_id in queues:
             try:
-                await self._handle.describe()
-                return
-            except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:
-                    raise
+                state = await self.client.get_workflow_handle(queue_id).query(
+                    "state", result_type=ThreadQueueState, rpc_timeout=QUERY_TIMEOUT
+                )
+            except RPCError:
+                continue  # ended, or no worker to answer: it holds nothing we can see
+            if self.workflow_id in state.waiting or state.running == self.workflow_id:
+                self.queue_id = queue_id
+                return True
+        return False
+
+    async def _running_queues(self) -> list[str]:
+        query = f"WorkflowType = '{THREAD_QUEUE_WORKFLOW_NAME}' AND ExecutionStatus = 'Running'"
+        try:
+            return [e.id async for e in self.client.list_workflows(query, limit=QUEUES_SEARCHED)]
+        except RPCError:
+            return []
+
+    async def started(self) -> WorkflowExecutionDescription:
+        """Wait until the run's workflow exists (a queued run starts when its turn comes).
+        Raises ``RunNotFoundError`` if there is no such run, queued or not."""
+        while True:
+            description = await self.describe()
+            if description is not None:
+                return description
             await asyncio.sleep(WAIT_FOR_START.total_seconds())
 
     async def result(self) -> RunResult:
+        """The run's result once it ends. Raises ``RunFailedError`` (its message the root cause)
+        if the workflow failed, ``RunNotFoundError`` if there is no such run."""
         await self.started()
-        return await self._handle.result()
+        try:
+            return await self._handle.result()
+        except WorkflowFailureError as exc:
+            raise RunFailedError(self.workflow_id, exc) from exc.cause
 
     async def status(self) -> LiveSnapshot | str:
         """The live snapshot of the run; ``"queued"`` while it waits for its turn on the thread,
-        or the workflow's final status (``"completed"``, ``"failed"``, ...) once it has closed."""
-        try:
-            description = await self._handle.describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return "queued"
-            raise
+        or the workflow's final status (``"completed"``, ``"failed"``, ...) once it has closed.
+        A running run with no worker to answer gets a snapshot built from what the server knows
+        (``source == "server"``): its pending activities, their attempts and last failures."""
+        description = await self.describe()
+        if description is None:
+            return "queued"
         if description.status != WorkflowExecutionStatus.RUNNING:
             return description.status.name.lower() if description.status else "unknown"
-        return await self._handle.query("snapshot", result_type=LiveSnapshot)
+        pending = pending_activities(description)
+        task_queue = description.task_queue
+        if task_queue and not await has_pollers(self.client, task_queue):
+            return server_snapshot(description, pending, f"no worker is polling task queue {task_queue!r}")
+        try:
+            snapshot = await self._handle.query("snapshot", result_type=LiveSnapshot, rpc_timeout=QUERY_TIMEOUT)
+        except RPCError as exc:
+            return server_snapshot(description, pending, f"the worker did not answer: {exc.message}")
+        return snapshot.model_copy(update={"pending_activities": pending})
 
-    async def cancel(self) -> None:
-        """Cancel the run: its tools, its API run; ``result()`` then says ``cancelled``."""
-        await self.started()
+    async def cancel(self) -> bool:
+        """Ask the run to cancel: its tools, its API run; ``result()`` then says ``cancelled``.
+        Returns at once; False when no worker polls the run's task queue (the cancel waits for one)."""
+        description = await self.started()
         await self._handle.cancel()
+        return not description.task_queue or await has_pollers(self.client, description.task_queue)
 
     async def progress(self, from_offset: int = 0) -> AsyncIterator[ProgressEvent]:
         """The run's story as it happens: status changes, tool calls started and finished,
@@ -106,6 +225,55 @@ class RunHandle:
         async for item in stream.subscribe([PROGRESS_TOPIC], from_offset=from_offset, result_type=ProgressEvent):
             if not is_repeat(item.data, seen):
                 yield item.data
+
+
+async def has_pollers(client: Client, task_queue: str) -> bool:
+    """Whether a worker polls ``task_queue`` for workflow tasks (seen by the server lately)."""
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        ),
+        timeout=QUERY_TIMEOUT,
+    )
+    return bool(response.pollers)
+
+
+def pending_activities(description: WorkflowExecutionDescription) -> list[PendingActivity]:
+    """The run's activities under way as the server records them, with attempts and last failures."""
+    found = []
+    for info in description.raw_description.pending_activities:
+        started = info.last_started_time.ToDatetime(tzinfo=timezone.utc).timestamp() if info.HasField("last_started_time") else None
+        found.append(
+            PendingActivity(
+                name=info.activity_type.name,
+                state=PendingActivityState.Name(info.state).removeprefix("PENDING_ACTIVITY_STATE_").lower(),
+                attempt=info.attempt,
+                started_at=started,
+                last_failure=" ".join(info.last_failure.message.split()) or None if info.HasField("last_failure") else None,
+            )
+        )
+    return found
+
+
+def server_snapshot(description: WorkflowExecutionDescription, pending: list[PendingActivity], note: str) -> LiveSnapshot:
+    """What can be said of a running run without its worker: the search attributes it set, and
+    its pending activities."""
+    attributes = {pair.key.name: pair.value for pair in description.typed_search_attributes}
+    status = attributes.get("RunStatus")
+    return LiveSnapshot(
+        status=status if isinstance(status, str) else "unknown",  # type: ignore[arg-type]
+        round=0,
+        assistant_id=attributes.get("AssistantId"),  # type: ignore[arg-type]
+        thread_id=attributes.get("ThreadId"),  # type: ignore[arg-type]
+        run_id=attributes.get("ApiRunId"),  # type: ignore[arg-type]
+        pending_tool_calls=[],
+        tool_calls_done=0,
+        source="server",
+        note=note,
+        pending_activities=pending,
+    )
 
 
 def is_repeat(event: ProgressEvent, seen: dict[str, int]) -> bool:
@@ -128,10 +296,17 @@ async def enqueue_run(
     task_queue: str = DEFAULT_TASK_QUEUE,
     summary: str | None = None,
 ) -> RunHandle:
-    """Enqueue ``request``; the same ``request_id`` twice yields one run and the first run's handle."""
+    """Enqueue ``request``. ``request_id`` is an idempotency key for the whole namespace: the
+    same ID with the same request returns the first run's handle (also once it has ended); the
+    same ID with a different request raises ``IdempotencyConflictError``. Raises ``TypeError``
+    for arguments of the wrong type and ``ValueError`` for a request that can never run."""
+    _check_arguments(client, request, request_id, task_queue)
+    explicit = request_id is not None
     request_id = request_id or uuid.uuid4().hex
     workflow_id = run_workflow_id(request_id)
     context = request.context_id  # a thread or a conversation: its runs take turns
+    fingerprint = request_fingerprint(request)
+    memo = {MEMO_FINGERPRINT: fingerprint, MEMO_CONTEXT: context}
     if summary is None:
         implied = request.implied_backend()
         where = context or {"assistants": "a new thread", "responses": "a new response chain"}.get(implied or "", "a new thread or chain")
@@ -143,14 +318,20 @@ async def enqueue_run(
                 request,
                 id=workflow_id,
                 task_queue=task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                memo=memo,
                 static_summary=summary,
             )
         except WorkflowAlreadyStartedError:
-            pass  # enqueued before and already finished: that run is the answer
+            await _same_request(client, workflow_id, request_id, fingerprint, context)
         return RunHandle(client, workflow_id)
 
+    if explicit:
+        # The run may exist already: enqueued before without a thread, or on this thread
+        # through a queue that has since gone idle and ended (a new queue remembers nothing).
+        if await _same_request(client, workflow_id, request_id, fingerprint, context):
+            return RunHandle(client, workflow_id, EnqueueReceipt(run_workflow_id=workflow_id, position=0, duplicate=True))
     start = WithStartWorkflowOperation(
         THREAD_QUEUE_WORKFLOW_NAME,
         ThreadQueueInput(thread_id=context),
@@ -159,16 +340,77 @@ async def enqueue_run(
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"queue of {'thread' if request.thread_id else 'conversation'} {context}",
     )
-    receipt = await client.execute_update_with_start_workflow(
-        "enqueue",
-        EnqueueRequest(request_id=request_id, run_workflow_id=workflow_id, request=request, task_queue=task_queue, summary=summary),
-        start_workflow_operation=start,
-        id=request_id,
-        result_type=EnqueueReceipt,
-    )
-    return RunHandle(client, receipt.run_workflow_id, receipt)
+    try:
+        receipt = await client.execute_update_with_start_workflow(
+            "enqueue",
+            EnqueueRequest(
+                request_id=request_id, run_workflow_id=workflow_id, request=request, task_queue=task_queue,
+                summary=summary, fingerprint=fingerprint,
+            ),
+            start_workflow_operation=start,
+            id=request_id,
+            result_type=EnqueueReceipt,
+        )
+    except WorkflowUpdateFailedError as exc:
+        cause = exc.cause
+        if isinstance(cause, ApplicationError) and cause.type == IDEMPOTENCY_CONFLICT:
+            raise IdempotencyConflictError(cause.message) from None
+        raise
+    return RunHandle(client, receipt.run_workflow_id, receipt, queue_id=queue_workflow_id(context))
+
+
+def _check_arguments(client: object, request: object, request_id: object, task_queue: object) -> None:
+    if not isinstance(client, Client):
+        raise TypeError(f"enqueue_run: client must be a temporalio.client.Client (see connect_temporal()), got {type(client).__name__}")
+    if not isinstance(request, RunRequest):
+        hint = "; build one with RunRequest.model_validate(...)" if isinstance(request, dict) else ""
+        raise TypeError(f"enqueue_run: request must be a RunRequest, got {type(request).__name__}{hint}")
+    if request_id is not None:
+        if not isinstance(request_id, str):
+            raise TypeError(f"enqueue_run: request_id must be a str, got {type(request_id).__name__}")
+        if not request_id.strip() or len(request_id) > MAX_REQUEST_ID_CHARS or any(c.isspace() or not c.isprintable() for c in request_id):
+            raise ValueError(
+                f"enqueue_run: request_id {request_id[:80]!r} must be 1 to {MAX_REQUEST_ID_CHARS} printable characters without spaces"
+            )
+    if not isinstance(task_queue, str) or not task_queue.strip():
+        raise ValueError(f"enqueue_run: task_queue must be a non-empty str, got {task_queue!r}")
+    size = len(request.model_dump_json().encode())  # also proves it can be sent at all
+    if size > MAX_REQUEST_BYTES:
+        raise ValueError(
+            f"enqueue_run: the request is {size} bytes as JSON; a run request travels in one Temporal payload, "
+            f"so it may be at most {MAX_REQUEST_BYTES} bytes (put large inputs in files, or behind a tool)"
+        )
+
+
+async def _same_request(client: Client, workflow_id: str, request_id: str, fingerprint: str, context: str | None) -> bool:
+    """Whether the run ``workflow_id`` exists; raises ``IdempotencyConflictError`` if it was
+    enqueued for a different request."""
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    memo = await description.memo()
+    first = memo.get(MEMO_FINGERPRINT)
+    first_context = memo.get(MEMO_CONTEXT)
+    if first is not None and first != fingerprint:
+        raise IdempotencyConflictError(
+            f"request ID {request_id!r} was already used for a different request (run {workflow_id}); "
+            "use a new request ID for a new request"
+        )
+    if first_context is not None and context is not None and first_context != context:
+        raise IdempotencyConflictError(
+            f"request ID {request_id!r} was already used for a run on {first_context}, not {context} (run {workflow_id})"
+        )
+    return True
 
 
 def get_run(client: Client, workflow_id: str) -> RunHandle:
-    """A handle on a run enqueued earlier, by its workflow ID."""
+    """A handle on a run enqueued earlier, by its workflow ID. Its methods raise
+    ``RunNotFoundError`` if no such run exists, queued or not."""
+    if not isinstance(client, Client):
+        raise TypeError(f"get_run: client must be a temporalio.client.Client, got {type(client).__name__}")
+    if not isinstance(workflow_id, str) or not workflow_id:
+        raise ValueError(f"get_run: workflow_id must be a non-empty str, got {workflow_id!r}")
     return RunHandle(client, workflow_id)

@@ -141,7 +141,7 @@ def api_error(status: int, headers: dict[str, str] | None = None, code: str = "c
 
 @pytest.mark.parametrize(
     ("status", "retryable"),
-    [(400, False), (401, False), (403, False), (404, False), (408, True), (409, True), (422, False), (429, True), (500, True), (503, True)],
+    [(400, False), (401, False), (403, False), (404, False), (408, True), (409, False), (422, False), (429, True), (500, True), (503, True)],
 )
 def test_status_mapping(status: int, retryable: bool) -> None:
     error = to_temporal_error(api_error(status), "create run on t")

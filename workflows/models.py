@@ -4,9 +4,11 @@ Temporal (``pydantic_data_converter``) and other languages can produce and read 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from temporalio.contrib.workflow_streams import WorkflowStreamState
 
@@ -16,6 +18,8 @@ RUN_WORKFLOW_NAME = "AssistantRun"
 THREAD_QUEUE_WORKFLOW_NAME = "ThreadQueue"
 DEFAULT_TASK_QUEUE = "durable-assistants"
 PROGRESS_TOPIC = "progress"
+# The error type of an enqueue whose request ID was used before for a different request.
+IDEMPOTENCY_CONFLICT = "IdempotencyConflict"
 
 Backend = Literal["assistants", "responses"]
 BACKENDS: tuple[str, ...] = ("assistants", "responses")
@@ -26,6 +30,77 @@ RunStatus = Literal[
 TERMINAL_STATUSES: frozenset[str] = frozenset({"cancelled", "failed", "completed", "incomplete", "expired"})
 
 
+# Limits the model APIs enforce, checked when a run is enqueued so that a request that can
+# never work fails at once, naming the field, instead of failing (or retrying) in a workflow.
+MAX_ID_CHARS = 256
+MAX_MESSAGE_CHARS = 256_000  # a message's text, as the Assistants API takes it
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+# The worker adds one pair of its own (its idempotency tag) to every object it creates.
+RESERVED_METADATA_PREFIX = "durable_assistants_"
+_ID_FORBIDDEN = re.compile(r"[\s/?#%\x00-\x1f\x7f]")
+
+
+def check_api_id(value: str) -> str:
+    """An ID the worker puts in a URL path: non-empty, no whitespace, no '/', '?', '#' or '%'.
+    Nothing else is assumed (compatible servers choose their own ID formats)."""
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > MAX_ID_CHARS:
+        raise ValueError(f"is {len(value)} characters long; an ID has at most {MAX_ID_CHARS}")
+    bad = _ID_FORBIDDEN.search(value)
+    if bad:
+        raise ValueError(f"contains {bad.group()!r}, which no API ID contains")
+    return value
+
+
+ApiId = Annotated[str, AfterValidator(check_api_id)]
+
+
+def check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
+    """The APIs' metadata limits, less the one pair the worker adds."""
+    if value is None:
+        return value
+    if len(value) > MAX_METADATA_PAIRS - 1:
+        raise ValueError(
+            f"has {len(value)} pairs; the API takes {MAX_METADATA_PAIRS} and the worker adds one of its own, so at most {MAX_METADATA_PAIRS - 1}"
+        )
+    for key, item in value.items():
+        if not key or len(key) > MAX_METADATA_KEY_CHARS:
+            raise ValueError(f"key {key[:80]!r} must be 1 to {MAX_METADATA_KEY_CHARS} characters")
+        if key.startswith(RESERVED_METADATA_PREFIX):
+            raise ValueError(f"key {key!r} is reserved: keys starting with {RESERVED_METADATA_PREFIX!r} are the worker's")
+        if len(item) > MAX_METADATA_VALUE_CHARS:
+            raise ValueError(f"value of {key!r} is {len(item)} characters; at most {MAX_METADATA_VALUE_CHARS}")
+    return value
+
+
+Metadata = Annotated[dict[str, str] | None, AfterValidator(check_metadata)]
+
+
+def _unencodable(value: Any, where: str = "") -> str | None:
+    """The path of the first string that UTF-8 cannot carry (a lone surrogate), if any."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"{where or 'value'} (character {exc.start}: {value[exc.start]!r})"
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _unencodable(key, where) if isinstance(key, str) else None
+        found = found or _unencodable(item, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
 class MessageInput(BaseModel):
     """A message to add to the thread before the run, as ``messages.create`` takes it."""
 
@@ -34,13 +109,17 @@ class MessageInput(BaseModel):
     role: Literal["user", "assistant"] = "user"
     content: str | list[dict[str, Any]]
     attachments: list[dict[str, Any]] | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Metadata = None
 
     @field_validator("content")
     @classmethod
     def _not_empty(cls, value: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-        if not value:
+        if not value or (isinstance(value, str) and not value.strip()):
             raise ValueError("message content must not be empty")
+        texts = [value] if isinstance(value, str) else [p.get("text") for p in value if isinstance(p.get("text"), str)]
+        longest = max((len(t) for t in texts), default=0)  # type: ignore[arg-type]
+        if longest > MAX_MESSAGE_CHARS:
+            raise ValueError(f"message text is {longest} characters; the API takes at most {MAX_MESSAGE_CHARS}")
         return value
 
 
@@ -49,7 +128,7 @@ class PromptRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1)
+    id: ApiId
     version: str | None = None
     variables: dict[str, Any] | None = None
 
@@ -76,16 +155,16 @@ class RunRequest(BaseModel):
         None, description="The model API: assistants or responses. Omitted: implied by the fields, else the worker's default."
     )
     # --- Assistants API: the assistant and the thread.
-    assistant_id: str | None = Field(None, min_length=1, description="Assistants API: the assistant that runs.")
-    thread_id: str | None = Field(None, description="Assistants API: run on this thread; omit to create a new one.")
-    thread_metadata: dict[str, str] | None = Field(None, description="Assistants API: metadata of a new thread.")
+    assistant_id: ApiId | None = Field(None, description="Assistants API: the assistant that runs.")
+    thread_id: ApiId | None = Field(None, description="Assistants API: run on this thread; omit to create a new one.")
+    thread_metadata: Metadata = Field(None, description="Assistants API: metadata of a new thread.")
     # --- Responses API: the stored prompt and the conversation.
     prompt: PromptRef | None = Field(None, description="Responses API: a stored prompt (ID, version, variables).")
-    conversation_id: str | None = Field(
-        None, min_length=1, description="Responses API: continue this conversation (its items are the context)."
+    conversation_id: ApiId | None = Field(
+        None, description="Responses API: continue this conversation (its items are the context)."
     )
-    previous_response_id: str | None = Field(
-        None, min_length=1, description="Responses API: continue from this response (the chain is the context)."
+    previous_response_id: ApiId | None = Field(
+        None, description="Responses API: continue from this response (the chain is the context)."
     )
     messages: list[MessageInput] = Field(default_factory=list)
 
@@ -106,7 +185,7 @@ class RunRequest(BaseModel):
     )
     truncation_strategy: dict[str, Any] | None = None
     response_format: str | dict[str, Any] | None = None
-    metadata: dict[str, str] | None = None
+    metadata: Metadata = None
 
     # Orchestration.
     mode: Literal["poll", "stream"] = Field(
@@ -127,6 +206,15 @@ class RunRequest(BaseModel):
     resume: SkipJsonSchema["RunProgress | None"] = Field(
         None, description="Set by the workflow when it continues as new; callers leave it unset."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _encodable(cls, data: Any) -> Any:
+        # A lone surrogate (e.g. from a JSON "\\ud800" escape) passes as a str but cannot be sent.
+        where = _unencodable(data)
+        if where:
+            raise ValueError(f"{where} is not valid Unicode text: a lone surrogate, which UTF-8 cannot carry")
+        return data
 
     @model_validator(mode="after")
     def _one_api(self) -> "RunRequest":
@@ -311,13 +399,24 @@ class PendingToolCall(BaseModel):
     call_id: str
     name: str
     arguments: str
-    elapsed_seconds: float
+    elapsed_seconds: float = Field(description="As of the workflow's last task; use started_at for the time now.")
+    started_at: float | None = Field(None, description="Unix time the call was scheduled.")
+
+
+class PendingActivity(BaseModel):
+    """An activity under way as the Temporal server records it (from describe, no worker needed)."""
+
+    name: str
+    state: str = Field(description="scheduled, started or cancel_requested")
+    attempt: int
+    started_at: float | None = Field(None, description="Unix time the current attempt started.")
+    last_failure: str | None = Field(None, description="Why the previous attempt failed.")
 
 
 class LiveSnapshot(BaseModel):
     """What the ``snapshot`` query returns: the run as it is right now."""
 
-    status: RunStatus | Literal["starting"]
+    status: RunStatus | Literal["starting", "unknown"]
     round: int
     assistant_id: str | None
     agent: str = Field("", description="The assistant, stored prompt or model that answers.")
@@ -327,6 +426,13 @@ class LiveSnapshot(BaseModel):
     pending_tool_calls: list[PendingToolCall]
     tool_calls_done: int
     failure: str | None = None
+    source: Literal["worker", "server"] = Field(
+        "worker", description="worker: the run's own query; server: built from describe (no worker answered)."
+    )
+    note: str | None = Field(None, description="Why the snapshot came from the server, when it did.")
+    pending_activities: list[PendingActivity] = Field(
+        default_factory=list, description="Activities under way with their attempt and last failure, from the server."
+    )
 
 
 RunRequest.model_rebuild()
@@ -341,6 +447,7 @@ class EnqueueRequest(BaseModel):
     task_queue: str | None = None
     summary: str | None = None
     sequence: int = 0
+    fingerprint: str | None = Field(None, description="The request's fingerprint, to refuse a reused request ID.")
 
 
 class EnqueueReceipt(BaseModel):
@@ -354,6 +461,7 @@ class ThreadQueueInput(BaseModel):
     thread_id: str
     pending: list[EnqueueRequest] = Field(default_factory=list)
     seen: dict[str, str] = Field(default_factory=dict)
+    fingerprints: dict[str, str] = Field(default_factory=dict, description="Request ID -> fingerprint, for conflicts.")
     accepted: int = 0
     finished: int = 0
 

@@ -103,7 +103,7 @@ class AssistantRunWorkflow:
             thread_id=snapshot.thread_id if snapshot else self._request.context_id,
             run_id=snapshot.run_id if snapshot else None,
             pending_tool_calls=[
-                PendingToolCall(call_id=c.id, name=c.name, arguments=c.arguments, elapsed_seconds=round(now - t, 3))
+                PendingToolCall(call_id=c.id, name=c.name, arguments=c.arguments, elapsed_seconds=round(now - t, 3), started_at=t)
                 for c, t in self._pending.values()
             ],
             tool_calls_done=len(self._records),
@@ -545,10 +545,17 @@ def _summary(call: ToolCall) -> str:
 
 
 def _failure_message(exc: ActivityError) -> str:
+    """The failure's own message; for a timeout, also the last attempt's failure (the API
+    error a retried call kept meeting), which Temporal keeps as the timeout's cause."""
     cause = exc.cause
     while cause is not None and isinstance(cause, ActivityError):
         cause = cause.cause
-    return cause.message if cause is not None and hasattr(cause, "message") else str(exc)
+    if cause is None or not hasattr(cause, "message"):
+        return str(exc)
+    last = cause.cause
+    if isinstance(cause, TemporalTimeoutError) and last is not None and getattr(last, "message", None):
+        return f"{cause.message}; last failure: {last.message}"  # type: ignore[attr-defined]
+    return cause.message
 
 
 def _as_application_error(exc: ActivityError, doing: str) -> ApplicationError:

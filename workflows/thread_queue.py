@@ -15,10 +15,12 @@ from collections import deque
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError, ChildWorkflowError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from workflows.models import (
+        IDEMPOTENCY_CONFLICT,
         RUN_WORKFLOW_NAME,
         THREAD_QUEUE_WORKFLOW_NAME,
         EnqueueReceipt,
@@ -33,6 +35,9 @@ IDLE_TIMEOUT = timedelta(minutes=5)
 RUNS_PER_HISTORY = 500
 # Request IDs remembered for deduplication (carried across continue-as-new).
 REMEMBERED_REQUESTS = 5_000
+# Runs start as children that never reuse a workflow ID (a request ID is one run, ever) and
+# carry their request's fingerprint in the memo, as runs started directly do.
+ONE_RUN_PER_REQUEST_ID = "one-run-per-request-id"
 
 
 def queue_workflow_id(thread_id: str) -> str:
@@ -46,6 +51,7 @@ class ThreadQueueWorkflow:
         self._thread_id = input.thread_id
         self._pending: deque[EnqueueRequest] = deque(input.pending)
         self._seen: dict[str, str] = dict(input.seen)
+        self._fingerprints: dict[str, str] = dict(input.fingerprints)
         self._accepted = input.accepted
         self._finished = input.finished
         self._current: EnqueueRequest | None = None
@@ -59,14 +65,26 @@ class ThreadQueueWorkflow:
         item = item.model_copy(update={"sequence": self._accepted})
         self._pending.append(item)
         self._seen[item.request_id] = item.run_workflow_id
+        if item.fingerprint is not None:
+            self._fingerprints[item.request_id] = item.fingerprint
         while len(self._seen) > REMEMBERED_REQUESTS:
-            self._seen.pop(next(iter(self._seen)))
+            oldest = next(iter(self._seen))
+            del self._seen[oldest]
+            self._fingerprints.pop(oldest, None)
         return EnqueueReceipt(run_workflow_id=item.run_workflow_id, position=len(self._pending), sequence=item.sequence)
 
     @enqueue.validator
     def _check(self, item: EnqueueRequest) -> None:
         if item.request.context_id != self._thread_id:
             raise ValueError(f"this queue serves {self._thread_id}, not {item.request.context_id}")
+        first = self._fingerprints.get(item.request_id)
+        if first is not None and item.fingerprint is not None and first != item.fingerprint:
+            raise ApplicationError(
+                f"request ID {item.request_id!r} was already used for a different request on {self._thread_id} "
+                f"(run {self._seen.get(item.request_id)}); use a new request ID for a new request",
+                type=IDEMPOTENCY_CONFLICT,
+                non_retryable=True,
+            )
 
     @workflow.query(name="state")
     def state(self) -> ThreadQueueState:
@@ -89,6 +107,12 @@ class ThreadQueueWorkflow:
             item = self._pending.popleft()
             self._current = item
             workflow.set_current_details(f"running `{item.run_workflow_id}` · {len(self._pending)} waiting · {self._finished} done")
+            once: dict[str, object] = {}
+            if workflow.patched(ONE_RUN_PER_REQUEST_ID):
+                once = {
+                    "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    "memo": {"request_sha256": item.fingerprint, "context_id": self._thread_id} if item.fingerprint else None,
+                }
             try:
                 await workflow.execute_child_workflow(
                     RUN_WORKFLOW_NAME,
@@ -96,7 +120,12 @@ class ThreadQueueWorkflow:
                     id=item.run_workflow_id,
                     task_queue=item.task_queue or workflow.info().task_queue,
                     static_summary=item.summary,
+                    **once,  # type: ignore[arg-type]
                 )
+            except WorkflowAlreadyStartedError:
+                # This request ID has a run already (enqueued before without this queue): that
+                # run is the answer, and its caller follows it by the same workflow ID.
+                workflow.logger.info("run %s exists already; not starting it again", item.run_workflow_id)
             except ChildWorkflowError as exc:
                 # The caller sees the failure on its own handle; the queue goes on.
                 workflow.logger.warning("run %s failed: %s", item.run_workflow_id, exc.cause)
@@ -112,6 +141,7 @@ class ThreadQueueWorkflow:
                         thread_id=self._thread_id,
                         pending=list(self._pending),
                         seen=self._seen,
+                        fingerprints=self._fingerprints,
                         accepted=self._accepted,
                         finished=self._finished,
                     )
