@@ -19,11 +19,14 @@ The worker's own settings (a flag wins over its variable; an empty variable coun
     DA_LOG_LEVEL                debug | info | warning | error | critical (--log-level)
     DA_SHUTDOWN_GRACE_SECONDS   on SIGTERM or SIGINT, how long running tools get to finish
                                 before they are cancelled (default 10). A sync tool can't be
-                                cancelled (its thread runs on); the worker then names the tools
-                                it leaves behind in one log line and exits, and Temporal retries
-                                them on another worker after their heartbeat timeout. If stopping
-                                takes more than the grace period plus 5 s, the worker leaves the
-                                same way with exit status 1. A second signal leaves at once.
+                                cancelled (its thread runs on): the shutdown reports its call
+                                failed ("Worker is shutting down ..."), Temporal retries it by the
+                                tool's retry policy, and the worker names the tools it leaves
+                                behind in one log line and exits 0. If stopping takes more than
+                                the grace period plus 5 s (an async tool that ignores its
+                                cancellation), the worker leaves the same way with status 1 and
+                                Temporal retries those calls after their heartbeat timeout.
+                                A second signal leaves at once (status 1).
 
 A setting the worker can't use, a tool module that doesn't import, or a tool the model can't
 be told about stops the worker at start with one line on stderr and exit status 2.
@@ -378,9 +381,9 @@ class ShutdownWatchdog:
 
 def leave(code: int, tools: Sequence[str], message: str) -> NoReturn:
     """Exit now, saying which tools are left running. A thread running a sync function can't
-    be stopped, and the process is exiting anyway; Temporal retries those tool calls on another
-    worker after their heartbeat timeout. (``os._exit`` also skips the finalization that the
-    SDK's runtime threads can crash: https://github.com/temporalio/sdk-python/issues/300.)"""
+    be stopped, and the process is exiting anyway; Temporal retries those calls elsewhere (at
+    once if the shutdown reported them failed, else after their heartbeat timeout). ``os._exit``
+    also skips the finalization the SDK's runtime threads can crash (sdk-python#300)."""
     log.warning(message, tools_still_running=list(tools))
     sys.stdout.flush()
     sys.stderr.flush()

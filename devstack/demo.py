@@ -149,7 +149,7 @@ def worker_process(env: dict[str, str], state: Path) -> Iterator[subprocess.Pope
     try:
         yield process
     finally:
-        stop_process(process, timeout=20)
+        stop_process(process, timeout=20)  # more than the worker's own limit: grace 10 s + 5 s
         log.close()
 
 
