@@ -32,6 +32,8 @@ from tests.worker_tools import CANCELLED
 from tools import registry
 from workflows.models import RunRequest
 from workflows.run import AssistantRunWorkflow
+from workflows.thread_queue import ThreadQueueWorkflow, queue_workflow_id
+from durable_assistants.client import enqueue_run
 
 HISTORIES = Path(__file__).parent / "histories"
 REPO = Path(__file__).parent.parent
@@ -255,9 +257,9 @@ async def test_worker_killed_mid_tool_and_restarted_creates_nothing_twice(
 
 
 async def test_recorded_histories_replay_without_nondeterminism(
-    temporal_client: Client, task_queue: str, workers: None, assistant_id: str
+    temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI
 ) -> None:
-    """Replays every committed history (recorded by earlier versions of the workflow) and
+    """Replays every committed history (recorded by earlier versions of the workflows) and
     the histories of fresh runs. Set DA_RECORD_HISTORIES=1 to (re)record the fresh ones."""
     scenarios = {
         "poll-two-rounds": RunRequest(
@@ -280,15 +282,27 @@ async def test_recorded_histories_replay_without_nondeterminism(
     for name, request in scenarios.items():
         handle = await start(temporal_client, task_queue, request)
         await handle.result()
-        history = await handle.fetch_history()
-        fresh.append(history)
-        if os.environ.get("DA_RECORD_HISTORIES"):
-            HISTORIES.mkdir(exist_ok=True)
+        fresh.append((name, await handle.fetch_history()))
+    # Two runs taking turns on one thread, through its ThreadQueue (still open, idling: replayed as far as it went).
+    thread_id = client.beta.threads.create().id
+    queued = [
+        await enqueue_run(
+            temporal_client, RunRequest(assistant_id=assistant_id, thread_id=thread_id, messages=[message(f"hello {i}")], tool_choice="none"),
+            request_id=f"replay-{i}-{thread_id}", task_queue=task_queue,
+        )
+        for i in range(2)
+    ]
+    assert [(await h.result()).status for h in queued] == ["completed", "completed"]
+    fresh.append(("thread-queue-two-runs", await temporal_client.get_workflow_handle(queue_workflow_id(thread_id)).fetch_history()))
+    if os.environ.get("DA_RECORD_HISTORIES"):
+        HISTORIES.mkdir(exist_ok=True)
+        for name, history in fresh:
             (HISTORIES / f"{name}.json").write_text(history.to_json())
     recorded = [WorkflowHistory.from_json(p.stem, p.read_text()) for p in sorted(HISTORIES.glob("*.json"))]
     assert recorded, f"no recorded histories in {HISTORIES}; run with DA_RECORD_HISTORIES=1 once"
-    replayer = Replayer(workflows=[AssistantRunWorkflow], data_converter=pydantic_data_converter)
-    async with replayer.workflow_replay_iterator(_iterate([*recorded, *fresh])) as outcomes:
+    assert any("thread-queue" in h.workflow_id for h in recorded), "no recorded ThreadQueue history"
+    replayer = Replayer(workflows=[AssistantRunWorkflow, ThreadQueueWorkflow], data_converter=pydantic_data_converter)
+    async with replayer.workflow_replay_iterator(_iterate([*recorded, *(h for _, h in fresh)])) as outcomes:
         async for outcome in outcomes:
             assert outcome.replay_failure is None, outcome.replay_failure
 
