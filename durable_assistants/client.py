@@ -348,7 +348,9 @@ async def enqueue_run(
                 summary=summary, fingerprint=fingerprint,
             ),
             start_workflow_operation=start,
-            id=request_id,
+            # Temporal answers a repeated update ID with the first outcome, unchecked: the same
+            # request gets its receipt again, a different one reaches the queue's conflict check.
+            id=f"{request_id}#{fingerprint[:16]}",
             result_type=EnqueueReceipt,
         )
     except WorkflowUpdateFailedError as exc:
@@ -357,6 +359,13 @@ async def enqueue_run(
             raise IdempotencyConflictError(cause.message) from None
         raise
     return RunHandle(client, receipt.run_workflow_id, receipt, queue_id=queue_workflow_id(context))
+
+
+def check_request_id(request_id: str) -> None:
+    """Raise ``ValueError`` (its message the ID and the rule) unless ``request_id`` is 1 to
+    200 printable characters without spaces."""
+    if not request_id.strip() or len(request_id) > MAX_REQUEST_ID_CHARS or any(c.isspace() or not c.isprintable() for c in request_id):
+        raise ValueError(f"{request_id[:80]!r} must be 1 to {MAX_REQUEST_ID_CHARS} printable characters without spaces")
 
 
 def _check_arguments(client: object, request: object, request_id: object, task_queue: object) -> None:
@@ -368,10 +377,10 @@ def _check_arguments(client: object, request: object, request_id: object, task_q
     if request_id is not None:
         if not isinstance(request_id, str):
             raise TypeError(f"enqueue_run: request_id must be a str, got {type(request_id).__name__}")
-        if not request_id.strip() or len(request_id) > MAX_REQUEST_ID_CHARS or any(c.isspace() or not c.isprintable() for c in request_id):
-            raise ValueError(
-                f"enqueue_run: request_id {request_id[:80]!r} must be 1 to {MAX_REQUEST_ID_CHARS} printable characters without spaces"
-            )
+        try:
+            check_request_id(request_id)
+        except ValueError as exc:
+            raise ValueError(f"enqueue_run: request_id {exc}") from None
     if not isinstance(task_queue, str) or not task_queue.strip():
         raise ValueError(f"enqueue_run: task_queue must be a non-empty str, got {task_queue!r}")
     size = len(request.model_dump_json().encode())  # also proves it can be sent at all
