@@ -161,11 +161,12 @@ def _children_of(pid: int) -> list[int]:
     return [int(p) for p in children.read_text().split()] if children.exists() else []
 
 
-async def test_dev_brings_the_stack_up_and_ctrl_c_takes_it_all_down() -> None:
+async def test_dev_brings_the_stack_up_and_ctrl_c_takes_it_all_down(tmp_path: Path) -> None:
     import signal
 
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "durable_assistants.cli", "dev", cwd=REPO,
+        env={**os.environ, "DA_STATE_DIR": str(tmp_path)},  # not the repo's .local, which a user's `make demo` may hold
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     assert process.stdout is not None
