@@ -2,4 +2,4 @@ import sys
 
 from .server import main
 
-sys.exit(main())
+sys.exit(main(prog="python -m emulator"))
