@@ -50,6 +50,14 @@ async def executions(temporal_client: Client, workflow_id: str) -> int:
     return count
 
 
+async def busy_thread(temporal_client: Client, task_queue: str, assistant_id: str, client: OpenAI) -> tuple[str, Any]:
+    """A new thread whose first run keeps it busy for two seconds (a slow tool), so the next waits."""
+    thread_id = client.beta.threads.create().id
+    slow = script(rounds=[[{"name": "slow", "arguments": {"seconds": 2, "marker": ""}}]])
+    blocker = RunRequest(assistant_id=assistant_id, thread_id=thread_id, messages=[message(slow)])
+    return thread_id, await enqueue_run(temporal_client, blocker, request_id=new_id("blocker"), task_queue=task_queue)
+
+
 def runs_created(admin: httpx.Client) -> int:
     return sum(t.get("runs_created", 0) for t in admin.get("/stats").json()["threads"].values())
 
@@ -109,9 +117,7 @@ async def test_same_id_while_waiting_in_the_queue_with_a_different_request_is_re
     temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI
 ) -> None:
     """The queue itself remembers fingerprints: the run has not started, so there is no memo to compare."""
-    thread_id = client.beta.threads.create().id
-    blocker = RunRequest(assistant_id=assistant_id, thread_id=thread_id, messages=[message(script(rounds=[[{"name": "slow", "arguments": {"seconds": 2, "marker": ""}}]]))])
-    first = await enqueue_run(temporal_client, blocker, request_id=new_id("blocker"), task_queue=task_queue)
+    thread_id, first = await busy_thread(temporal_client, task_queue, assistant_id, client)
     waiting = RunRequest(assistant_id=assistant_id, thread_id=thread_id, messages=[message("second")], tool_choice="none")
     request_id = new_id("waiting")
     queued = await enqueue_run(temporal_client, waiting, request_id=request_id, task_queue=task_queue)
@@ -139,9 +145,7 @@ async def test_a_run_that_does_not_exist_is_not_found_at_once(temporal_client: C
 async def test_a_queued_run_is_found_in_its_queue_by_a_handle_from_get_run(
     temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI
 ) -> None:
-    thread_id = client.beta.threads.create().id
-    blocker = RunRequest(assistant_id=assistant_id, thread_id=thread_id, messages=[message(script(rounds=[[{"name": "slow", "arguments": {"seconds": 2, "marker": ""}}]]))])
-    first = await enqueue_run(temporal_client, blocker, request_id=new_id("first-in-line"), task_queue=task_queue)
+    thread_id, first = await busy_thread(temporal_client, task_queue, assistant_id, client)
     second = RunRequest(assistant_id=assistant_id, thread_id=thread_id, messages=[message("next")], tool_choice="none")
     queued = await enqueue_run(temporal_client, second, request_id=new_id("second-in-line"), task_queue=task_queue)
     later = get_run(temporal_client, queued.workflow_id)  # no receipt: it looks through the running queues
