@@ -7,8 +7,9 @@
 
 A request on an existing thread goes through that thread's ``ThreadQueue`` workflow, so
 callers sharing a thread run one at a time, in arrival order. A request for a new thread
-starts its ``AssistantRun`` workflow directly. Either way ``request_id`` makes enqueueing
-idempotent: the same ID again returns the first run's handle.
+starts its ``AssistantRun`` workflow directly. Either way ``request_id`` is an idempotency
+key for the namespace: the same ID with the same request returns the first run's handle,
+with another request it raises ``IdempotencyConflictError`` (docs/idempotency.md).
 """
 
 from __future__ import annotations
@@ -210,7 +211,8 @@ class RunHandle:
 
     async def cancel(self) -> bool:
         """Ask the run to cancel: its tools, its API run; ``result()`` then says ``cancelled``.
-        Returns at once; False when no worker polls the run's task queue (the cancel waits for one)."""
+        Returns at once; False when no worker polls the run's task queue (the cancel waits for one).
+        A run still waiting in its thread's queue is cancelled when its turn comes (this waits)."""
         description = await self.started()
         await self._handle.cancel()
         return not description.task_queue or await has_pollers(self.client, description.task_queue)
