@@ -157,30 +157,28 @@ def request_from(args: argparse.Namespace) -> RunRequest:
     data: dict[str, Any] = {}
     if args.request:
         data = _request_json(args.request)
-    if args.assistant:
-        data["assistant_id"] = args.assistant
-    if args.thread:
-        data["thread_id"] = args.thread
+    # `is not None`: an empty value given (`--thread ""`) is checked, not silently dropped.
     for option, field in (
+        ("assistant", "assistant_id"), ("thread", "thread_id"),
         ("backend", "backend"), ("model", "model"), ("instructions", "instructions"),
-        ("conversation", "conversation_id"), ("previous_response", "previous_response_id"),
+        ("conversation", "conversation_id"), ("previous_response", "previous_response_id"), ("mode", "mode"),
     ):
-        if getattr(args, option, None):
+        if getattr(args, option, None) is not None:
             data[field] = getattr(args, option)
-    if args.mode:
-        data["mode"] = args.mode
     if args.message:
         data["messages"] = [*data.get("messages", []), *({"content": m} for m in args.message)]
-    if not any(data.get(k) for k in ("assistant_id", "model", "prompt")):
-        raise CliError("give --assistant (an Assistants API assistant) or --model (an inline agent, for either API), or a --request that has one")
     try:
-        return RunRequest.model_validate(data)
+        request = RunRequest.model_validate(data)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in error["loc"])
         if not where:  # a check across fields: its message names them and their values
             raise CliError(f"invalid run request: {str(error['msg']).removeprefix('Value error, ')}") from None
-        raise CliError(f"invalid run request: {where}: {error['msg']} (got {_shorten(error.get('input'))})") from None
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise CliError(f"invalid run request: {where}: {message} (got {_shorten(error.get('input'))})") from None
+    if request.assistant_id is None and request.model is None and request.prompt is None:
+        raise CliError("give --assistant (an Assistants API assistant) or --model (an inline agent, for either API), or a --request that has one")
+    return request
 
 
 def _request_json(option: str) -> dict[str, Any]:
@@ -247,18 +245,31 @@ async def render_progress(handle: Any, clock: bool = False) -> None:
 async def cmd_enqueue(args: argparse.Namespace) -> int:
     from durable_assistants.client import enqueue_run
 
-    from durable_assistants.client import IdempotencyConflictError, RunFailedError, has_pollers
+    from durable_assistants.client import IdempotencyConflictError, RunFailedError, check_request_id, has_pollers
 
     request = request_from(args)
     waits = args.follow or args.wait
     if args.timeout is not None and not waits:
         raise CliError("--timeout goes with --wait or --follow")
+    if args.request_id is not None:
+        try:  # before connecting: a bad ID is the user's to fix, whatever the server says
+            check_request_id(args.request_id)
+        except ValueError as exc:
+            raise CliError(f"invalid --request-id: {exc}") from None
     client = await connect()
     if not await has_pollers(client, args.task_queue):
         if waits:
             raise CliError(
                 f"no worker is polling task queue {args.task_queue!r}, so the run would never start; nothing was enqueued "
                 f"(start one: durable-assistants worker --task-queue {args.task_queue})"
+            )
+        if request.context_id is not None:
+            # A run on a thread or conversation goes through its queue workflow, whose `enqueue`
+            # update a worker must accept: without one, enqueueing would wait forever.
+            raise CliError(
+                f"no worker is polling task queue {args.task_queue!r}, and a run on {request.context_id} is enqueued "
+                f"through that {'thread' if request.thread_id else 'conversation'}'s queue, which a worker must accept; "
+                f"nothing was enqueued (start one: durable-assistants worker --task-queue {args.task_queue})"
             )
         print(f"{PROG}: warning: no worker is polling task queue {args.task_queue!r}; the run starts when one does", file=sys.stderr)
     try:
@@ -405,10 +416,11 @@ def visibility_query(args: argparse.Namespace) -> str:
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
+    query = visibility_query(args)  # a bad value fails before connecting
     client = await connect()
     rows = []
     try:
-        async for execution in client.list_workflows(visibility_query(args), limit=args.limit):
+        async for execution in client.list_workflows(query, limit=args.limit):
             attributes = execution.typed_search_attributes
             rows.append(
                 {
@@ -442,12 +454,8 @@ async def cmd_sync_tools(args: argparse.Namespace) -> int:
     from openai import AsyncOpenAI, NotFoundError, OpenAIError
 
     from tools import registry
-    from worker import load_tools
 
-    try:
-        load_tools([m for m in args.tools.split(",") if m])
-    except ImportError as exc:
-        raise CliError(f"cannot import tool module: {exc}") from None
+    _load_tools(args.tools)
     wanted = {schema["function"]["name"]: schema for schema in registry.schemas()}
     model = AsyncOpenAI(max_retries=2, api_key=os.environ.get("OPENAI_API_KEY", "unset"))
     try:
@@ -481,12 +489,8 @@ async def cmd_assistant(args: argparse.Namespace) -> int:
     from openai import AsyncOpenAI, OpenAIError
 
     from tools import registry
-    from worker import load_tools
 
-    try:
-        load_tools([m for m in args.tools.split(",") if m])
-    except ImportError as exc:
-        raise CliError(f"cannot import tool module: {exc}") from None
+    _load_tools(args.tools)
     model = AsyncOpenAI(max_retries=2, api_key=os.environ.get("OPENAI_API_KEY", "unset"))
     try:
         assistant = await model.beta.assistants.create(
@@ -502,6 +506,17 @@ async def cmd_assistant(args: argparse.Namespace) -> int:
         print(assistant.id)
         print(f"{PROG}: created {assistant.id} ({args.model}) with {len(registry.schemas())} tools: {', '.join(registry.names())}", file=sys.stderr)
     return 0
+
+
+def _load_tools(modules: str) -> None:
+    from worker import ToolLoadError, load_tools
+
+    try:
+        load_tools([m.strip() for m in modules.split(",") if m.strip()])
+    except ToolLoadError as exc:  # its message names the module and what went wrong
+        raise CliError(str(exc)) from None
+    except ImportError as exc:
+        raise CliError(f"cannot import tool module: {exc}") from None
 
 
 def _normal(tool: dict[str, Any]) -> str:

@@ -60,6 +60,7 @@ WAIT_FOR_START = timedelta(milliseconds=250)
 QUERY_TIMEOUT = timedelta(seconds=2)
 # How many running thread queues ``get_run`` looks through for a run that has not started yet.
 QUEUES_SEARCHED = 200
+QUERIES_AT_ONCE = 20
 MAX_REQUEST_ID_CHARS = 200
 # A run request travels as one Temporal payload (limit 2 MB, warnings from 512 KB).
 MAX_REQUEST_BYTES = 1_000_000
@@ -152,24 +153,37 @@ class RunHandle:
 
     async def _waiting_in_queue(self) -> bool:
         queues = [self.queue_id] if self.queue_id else await self._running_queues()
-        for queue_id in queues:
-            try:
-                state = await self.client.get_workflow_handle(queue_id).query(
-                    "state", result_type=ThreadQueueState, rpc_timeout=QUERY_TIMEOUT
-                )
-            except RPCError:
-                continue  # ended, or no worker to answer: it holds nothing we can see
-            if self.workflow_id in state.waiting or state.running == self.workflow_id:
+        limit = asyncio.Semaphore(QUERIES_AT_ONCE)
+
+        async def holds(queue_id: str) -> bool:
+            async with limit:
+                try:
+                    state = await self.client.get_workflow_handle(queue_id).query(
+                        "state", result_type=ThreadQueueState, rpc_timeout=QUERY_TIMEOUT
+                    )
+                except RPCError:
+                    return False  # ended, or no worker to answer: it holds nothing we can see
+            return self.workflow_id in state.waiting or state.running == self.workflow_id
+
+        # At once, not one by one: a query no worker answers takes QUERY_TIMEOUT.
+        for queue_id, found in zip(queues, await asyncio.gather(*(holds(q) for q in queues))):
+            if found:
                 self.queue_id = queue_id
                 return True
         return False
 
     async def _running_queues(self) -> list[str]:
+        """Running thread queues whose task queue a worker polls (no other can answer a query)."""
         query = f"WorkflowType = '{THREAD_QUEUE_WORKFLOW_NAME}' AND ExecutionStatus = 'Running'"
         try:
-            return [e.id async for e in self.client.list_workflows(query, limit=QUEUES_SEARCHED)]
+            found = [(e.id, e.task_queue) async for e in self.client.list_workflows(query, limit=QUEUES_SEARCHED)]
         except RPCError:
             return []
+        task_queues = sorted({tq for _, tq in found})
+        answers = await asyncio.gather(*(has_pollers(self.client, tq) for tq in task_queues), return_exceptions=True)
+        # An error is no answer: ask the queue itself.
+        polled = {tq: answer is not False for tq, answer in zip(task_queues, answers)}
+        return [queue_id for queue_id, task_queue in found if polled[task_queue]]
 
     async def started(self) -> WorkflowExecutionDescription:
         """Wait until the run's workflow exists (a queued run starts when its turn comes).

@@ -4,6 +4,7 @@ Temporal (``pydantic_data_converter``) and other languages can produce and read 
 
 from __future__ import annotations
 
+import math
 import re
 
 from typing import Annotated, Any, Literal
@@ -80,13 +81,20 @@ Metadata = Annotated[dict[str, str] | None, AfterValidator(check_metadata)]
 
 
 def _unencodable(value: Any, where: str = "") -> str | None:
-    """The path of the first string that UTF-8 cannot carry (a lone surrogate), if any."""
+    """Where the first value is that the request's JSON cannot carry, and why: a string with a
+    lone surrogate (UTF-8 cannot encode it) or a float that is NaN or infinite (JSON has
+    neither: it would arrive as null, and the run would fail on its own input)."""
     if isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
-            return f"{where or 'value'} (character {exc.start}: {value[exc.start]!r})"
+            return (
+                f"{where or 'value'} (character {exc.start}: {value[exc.start]!r}) is not valid Unicode text: "
+                "a lone surrogate, which UTF-8 cannot carry"
+            )
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where or 'value'} is {value!r}, which JSON cannot carry; give a finite number"
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, (list, tuple)):
@@ -171,7 +179,7 @@ class RunRequest(BaseModel):
     # Overrides of the assistant (Assistants) or the turn's settings (Responses); None leaves the default.
     instructions: str | None = None
     additional_instructions: str | None = None
-    model: str | None = None
+    model: str | None = Field(None, min_length=1)
     tools: list[dict[str, Any]] | None = Field(
         None, description="Tool definitions; omitted: the assistant's (Assistants) or the worker's registry (Responses)."
     )
@@ -210,10 +218,11 @@ class RunRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _encodable(cls, data: Any) -> Any:
-        # A lone surrogate (e.g. from a JSON "\\ud800" escape) passes as a str but cannot be sent.
-        where = _unencodable(data)
-        if where:
-            raise ValueError(f"{where} is not valid Unicode text: a lone surrogate, which UTF-8 cannot carry")
+        # A lone surrogate (e.g. from a JSON "\\ud800" escape) passes as a str, and NaN or
+        # Infinity (Python's json reads them) as a float, but neither can be sent.
+        problem = _unencodable(data)
+        if problem:
+            raise ValueError(problem)
         return data
 
     @model_validator(mode="after")
