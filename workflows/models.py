@@ -211,6 +211,17 @@ class RunRequest(BaseModel):
         15.0, ge=0, description="Tools must finish this long before the run's expires_at."
     )
     output_cap_chars: int = Field(16_000, ge=64, description="Tool outputs longer than this are cut, with a marker.")
+    tool_queue_wait_seconds: float = Field(
+        600.0, gt=0, le=7 * 86_400,
+        description="How long a tool call routed to its own task queue may wait for a worker of that queue to take it; "
+        "past it the call fails with 'no worker polled task queue X' (its policy decides: error output or fail the run).",
+    )
+    model_api_budget_seconds: float = Field(
+        3600.0, gt=0, le=7 * 86_400,
+        description="How long one step of the run (the start, a round's submit) may keep retrying the model API; "
+        "past it the run fails with 'model API unavailable since T: <last error>'. Stopping a run gets at most "
+        "min(this, 300 s), then the run ends anyway, saying in what state the API run was left.",
+    )
     resume: SkipJsonSchema["RunProgress | None"] = Field(
         None, description="Set by the workflow when it continues as new; callers leave it unset."
     )

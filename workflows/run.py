@@ -60,6 +60,9 @@ MODEL_API_START_TO_CLOSE = timedelta(minutes=15)
 MODEL_API_HEARTBEAT = timedelta(seconds=30)
 MODEL_API_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30))
 CANCEL_START_TO_CLOSE = timedelta(minutes=2)
+# Stopping an API run (cancel, then wait for it to end) gives up after this long at most (or
+# the request's model-API budget, if shorter): the workflow then ends and says what it left.
+CLEANUP_BUDGET = timedelta(minutes=5)
 PREVIEW_CHARS = 200
 T = TypeVar("T")
 # Responses runs that stop at requires_action on a conversation answer its pending calls.
@@ -148,6 +151,7 @@ class AssistantRunWorkflow:
     async def _start(self, request: RunRequest) -> None:
         key = self._key()
         thread_id = request.thread_id
+        since = workflow.now()
         try:
             # Assistants runs need a thread first; Responses runs continue a conversation or chain, or start fresh.
             if thread_id is None and request.assistant_id is not None:
@@ -155,6 +159,7 @@ class AssistantRunWorkflow:
                     ModelActivities.create_thread,
                     CreateThreadInput(request=request, key=key),
                     start_to_close_timeout=timedelta(minutes=2),
+                    schedule_to_close_timeout=self._model_budget(),
                     retry_policy=MODEL_API_RETRY,
                     summary="create thread",
                 )
@@ -162,6 +167,7 @@ class AssistantRunWorkflow:
                 ModelActivities.start_run,
                 StartInput(request=request, thread_id=thread_id, key=key, add_messages=request.thread_id is not None),
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
+                schedule_to_close_timeout=self._model_budget(),
                 heartbeat_timeout=MODEL_API_HEARTBEAT,
                 retry_policy=MODEL_API_RETRY,
                 # A cancelled workflow waits while the activity stops the API run it has under way.
@@ -177,7 +183,7 @@ class AssistantRunWorkflow:
             start = await self._model_step(handle, self._started)
         except ActivityError as exc:
             self._raise_if_cancelled(exc)
-            raise _as_application_error(exc, "starting the run") from None
+            raise _as_application_error(exc, "starting the run", since) from None
         self._started(start)
 
     def _started(self, start: StartResult) -> None:
@@ -226,6 +232,10 @@ class AssistantRunWorkflow:
         in_flight = details[0].get("in_flight") if details and isinstance(details[0], dict) else None
         if isinstance(in_flight, dict):
             self._snapshot = RunSnapshot.model_validate({**in_flight, "status": "cancelling"})
+
+    def _model_budget(self) -> timedelta:
+        """The total time one model-API step may take across its retries."""
+        return timedelta(seconds=self._request.model_api_budget_seconds)
 
     @staticmethod
     def _key() -> str:
@@ -355,6 +365,8 @@ class AssistantRunWorkflow:
                 task_queue=policy.task_queue or workflow.info().task_queue,
                 start_to_close_timeout=timedelta(seconds=policy.timeout_seconds),
                 schedule_to_close_timeout=timedelta(seconds=budget) if budget is not None else None,
+                # A queue nobody polls would hold the call forever (a run with no expiry has no other bound).
+                schedule_to_start_timeout=timedelta(seconds=request.tool_queue_wait_seconds) if policy.task_queue else None,
                 heartbeat_timeout=timedelta(seconds=policy.heartbeat_timeout_seconds or 30),
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=policy.initial_retry_seconds),
@@ -373,6 +385,9 @@ class AssistantRunWorkflow:
                 return self._record(call, f"Error: {cause.message}", started, attempts=1, error=cause.message)
             message = _failure_message(exc)
             attempts = policy.max_attempts if not (isinstance(cause, ApplicationError) and cause.non_retryable) else 1
+            if isinstance(cause, TemporalTimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START:
+                message = f"no worker polled task queue {policy.task_queue!r} for {request.tool_queue_wait_seconds:g} s, so it never started"
+                attempts = 0
             on_failure = request.tool_failure or policy.on_failure
             if on_failure == "fail_run" and self._failure is None:
                 self._failure = f"tool {call.name} failed: {message}"
@@ -408,6 +423,7 @@ class AssistantRunWorkflow:
     # ------------------------------------------------------------------ model API steps
 
     async def _submit(self, request: RunRequest, snapshot: RunSnapshot, outputs: list[ToolOutput]) -> RunSnapshot:
+        since = workflow.now()
         try:
             handle = workflow.start_activity_method(
                 ModelActivities.submit_tool_outputs,
@@ -422,6 +438,7 @@ class AssistantRunWorkflow:
                     else None,
                 ),
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
+                schedule_to_close_timeout=self._model_budget(),
                 heartbeat_timeout=MODEL_API_HEARTBEAT,
                 retry_policy=MODEL_API_RETRY,
                 cancellation_type=self._model_cancellation(),
@@ -430,7 +447,7 @@ class AssistantRunWorkflow:
             snapshot = await self._model_step(handle, lambda done: setattr(self, "_snapshot", done))
         except ActivityError as exc:
             self._raise_if_cancelled(exc)
-            raise _as_application_error(exc, f"submitting round {self._round}") from None
+            raise _as_application_error(exc, f"submitting round {self._round}", since) from None
         if snapshot.cancel_requested:
             self._snapshot = snapshot
             raise asyncio.CancelledError()
@@ -479,6 +496,7 @@ class AssistantRunWorkflow:
             ModelActivities.cancel_run,
             input,
             start_to_close_timeout=CANCEL_START_TO_CLOSE,
+            schedule_to_close_timeout=min(CLEANUP_BUDGET, self._model_budget()),
             heartbeat_timeout=MODEL_API_HEARTBEAT,
             retry_policy=MODEL_API_RETRY,
             summary=summary,
@@ -491,8 +509,11 @@ class AssistantRunWorkflow:
             except asyncio.CancelledError:
                 continue  # the stop is under way already; see it through
             except ActivityError as exc:
-                message = _failure_message(exc)
-                self._failure = f"{self._failure}; and stopping the API run failed: {message}" if self._failure else message
+                # Given up (a server that refuses to cancel, or never ends the run): the run
+                # ends here all the same, saying what it left behind.
+                left = f"the API {'response' if snapshot.backend == 'responses' else 'run'} {snapshot.run_id} was left in status {snapshot.status}"
+                message = f"stopping it failed ({_failure_message(exc)}); {left}"
+                self._failure = f"{self._failure}; {message}" if self._failure else message
                 return snapshot
 
     def _result(self, snapshot: RunSnapshot) -> RunResult:
@@ -558,8 +579,18 @@ def _failure_message(exc: ActivityError) -> str:
     return cause.message
 
 
-def _as_application_error(exc: ActivityError, doing: str) -> ApplicationError:
+def _as_application_error(exc: ActivityError, doing: str, since: Any = None) -> ApplicationError:
     cause = exc.cause
+    # The step's budget ran out: while an attempt ran (a timeout), or before the next retry
+    # (Temporal then fails the activity with the last attempt's error, retry state TIMEOUT).
+    timed_out = isinstance(cause, TemporalTimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_CLOSE
+    if (timed_out or exc.retry_state == RetryState.TIMEOUT) and since is not None:
+        last = getattr(cause.cause if timed_out else cause, "message", None) or "no attempt finished"
+        return ApplicationError(
+            f"{doing}: model API unavailable since {since:%Y-%m-%d %H:%M:%S} UTC: {last}",
+            type="ModelApiUnavailable",
+            non_retryable=True,
+        )
     if isinstance(cause, ApplicationError):
         return ApplicationError(f"{doing}: {cause.message}", *cause.details, type=cause.type, non_retryable=True)
     return ApplicationError(f"{doing}: {_failure_message(exc)}", non_retryable=True)
