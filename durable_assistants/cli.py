@@ -460,8 +460,9 @@ async def cmd_sync_tools(args: argparse.Namespace) -> int:
     model = AsyncOpenAI(max_retries=2, api_key=os.environ.get("OPENAI_API_KEY", "unset"))
     try:
         assistant = await model.beta.assistants.retrieve(args.assistant)
-        current = {t.function.name: t.model_dump(exclude_unset=True) for t in assistant.tools if t.type == "function"}
-        others = [t.model_dump(exclude_unset=True) for t in assistant.tools if t.type != "function"]
+        tools = assistant.tools or []  # compatible servers send `"tools": null` for none
+        current = {t.function.name: t.model_dump(exclude_unset=True) for t in tools if t.type == "function"}
+        others = [t.model_dump(exclude_unset=True) for t in tools if t.type != "function"]
         added = sorted(set(wanted) - set(current))
         removed = sorted(set(current) - set(wanted))
         changed = sorted(n for n in set(wanted) & set(current) if _normal(wanted[n]) != _normal(current[n]))
