@@ -12,9 +12,8 @@ Three groups:
   queue is still running (a run that legitimately ends gets a few seconds to close).
 * Python API cases against the dev server: ``enqueue_run``, ``get_run`` and ``RunHandle``.
 
-Two cases are strict xfails that name the file at fault (not one this suite may change):
-``worker --backend x`` prints argparse's usage before its error (worker.py), and a run that
-fails while a follower polls its stream leaves that update unfinished (workflows/run.py).
+One case is a strict xfail that names the file at fault: ``worker --backend x`` prints
+argparse's usage before its error (worker.py).
 """
 
 from __future__ import annotations
@@ -346,32 +345,24 @@ def unique(prefix: str) -> str:
 
 # ---------------------------------------------------------------------------- runs that fail while the CLI waits
 
-# A run that fails (raises) while a follower's stream poll is open ends with that update
-# handler unfinished: workflows/run.py detaches the pollers only on its normal return. The SDK
-# then warns (UnfinishedUpdateHandlersWarning); under this project's pytest settings
-# (filterwarnings = error) the warning fails every workflow task, so the run never ends and
-# the follower waits forever. A production worker only logs the warning and the run fails
-# as it should; these cases run the worker that way (`--follow` cases), and
-# test_a_failing_run_leaves_no_follower_poll_behind below records the bug.
-LIKE_PRODUCTION = pytest.mark.filterwarnings("default::temporalio.workflow.UnfinishedUpdateHandlersWarning")
 
 # (the enqueue arguments after `enqueue`, needs a real assistant, fragments of the reason)
 FAILING_RUNS = [
     pytest.param(("--assistant", "asst_missing", "-m", "hi", "--wait"), False, ["No assistant found with id 'asst_missing'"], id="unknown-assistant-wait"),
     pytest.param(
         ("--assistant", "asst_missing", "-m", "hi", "--follow"), False, ["No assistant found with id 'asst_missing'"],
-        id="unknown-assistant-follow", marks=LIKE_PRODUCTION,
+        id="unknown-assistant-follow",
     ),
     # Unknown threads and conversations get an ID of their own per case ({uid}): a thread's
     # queue outlives its run by minutes, bound to the task queue of the test that started it.
     pytest.param(("--thread", "thread_missing{uid}", "-m", "hi", "--wait"), True, ["thread_missing{uid}"], id="unknown-thread-wait"),
     pytest.param(
-        ("--thread", "thread_missing{uid}", "-m", "hi", "--follow"), True, ["thread_missing{uid}"], id="unknown-thread-follow", marks=LIKE_PRODUCTION,
+        ("--thread", "thread_missing{uid}", "-m", "hi", "--follow"), True, ["thread_missing{uid}"], id="unknown-thread-follow",
     ),
     pytest.param(("--model", "gpt-4o", "--previous-response", "resp_missing", "-m", "hi", "--wait"), False, ["resp_missing"], id="unknown-previous-response"),
     pytest.param(
         ("--model", "gpt-4o", "--conversation", "conv_missing{uid}", "-m", "hi", "--follow"), False, ["conv_missing{uid}"],
-        id="unknown-conversation", marks=LIKE_PRODUCTION,
+        id="unknown-conversation",
     ),
     # The emulator's 400 names the part (messages[0].content[0]) but not its type; OpenAI's
     # names the type ("Invalid value: 'hologram'"). Only the position is asserted here.
@@ -381,7 +372,7 @@ FAILING_RUNS = [
     ),
     pytest.param(
         ("--backend", "responses", "--model", "gpt-4o", "--request", json.dumps({"messages": [{"content": [{"type": "hologram", "text": "x"}]}]}), "--follow"),
-        False, ["hologram"], id="unknown-content-part-responses", marks=LIKE_PRODUCTION,
+        False, ["hologram"], id="unknown-content-part-responses",
     ),
 ]
 
@@ -660,12 +651,6 @@ async def test_a_failed_run_raises_run_failed_with_the_api_message(
     await assert_nothing_left_running(temporal_client, task_queue)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="workflows/run.py: a run that raises leaves a follower's stream poll unfinished (UnfinishedUpdateHandlersWarning); "
-    "with warnings as errors it never ends",
-)
 async def test_a_failing_run_leaves_no_follower_poll_behind(
     temporal_client: Client, task_queue: str, workers: None, admin: httpx.Client
 ) -> None:

@@ -84,3 +84,32 @@ async def test_a_tool_whose_queue_no_worker_polls_is_answered_with_an_error(
     assert call.error == f"no worker polled task queue {HEAVY_QUEUE!r} for 2 s, so it never started"
     assert call.attempts == 0
     assert "no worker polled task queue" in (result.final_text or "")  # the model was told
+
+
+async def test_a_run_of_300_rounds_with_50_kb_arguments_finishes_carrying_bounded_state(
+    temporal_client: Client, task_queue: str, workers: None, assistant_id: str, admin: httpx.Client
+) -> None:
+    """What a run carries stays bounded: the records' arguments are cut, only the newest
+    records and progress events cross continue-as-new, and the result says how many calls
+    there were in all."""
+    rounds = [[{"name": "get_weather", "arguments": {"city": f"{i:03d}" + "x" * 50_000}, "count": 2}] for i in range(300)]
+    admin.put("/scenarios/long-run", json={"rounds": rounds, "reply": "done"}).raise_for_status()
+    request = RunRequest(
+        assistant_id=assistant_id, messages=[message("go")], metadata={"emulator_scenario": "long-run"}, output_cap_chars=64
+    )
+    handle = await enqueue(temporal_client, task_queue, request)
+    result = await asyncio.wait_for(handle.result(), 600)
+    assert result.status == "completed" and result.rounds == 300
+    assert result.tool_calls_total == 600 and len(result.tool_calls) == 500  # the newest RECORDS_KEPT
+    assert result.tool_calls[0].round == 51
+    assert all(len(call.arguments) <= 1_000 and call.arguments.endswith("characters]") for call in result.tool_calls)
+    assert result.tool_calls[-1].arguments.startswith('{"city":"299')
+    assert len(result.model_dump_json()) < 800_000
+    # It continued as new many times (each carrying 500 records at most, not 30 MB of arguments).
+    executions = 0
+    for _ in range(40):  # visibility lags a little behind
+        executions = len([e async for e in temporal_client.list_workflows(f"WorkflowId = '{handle.workflow_id}'")])
+        if executions > 1:
+            break
+        await asyncio.sleep(0.25)
+    assert executions > 1

@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.api.enums.v1 import EventType
 from temporalio.worker import Replayer, Worker
@@ -278,10 +278,15 @@ async def test_recorded_histories_replay_without_nondeterminism(
             mode="stream",
         ),
     }
+    # A run that fails (the workflow raises; patch release-followers-on-failure).
+    scenarios["start-fails"] = RunRequest(assistant_id="asst_missing", messages=[message("hi")])
     fresh = []
     for name, request in scenarios.items():
         handle = await start(temporal_client, task_queue, request)
-        await handle.result()
+        try:
+            await handle.result()
+        except WorkflowFailureError:
+            assert name == "start-fails"
         fresh.append((name, await handle.fetch_history()))
     # Two runs taking turns on one thread, through its ThreadQueue (still open, idling: replayed as far as it went).
     thread_id = client.beta.threads.create().id

@@ -374,6 +374,9 @@ class RunResult(BaseModel):
     last_error: dict[str, Any] | None = None
     incomplete_details: dict[str, Any] | None = None
     failure: str | None = Field(None, description="Why the worker stopped the run, when it did (a tool, expiry, cancel).")
+    tool_calls_total: int | None = Field(
+        None, description="Every tool call of the run; tool_calls keeps only the newest (a long run drops the oldest)."
+    )
 
 
 class RunProgress(BaseModel):
@@ -387,6 +390,8 @@ class RunProgress(BaseModel):
     response_ids: list[str] = Field(default_factory=list)
     search_attributes: bool = False
     stream_state: WorkflowStreamState | None = None
+    records_dropped: int = Field(0, description="Tool-call records no longer carried (the oldest of a long run).")
+    dropped_tool_names: list[str] = Field(default_factory=list, description="Names of the tools in the dropped records.")
 
 
 ProgressKind = Literal["status", "tool_started", "tool_finished", "tool_progress", "text"]

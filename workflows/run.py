@@ -10,6 +10,7 @@ model gets an error output it can act on.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from datetime import timedelta
 from typing import Any, Callable, TypeVar
@@ -64,12 +65,20 @@ CANCEL_START_TO_CLOSE = timedelta(minutes=2)
 # the request's model-API budget, if shorter): the workflow then ends and says what it left.
 CLEANUP_BUDGET = timedelta(minutes=5)
 PREVIEW_CHARS = 200
+# What a run carries is bounded whatever its length (Temporal's payload limit is 2 MB): a tool
+# call's arguments are kept up to this many characters in its record (the tool gets them all),
+RECORD_ARGUMENTS_CHARS = 1_000
+# the newest this many records are kept (the result says how many there were in all),
+RECORDS_KEPT = 500
+# and followers can read the newest this many progress events after a continue-as-new.
+PROGRESS_KEPT = 1_000
 T = TypeVar("T")
 # Responses runs that stop at requires_action on a conversation answer its pending calls.
 ANSWER_STOPPED_CALLS = "answer-stopped-calls"
 # A cancel during a model activity waits for it to stop the API run, then stops the workflow's run.
 WAIT_FOR_MODEL_CANCEL = "wait-for-model-cancel"
 SUMMARY_CHARS = 120
+RELEASE_FOLLOWERS_ON_FAILURE = "release-followers-on-failure"
 
 
 # A request that doesn't match RunRequest fails the workflow at once (instead of a workflow
@@ -81,6 +90,8 @@ class AssistantRunWorkflow:
         self._request = request
         self._snapshot: RunSnapshot | None = None
         self._records: list[ToolCallRecord] = []
+        self._records_dropped = 0
+        self._dropped_tool_names: set[str] = set()
         self._round = 0
         self._failure: str | None = None
         self._policies: dict[str, ToolPolicy] = {}
@@ -109,17 +120,27 @@ class AssistantRunWorkflow:
                 PendingToolCall(call_id=c.id, name=c.name, arguments=c.arguments, elapsed_seconds=round(now - t, 3), started_at=t)
                 for c, t in self._pending.values()
             ],
-            tool_calls_done=len(self._records),
+            tool_calls_done=self._records_dropped + len(self._records),
             failure=self._failure,
         )
 
     @workflow.run
     async def run(self, request: RunRequest) -> RunResult:
-        result = await self._run(request)
-        # Release followers' long polls before the run closes; they read the rest by query.
+        try:
+            result = await self._run(request)
+        except BaseException:
+            # A run that fails releases its followers too (else their polls are left open, and
+            # the SDK warns of unfinished handlers). Runs recorded before this replay as they ran.
+            if workflow.patched(RELEASE_FOLLOWERS_ON_FAILURE):
+                await self._release_followers()
+            raise
+        await self._release_followers()
+        return result
+
+    async def _release_followers(self) -> None:
+        """Release followers' long polls before the run closes; they read the rest by query."""
         self._stream.detach_pollers()
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return result
 
     async def _run(self, request: RunRequest) -> RunResult:
         try:
@@ -247,12 +268,23 @@ class AssistantRunWorkflow:
         self._snapshot = progress.snapshot
         self._policies = progress.tools
         self._records = list(progress.records)
+        self._records_dropped = progress.records_dropped
+        self._dropped_tool_names = set(progress.dropped_tool_names)
         self._round = progress.rounds
         self._search_attributes = progress.search_attributes
         self._response_ids = list(progress.response_ids)
 
+    def _trim_records(self) -> None:
+        """Keep the newest ``RECORDS_KEPT`` tool-call records; count (and name) the others."""
+        dropped = self._records[:-RECORDS_KEPT]
+        if dropped:
+            self._records = self._records[-RECORDS_KEPT:]
+            self._records_dropped += len(dropped)
+            self._dropped_tool_names.update(r.name for r in dropped)
+
     def _carry(self, stream_state: object) -> RunProgress:
         assert self._snapshot is not None
+        self._trim_records()
         return RunProgress(
             thread_id=self._snapshot.thread_id,
             snapshot=self._snapshot,
@@ -261,7 +293,9 @@ class AssistantRunWorkflow:
             rounds=self._round,
             search_attributes=self._search_attributes,
             response_ids=self._response_ids,
-            stream_state=stream_state,  # type: ignore[arg-type]
+            stream_state=_newest_events(stream_state),  # type: ignore[arg-type]
+            records_dropped=self._records_dropped,
+            dropped_tool_names=sorted(self._dropped_tool_names),
         )
 
     # ------------------------------------------------------------------ what operators and followers see
@@ -280,7 +314,7 @@ class AssistantRunWorkflow:
                 updates.append(sa.ASSISTANT_ID.value_set(self._request.assistant_id))
             if snapshot.thread_id is not None:
                 updates.append(sa.THREAD_ID.value_set(snapshot.thread_id))
-            names = sorted({c.name for c in snapshot.tool_calls} | {r.name for r in self._records})
+            names = sorted({c.name for c in snapshot.tool_calls} | {r.name for r in self._records} | self._dropped_tool_names)
             if names:
                 updates.append(sa.TOOL_NAMES.value_set(names))
             workflow.upsert_search_attributes(updates)
@@ -292,7 +326,7 @@ class AssistantRunWorkflow:
             who = f"{self._request.agent_label} · {where}response `{snapshot.run_id}`"
         else:
             who = f"{self._request.agent_label} · thread `{snapshot.thread_id}` · run `{snapshot.run_id}`"
-        lines = [f"**{snapshot.status}** · round {self._round} · {len(self._records)} tool calls done", who]
+        lines = [f"**{snapshot.status}** · round {self._round} · {self._records_dropped + len(self._records)} tool calls done", who]
         if self._pending:
             lines.append("running: " + ", ".join(_summary(call) for call, _ in self._pending.values()))
         if self._failure:
@@ -408,7 +442,7 @@ class AssistantRunWorkflow:
             round=self._round,
             call_id=call.id,
             name=call.name,
-            arguments=call.arguments,
+            arguments=_cut(call.arguments, RECORD_ARGUMENTS_CHARS),
             output_preview=output[:PREVIEW_CHARS],
             attempts=attempts,
             duration_seconds=(workflow.now() - started).total_seconds(),  # type: ignore[operator]
@@ -517,6 +551,7 @@ class AssistantRunWorkflow:
                 return snapshot
 
     def _result(self, snapshot: RunSnapshot) -> RunResult:
+        self._trim_records()
         return RunResult(
             status=snapshot.status,
             run_id=snapshot.run_id,
@@ -528,6 +563,7 @@ class AssistantRunWorkflow:
             usage=snapshot.usage,
             rounds=self._round,
             tool_calls=self._records,
+            tool_calls_total=self._records_dropped + len(self._records),
             last_error=snapshot.last_error,
             incomplete_details=snapshot.incomplete_details,
             failure=self._failure,
@@ -547,6 +583,22 @@ def _landed_result(handle: "asyncio.Task[Any]") -> object:
     if isinstance(future, asyncio.Future) and future.done() and not future.cancelled() and future.exception() is None:
         return future.result()
     return _NOTHING
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    marker = f"…[cut: {len(text)} characters]"
+    return text[: limit - len(marker)] + marker
+
+
+def _newest_events(state: Any) -> Any:
+    """The stream's state with only its newest ``PROGRESS_KEPT`` events: a follower from the
+    start reads from there (offsets stay as they were)."""
+    if state is None or len(state.log) <= PROGRESS_KEPT:
+        return state
+    dropped = len(state.log) - PROGRESS_KEPT
+    return dataclasses.replace(state, log=state.log[dropped:], base_offset=state.base_offset + dropped)
 
 
 class _RunOutOfTime(Exception):
