@@ -244,7 +244,6 @@ async def render_progress(handle: Any, clock: bool = False) -> None:
 
 async def cmd_enqueue(args: argparse.Namespace) -> int:
     from durable_assistants.client import enqueue_run
-
     from durable_assistants.client import IdempotencyConflictError, RunFailedError, check_request_id, has_pollers
 
     request = request_from(args)
