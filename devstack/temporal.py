@@ -90,13 +90,27 @@ class TemporalDevServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the Temporal dev server exited at start (code {self.process.returncode}); see {self.log_file or 'its output'}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.1)
+            # The port opens before the frontend serves ("Frontend is not healthy yet"): ask it.
+            if self._listening() and self._serving():
+                return self
+            time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"the Temporal dev server did not listen on {self.address} within {self.startup_timeout:.0f} s")
+        raise RuntimeError(f"the Temporal dev server did not serve on {self.address} within {self.startup_timeout:.0f} s")
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def _serving(self) -> bool:
+        """The server's own health check (`temporal operator cluster health`) says SERVING."""
+        check = subprocess.run(
+            [temporal_binary(), "operator", "cluster", "health", "--address", self.address],
+            capture_output=True, text=True, timeout=10,
+        )
+        return check.returncode == 0 and "SERVING" in check.stdout
 
     def stop(self) -> None:
         if self.process is not None:
