@@ -3,7 +3,7 @@ shut-down hosted API that every test, demo and benchmark of durable-assistants r
 It serves the Responses and Conversations APIs too, over the same scripted model."""
 
 from .app import Emulator
-from .config import EmulatorConfig
+from .config import CompatConfig, EmulatorConfig
 from .script import Script, ScriptedCall
 
-__all__ = ["Emulator", "EmulatorConfig", "Script", "ScriptedCall"]
+__all__ = ["CompatConfig", "Emulator", "EmulatorConfig", "Script", "ScriptedCall"]

@@ -45,7 +45,7 @@ from .pagination import ListQuery
 from .responses import ResponsesEngine
 from .responses_sse import ResponseEventStream, response_stream
 from .script import SCENARIO_NAME, ScriptError, parse_script
-from .sse import RunEventStream, run_stream
+from .sse import RunEventStream, run_stream, stale_tail_stream
 from .stats import Stats
 from .validation import check_positive, check_range, parse_json_body, validate_params
 
@@ -125,10 +125,17 @@ def check_sampling(params: dict[str, Any]) -> None:
     check_positive(params, "max_completion_tokens", 256)
 
 
+def poll_after_headers(emulator: Emulator) -> dict[str, str]:
+    """The pacing hint on reads of an unfinished run or response (none under compat.no_poll_after_header)."""
+    if emulator.config.compat.no_poll_after_header:
+        return {}
+    return {"openai-poll-after-ms": str(emulator.config.poll_after_ms)}
+
+
 def run_response(emulator: Emulator, run_state: RunState, *, read: bool = False) -> JSONResponse:
     headers = {}
     if read and run_state.run.status not in TERMINAL_STATUSES:
-        headers["openai-poll-after-ms"] = str(emulator.config.poll_after_ms)
+        headers = poll_after_headers(emulator)
     return json_response(dump(run_state.run), headers=headers)
 
 
@@ -138,7 +145,7 @@ def run_response(emulator: Emulator, run_state: RunState, *, read: bool = False)
 async def create_assistant(request: Request, emu: Emulator) -> Response:
     params = await body_of(request, assistant_create_params.AssistantCreateParams)
     check_sampling(params)
-    return json_response(dump(emu.engine.create_assistant(params)))
+    return json_response(emu.engine.render_assistant(emu.engine.create_assistant(params)))
 
 
 async def list_assistants(request: Request, emu: Emulator) -> Response:
@@ -146,13 +153,13 @@ async def list_assistants(request: Request, emu: Emulator) -> Response:
 
 
 async def retrieve_assistant(request: Request, emu: Emulator) -> Response:
-    return json_response(dump(emu.engine.get_assistant(request.path_params["assistant_id"])))
+    return json_response(emu.engine.render_assistant(emu.engine.get_assistant(request.path_params["assistant_id"])))
 
 
 async def update_assistant(request: Request, emu: Emulator) -> Response:
     params = await body_of(request, assistant_update_params.AssistantUpdateParams)
     check_sampling(params)
-    return json_response(dump(emu.engine.update_assistant(request.path_params["assistant_id"], params)))
+    return json_response(emu.engine.render_assistant(emu.engine.update_assistant(request.path_params["assistant_id"], params)))
 
 
 async def delete_assistant(request: Request, emu: Emulator) -> Response:
@@ -232,7 +239,13 @@ def _started(emu: Emulator, run_state: RunState, *, stream: bool, prelude: list[
     if not stream:
         emu.engine.launch(run_state)
         return run_response(emu, run_state)
-    return run_stream(run_state, lambda: emu.engine.launch(run_state), emu.config.keepalive_seconds, prelude)
+    return run_stream(
+        run_state,
+        lambda: emu.engine.launch(run_state),
+        emu.config.keepalive_seconds,
+        prelude,
+        completed_after_requires_action=emu.config.compat.completed_after_requires_action,
+    )
 
 
 async def list_runs(request: Request, emu: Emulator) -> Response:
@@ -264,10 +277,22 @@ async def submit_tool_outputs(request: Request, emu: Emulator) -> Response:
         run_state = emu.engine.submit_tool_outputs(p["thread_id"], p["run_id"], params)
         return run_response(emu, run_state)
     run_state = emu.engine.get_run(p["thread_id"], p["run_id"])
+    compat = emu.config.compat
+    if compat.stale_done_on_submit:
+        # What the run's previous stream sent after requires_action, replayed instead of this
+        # submit's own events: `done`, after the stale `thread.run.completed` if that was sent.
+        tail = [("thread.run.completed", dump(run_state.run))] if compat.completed_after_requires_action else []
+        return stale_tail_stream(
+            run_state,
+            lambda: emu.engine.submit_tool_outputs(p["thread_id"], p["run_id"], params),
+            tail,
+            emu.config.keepalive_seconds,
+        )
     return run_stream(
         run_state,
         lambda: emu.engine.submit_tool_outputs(p["thread_id"], p["run_id"], params),
         emu.config.keepalive_seconds,
+        completed_after_requires_action=compat.completed_after_requires_action,
     )
 
 
@@ -307,7 +332,7 @@ async def retrieve_response(request: Request, emu: Emulator) -> Response:
                 param="stream",
             )
         return ResponseEventStream(state, emu.config.keepalive_seconds, starting_after)
-    headers = {} if state.done else {"openai-poll-after-ms": str(emu.config.poll_after_ms)}
+    headers = {} if state.done else poll_after_headers(emu)
     return json_response(dump(state.response), headers=headers)
 
 
@@ -404,6 +429,9 @@ async def admin_patch_config(request: Request, emu: Emulator) -> Response:
     changes = parse_json_body(await request.body())
     if "api_key" in changes:
         raise bad_request("The API key is set when the server starts (--api-key); it can't be changed live.", param="api_key")
+    if isinstance(changes, dict) and isinstance(changes.get("compat"), dict):
+        # Switches not named keep their value: a PATCH changes only what it names.
+        changes = {**changes, "compat": {**emu.config.compat.model_dump(), **changes["compat"]}}
     try:
         merged = EmulatorConfig.model_validate({**emu.config.model_dump(), **changes})
     except ValidationError as exc:

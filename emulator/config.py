@@ -5,6 +5,48 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class CompatConfig(BaseModel):
+    """Ways an independent Assistants-compatible server behaves that OpenAI did not. Each one
+    is off by default (the emulator then behaves as OpenAI did); turn them on to check that a
+    client copes. On the command line: ``--compat NAME`` (repeatable, or ``all``); live:
+    ``PATCH /_emulator/config`` with ``{"compat": {"NAME": true}}``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    completed_after_requires_action: bool = Field(
+        False,
+        description="A run stream that reaches `thread.run.requires_action` goes on with a "
+        "`thread.run.completed` event (carrying the run, still `requires_action`) and `done`.",
+    )
+    stale_done_on_submit: bool = Field(
+        False,
+        description="A streamed submit_tool_outputs takes effect, but its stream only replays the tail "
+        "the run's previous stream sent after `requires_action` (`done`, preceded by that stale "
+        "`thread.run.completed` when completed_after_requires_action is on) and ends: no fresh run event.",
+    )
+    repeat_submit_404: bool = Field(
+        False, description="A submit to a run that is not waiting for tool outputs answers 404 (OpenAI: 400)."
+    )
+    unknown_call_500: bool = Field(
+        False, description="A submit naming a tool_call_id the run is not waiting for answers 500 (OpenAI: 400)."
+    )
+    cancel_only_in_progress: bool = Field(
+        False, description="Cancel is refused (400) unless the run is `in_progress` (OpenAI also cancels "
+        "`queued` and `requires_action` runs)."
+    )
+    no_expiry: bool = Field(False, description="Runs never expire: `expires_at` is null from the start.")
+    null_tools: bool = Field(False, description='An assistant with no tools is sent with `"tools": null` (OpenAI: `[]`).')
+    no_poll_after_header: bool = Field(
+        False, description="Reads of an unfinished run or response carry no `openai-poll-after-ms` header."
+    )
+
+    def on(self) -> list[str]:
+        return [name for name in type(self).model_fields if getattr(self, name)]
+
+
+COMPAT_SWITCHES: tuple[str, ...] = tuple(CompatConfig.model_fields)
+
+
 class EmulatorConfig(BaseModel):
     """Timing and behaviour knobs. Every field can be set on the command line
     (``--expiry-seconds 3``) or changed live with ``PATCH /_emulator/config``."""
@@ -35,4 +77,7 @@ class EmulatorConfig(BaseModel):
     )
     seed: int | None = Field(
         None, description="Seeds ID generation and fault sampling so a session can be replayed."
+    )
+    compat: CompatConfig = Field(
+        default_factory=CompatConfig, description="Compatibility switches: behave like a server that is not OpenAI."
     )

@@ -1,4 +1,5 @@
-"""The Assistants API state and run lifecycle, as OpenAI ran it.
+"""The Assistants API state and run lifecycle, as OpenAI ran it (or, with a ``compat``
+switch on, as a compatible server that is not OpenAI does; see ``config.CompatConfig``).
 
 Objects are the `openai` package's own pydantic types (``Assistant``, ``Thread``,
 ``Message``, ``Run``, ``RunStep``), so every body the server sends is one the SDK was built
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
@@ -26,7 +28,7 @@ from openai.types.beta.threads.runs import RunStep
 from openai.types.beta.threads.runs import run_step as step_types
 
 from .config import EmulatorConfig
-from .errors import APIError, bad_request, not_found
+from .errors import APIError, bad_request, not_found, server_error
 from .ids import IdFactory
 from .model import (
     CompletedCall,
@@ -183,7 +185,13 @@ class AssistantsEngine:
         return {"id": assistant_id, "object": "assistant.deleted", "deleted": True}
 
     def list_assistants(self, query: ListQuery) -> dict[str, Any]:
-        return page(list(self.assistants.values()), query, id_of=lambda a: a.id, render=dump)
+        return page(list(self.assistants.values()), query, id_of=lambda a: a.id, render=self.render_assistant)
+
+    def render_assistant(self, assistant: Assistant) -> dict[str, Any]:
+        body = dump(assistant)
+        if self.config.compat.null_tools and not body.get("tools"):
+            body["tools"] = None  # compat.null_tools: an empty list is sent as null
+        return body
 
     # ------------------------------------------------------------------ threads
 
@@ -349,6 +357,7 @@ class AssistantsEngine:
         user_text: str,
     ) -> RunState:
         created = time.time()
+        no_expiry = self.config.compat.no_expiry  # compat.no_expiry: expires_at null, no deadline
         instructions = params.get("instructions")
         if instructions is None:
             instructions = assistant.instructions or ""
@@ -363,7 +372,7 @@ class AssistantsEngine:
                 "thread_id": state.thread.id,
                 "status": "queued",
                 "started_at": None,
-                "expires_at": int(created + self.config.expiry_seconds),
+                "expires_at": None if no_expiry else int(created + self.config.expiry_seconds),
                 "cancelled_at": None,
                 "failed_at": None,
                 "completed_at": None,
@@ -392,7 +401,7 @@ class AssistantsEngine:
             script=script,
             user_text=user_text,
             prompt_tokens=count_tokens(prompt_text),
-            deadline=created + self.config.expiry_seconds,
+            deadline=math.inf if no_expiry else created + self.config.expiry_seconds,
         )
         state.runs.append(run_state)
         state.active_run = run_state
@@ -444,13 +453,18 @@ class AssistantsEngine:
 
     def _accept_outputs(self, run_state: RunState, outputs: list[dict[str, Any]]) -> None:
         run = run_state.run
+        compat = self.config.compat
         if run.status != "requires_action" or run_state.pending_step is None:
+            if compat.repeat_submit_404:
+                raise APIError(404, f"No run found with id '{run.id}' awaiting tool outputs (status: {run.status}).")
             raise bad_request(f'Runs in status "{run.status}" do not accept tool outputs.')
         step = run_state.pending_step
         expected = [call.id for call in step.step_details.tool_calls]  # type: ignore[union-attr]
         given = [o.get("tool_call_id") for o in outputs]
         unknown = [g for g in given if g not in expected]
         if unknown:
+            if compat.unknown_call_500:
+                raise server_error(f"Internal error: no pending tool call {unknown[0]}.")
             raise bad_request(f"Invalid tool_call_id: {unknown[0]}. Expected one of {expected}.", param="tool_outputs")
         duplicated = sorted({g for g in given if given.count(g) > 1})
         if duplicated:
@@ -477,7 +491,7 @@ class AssistantsEngine:
     def cancel_run(self, thread_id: str, run_id: str) -> Run:
         run_state = self.get_run(thread_id, run_id)
         run = run_state.run
-        if run.status in TERMINAL_STATUSES:
+        if run.status in TERMINAL_STATUSES or (self.config.compat.cancel_only_in_progress and run.status != "in_progress"):
             raise bad_request(f"Cannot cancel run with status '{run.status}'.")
         if run.status == "cancelling":
             return run
@@ -606,6 +620,9 @@ class AssistantsEngine:
         )
         run_state.emit("thread.run.requires_action", lambda: dump(run))
         run_state.submitted.clear()
+        if math.isinf(run_state.deadline):
+            await run_state.submitted.wait()  # a run that never expires waits as long as it takes
+            return
         remaining = run_state.deadline - time.time()
         try:
             await asyncio.wait_for(run_state.submitted.wait(), timeout=max(0.0, remaining))

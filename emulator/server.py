@@ -17,7 +17,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from .app import Emulator
-from .config import EmulatorConfig
+from .config import COMPAT_SWITCHES, EmulatorConfig
 
 READY_LINE = re.compile(r"emulator listening on (?P<url>http://\S+/v1)")
 
@@ -36,6 +36,14 @@ def build_parser(prog: str = "durable-assistants emulator") -> argparse.Argument
     parser.add_argument("--chars-per-second", type=float, help="streaming rate of assistant text (default: unthrottled)")
     parser.add_argument("--poll-after-ms", type=int, help="openai-poll-after-ms on non-terminal run reads (default: 100)")
     parser.add_argument("--seed", type=int, help="seed for IDs and fault sampling")
+    parser.add_argument(
+        "--compat",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="behave like a compatible server that is not OpenAI in this way (repeatable, comma-separated, "
+        f"or 'all'): {', '.join(COMPAT_SWITCHES)}",
+    )
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -49,8 +57,20 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         "chars_per_second": args.chars_per_second,
         "poll_after_ms": args.poll_after_ms,
         "seed": args.seed,
+        "compat": compat_from_args(args.compat) or None,
     }
     return EmulatorConfig(**{k: v for k, v in fields.items() if v is not None})
+
+
+def compat_from_args(values: Sequence[str]) -> dict[str, bool]:
+    """``--compat`` values (names, comma-separated names, or ``all``) as the ``compat`` setting."""
+    names = [name.strip().replace("-", "_") for value in values for name in value.split(",") if name.strip()]
+    if "all" in names:
+        return dict.fromkeys(COMPAT_SWITCHES, True)
+    unknown = [name for name in names if name not in COMPAT_SWITCHES]
+    if unknown:
+        raise ValueError(f"unknown switch {unknown[0]!r}; use 'all' or one of: {', '.join(COMPAT_SWITCHES)}")
+    return dict.fromkeys(names, True)
 
 
 def serve(config: EmulatorConfig, host: str, port: int, log_level: str = "warning") -> None:
@@ -79,6 +99,10 @@ def serve(config: EmulatorConfig, host: str, port: int, log_level: str = "warnin
 def main(argv: Sequence[str] | None = None, prog: str = "durable-assistants emulator") -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    try:
+        compat_from_args(args.compat)
+    except ValueError as exc:
+        parser.error(f"--compat: {exc}")
     try:
         config = config_from_args(args)
     except ValidationError as exc:

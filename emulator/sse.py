@@ -12,6 +12,7 @@ from .engine import FINAL_EVENTS, Event, RunState
 from .errors import ConnectionDropped
 
 DONE = b"event: done\ndata: [DONE]\n\n"
+REQUIRES_ACTION = "thread.run.requires_action"
 
 
 def encode(event: str, data: dict[str, Any]) -> bytes:
@@ -28,13 +29,16 @@ class RunEventStream(StreamingResponse):
     def __init__(
         self,
         run_state: RunState,
-        queue: asyncio.Queue[Event],
+        queue: asyncio.Queue[Event] | None,
         keepalive_seconds: float,
         prelude: list[Event] | None = None,
         headers: dict[str, str] | None = None,
+        *,
+        completed_after_requires_action: bool = False,
     ) -> None:
         self._run_state = run_state
-        self._queue = queue
+        self._queue = queue  # None: a stream of the prelude alone (then `done`), no live events
+        self._completed_after_requires_action = completed_after_requires_action
         self._cut: int | None = None
         super().__init__(
             self._events(prelude or [], keepalive_seconds),
@@ -48,7 +52,7 @@ class RunEventStream(StreamingResponse):
             for event, data in prelude:
                 yield encode(event, data)
                 sent += 1
-            while True:
+            while self._queue is not None:
                 try:
                     event, data = await asyncio.wait_for(self._queue.get(), keepalive_seconds)
                 except TimeoutError:
@@ -59,6 +63,10 @@ class RunEventStream(StreamingResponse):
                 yield encode(event, data)
                 sent += 1
                 if event in FINAL_EVENTS:
+                    if event == REQUIRES_ACTION and self._completed_after_requires_action:
+                        # compat.completed_after_requires_action: the event name says completed;
+                        # the run it carries (status requires_action) says otherwise.
+                        yield encode("thread.run.completed", data)
                     break
             yield DONE
         finally:
@@ -69,7 +77,8 @@ class RunEventStream(StreamingResponse):
         self._cut = events
 
     def discard(self) -> None:
-        self._run_state.unsubscribe(self._queue)
+        if self._queue is not None:
+            self._run_state.unsubscribe(self._queue)
 
 
 def run_stream(
@@ -77,6 +86,8 @@ def run_stream(
     start: Callable[[], None],
     keepalive_seconds: float,
     prelude: list[Event] | None = None,
+    *,
+    completed_after_requires_action: bool = False,
 ) -> RunEventStream:
     """Subscribe to ``run_state``, then ``start`` the change whose events the stream carries."""
     queue = run_state.subscribe()
@@ -85,4 +96,13 @@ def run_stream(
     except BaseException:
         run_state.unsubscribe(queue)
         raise
-    return RunEventStream(run_state, queue, keepalive_seconds, prelude)
+    return RunEventStream(
+        run_state, queue, keepalive_seconds, prelude, completed_after_requires_action=completed_after_requires_action
+    )
+
+
+def stale_tail_stream(run_state: RunState, start: Callable[[], None], tail: list[Event], keepalive_seconds: float) -> RunEventStream:
+    """compat.stale_done_on_submit: ``start`` the change (it takes effect), then send only
+    ``tail`` (what an earlier stream left unsent) and ``done``: no event of the change itself."""
+    start()
+    return RunEventStream(run_state, None, keepalive_seconds, tail)
