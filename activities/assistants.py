@@ -4,6 +4,20 @@ Idempotency is built here, because the API has none: every message and run the w
 creates carries ``metadata[TAG_KEY]``; before creating one, the backend lists the thread's
 newest objects and adopts one that carries its tag. A submit the API refuses because the run
 already moved past those tool calls counts as done, confirmed from the run itself.
+
+Compatible servers are not OpenAI (DESIGN.md, "Servers differ"), so what the worker does is
+decided from the run's own state, never from one error code or event name:
+
+- a refused submit (any 4xx, or a 5xx) reads the run: if it no longer waits for the round's
+  calls, the outputs landed (or the run ended) and the submit counts as done;
+- a submit stream that ends with no fresh run event (a server that replays a stale ``done``)
+  polls the run it knows; a run event or read that still shows the round just answered is
+  stale, not a new round;
+- a cancel the server refuses while the run waits for tool outputs (servers that cancel only
+  ``in_progress`` runs) answers the pending calls with error outputs and cancels again, all
+  within ``CANCEL_BOUND_SECONDS``;
+- reads without ``openai-poll-after-ms`` back off from ``POLL_FLOOR_SECONDS`` to
+  ``DEFAULT_POLL_SECONDS`` instead of waiting a flat second from the start.
 """
 
 from __future__ import annotations
@@ -11,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 import warnings
 from typing import Any
 
@@ -23,7 +38,7 @@ from temporalio.exceptions import ApplicationError
 from tools import ToolRegistry
 from workflows.models import TERMINAL_STATUSES, RunRequest, RunSnapshot, ToolCall, Usage
 
-from .backend import POLL_FLOOR_SECONDS, TurnIO, api_call as _api, poll_delay
+from .backend import DEFAULT_POLL_SECONDS, POLL_FLOOR_SECONDS, TurnIO, api_call as _api, poll_delay
 from .errors import to_temporal_error
 
 # The SDK marks every Assistants method deprecated (OpenAI's hosted API is gone); speaking
@@ -37,6 +52,16 @@ AGENT_TAG_KEY = "durable_assistants_agent"
 AGENT_LOOKBACK = 100
 RUN_LOOKBACK = 20
 MESSAGE_LOOKBACK = 100
+# A server that sends no `openai-poll-after-ms`: each pause is this much longer than the last,
+# from POLL_FLOOR_SECONDS up to DEFAULT_POLL_SECONDS (reads at 0.05, 0.13, 0.24, 0.41, 0.66 s, ...).
+NO_HINT_BACKOFF = 1.5
+# How long a run may go on showing the round whose outputs were just accepted before the
+# worker decides they did not land (the retry submits them again; a repeat is recognised).
+STALE_ROUND_SECONDS = 5.0
+# How long `cancel` works at stopping a run: refused cancels retried, pending calls answered.
+# Below the cancel activity's start-to-close timeout (2 min), so it returns instead of timing out.
+CANCEL_BOUND_SECONDS = 60.0
+STOPPED_REASON = "the run was stopped"
 
 
 class AssistantsBackend:
@@ -127,37 +152,101 @@ class AssistantsBackend:
         io.running(snapshot)
         runs = self.client.beta.threads.runs
         what = f"submit {len(outputs)} tool outputs to {snapshot.run_id}"
+        answered = frozenset(o["tool_call_id"] for o in outputs)
         try:
             if mode == "stream":
                 stream = await runs.submit_tool_outputs(
                     snapshot.run_id, thread_id=snapshot.thread_id, tool_outputs=outputs, stream=True  # type: ignore[arg-type]
                 )
-                return await self._follow(stream, snapshot.thread_id, io)
+                return await self._follow(stream, snapshot.thread_id, io, known=snapshot, answered=answered)
             run = await runs.submit_tool_outputs(snapshot.run_id, thread_id=snapshot.thread_id, tool_outputs=outputs)  # type: ignore[arg-type]
-        except openai.BadRequestError as exc:
-            run = await self._retrieve(snapshot.thread_id, snapshot.run_id)
-            if not _moved_past(run, snapshot):
+        except openai.APIStatusError as exc:
+            # Refused, whatever the code: OpenAI answers a repeat with 400, other servers with
+            # 404, or 500 for call IDs of a round that is over. The run says what happened.
+            try:
+                run = await self._retrieve(snapshot.thread_id, snapshot.run_id)
+            except ApplicationError as read_error:
+                if read_error.non_retryable:
+                    raise to_temporal_error(exc, what) from None
+                raise
+            if not _moved_past(run, answered):
                 raise to_temporal_error(exc, what) from None
             # The run no longer waits for these calls: an earlier attempt's submit landed
             # (or the run ended). Either way there is nothing left to submit.
+            log.info("the submit was refused, but the run had moved past the round", run_id=run.id,
+                     status=run.status, refused_with=exc.status_code)
         except openai.OpenAIError as exc:
             raise to_temporal_error(exc, what) from None
-        return await self._poll(run, io)
+        return await self._poll(run, io, answered=answered)
 
     async def wait(self, snapshot: RunSnapshot, io: TurnIO) -> RunSnapshot:
         assert snapshot.thread_id is not None
         return await self._poll(await self._retrieve(snapshot.thread_id, snapshot.run_id), io)
 
     async def cancel(self, snapshot: RunSnapshot, io: TurnIO, reason: str | None = None) -> RunSnapshot:
+        """Stop the run and wait until it is terminal, within ``CANCEL_BOUND_SECONDS``.
+
+        A cancel that does not go through is judged by the run's state: ended is done;
+        ``cancelling`` is waited for; a run that waits for tool outputs and was refused (a
+        server that cancels only ``in_progress`` runs) gets an error output for each pending
+        call, then the cancel again; otherwise the cancel is asked again after a pause. When
+        the bound is hit the snapshot carries the status the run was left in (not terminal),
+        so that the caller can say so instead of waiting forever."""
         thread_id, run_id = snapshot.thread_id, snapshot.run_id
         assert thread_id is not None
+        deadline = time.monotonic() + CANCEL_BOUND_SECONDS
+        run, outcome = await self._request_cancel(thread_id, run_id)
+        delay, reads, answered_rounds = POLL_FLOOR_SECONDS, 0, 0
+        while run.status not in TERMINAL_STATUSES:
+            if time.monotonic() >= deadline:
+                log.warning("the API run did not stop in time", run_id=run_id, status=run.status, bound_seconds=CANCEL_BOUND_SECONDS)
+                break
+            if outcome == "refused" and run.status == "requires_action":
+                await self._answer_stopped(run, reason or STOPPED_REASON)
+                answered_rounds += 1
+                run, outcome = await self._request_cancel(thread_id, run_id)
+                delay = POLL_FLOOR_SECONDS
+                continue
+            io.beat(run_id=run_id, status=run.status, polls=reads, cancel=outcome, answered_rounds=answered_rounds)
+            await asyncio.sleep(delay)
+            run, hint = await self._read(run)
+            reads += 1
+            delay = _next_delay(delay, hint)
+            if outcome != "accepted" and run.status in ("queued", "in_progress", "requires_action"):
+                run, outcome = await self._request_cancel(thread_id, run_id)
+        return await self._snapshot(run)
+
+    async def _request_cancel(self, thread_id: str, run_id: str) -> tuple[Run, str]:
+        """Ask the API to cancel. Returns the run and the outcome: ``accepted``; ``refused``
+        (a 4xx, whatever the code: servers differ) or ``failed`` (408, 429, 5xx), with the run
+        as it is now."""
         try:
-            run = await self.client.beta.threads.runs.cancel(run_id, thread_id=thread_id)
-        except openai.BadRequestError:
-            run = await self._retrieve(thread_id, run_id)  # already terminal
+            return await self.client.beta.threads.runs.cancel(run_id, thread_id=thread_id), "accepted"
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            run = await self._retrieve(thread_id, run_id)
+            if run.status == "cancelling":
+                return run, "accepted"  # by an earlier request
+            if run.status not in TERMINAL_STATUSES:
+                log.info("the API did not cancel the run", run_id=run_id, status=run.status, answered_with=status)
+            return run, "failed" if status in (408, 429) or status >= 500 else "refused"
         except openai.OpenAIError as exc:
             raise to_temporal_error(exc, f"cancel run {run_id}") from None
-        return await self._poll(run, io, until_terminal=True)
+
+    async def _answer_stopped(self, run: Run, reason: str) -> None:
+        """Give each call the run waits for an error output, so that a server that will not
+        cancel a run waiting for tool outputs lets it move on (and be cancelled, or end)."""
+        calls = _waiting_for(run)
+        outputs = [{"tool_call_id": call_id, "output": f"Error: the run stopped before this call was answered: {reason}"} for call_id in sorted(calls)]
+        try:
+            await self.client.beta.threads.runs.submit_tool_outputs(run.id, thread_id=run.thread_id, tool_outputs=outputs)  # type: ignore[arg-type]
+        except openai.APIStatusError as exc:
+            # E.g. the run moved on meanwhile; the caller reads its state next.
+            log.info("answering the stopped run's calls was refused", run_id=run.id, refused_with=exc.status_code)
+            return
+        except openai.OpenAIError as exc:
+            raise to_temporal_error(exc, f"answer {len(outputs)} calls of the stopped run {run.id}") from None
+        log.info("answered the stopped run's calls so that it can be cancelled", run_id=run.id, calls=len(outputs))
 
     # ------------------------------------------------------------------ internals
 
@@ -185,26 +274,60 @@ class AssistantsBackend:
     async def _retrieve(self, thread_id: str, run_id: str) -> Run:
         return await _api(self.client.beta.threads.runs.retrieve(run_id, thread_id=thread_id), f"read run {run_id}")
 
-    async def _poll(self, run: Run, io: TurnIO, *, until_terminal: bool = False) -> RunSnapshot:
+    async def _poll(self, run: Run, io: TurnIO, *, answered: frozenset[str] = frozenset()) -> RunSnapshot:
         """Re-read the run until it needs action or ends, at the pace the server asks for
-        (``openai-poll-after-ms``), within a floor and a cap. One activity, many reads."""
+        (``openai-poll-after-ms``, within a floor and a cap; without it, backing off from the
+        floor). One activity, many reads.
+
+        ``answered``: the calls whose outputs were just submitted. A run that still shows
+        exactly those is not at a new round (a stale read or a server that applies submits
+        late); it is read again, and after ``STALE_ROUND_SECONDS`` the attempt fails so that
+        its retry submits again."""
         polls = 0
         delay = POLL_FLOOR_SECONDS
-        while not (run.status in TERMINAL_STATUSES or (run.status == "requires_action" and not until_terminal)):
+        stale_since: float | None = None
+        while run.status not in TERMINAL_STATUSES:
+            if run.status == "requires_action":
+                if not answered or _waiting_for(run) != answered:
+                    break
+                now = time.monotonic()
+                stale_since = now if stale_since is None else stale_since
+                if now - stale_since >= STALE_ROUND_SECONDS:
+                    raise ApplicationError(
+                        f"run {run.id} still waits for the {len(answered)} tool outputs submitted {STALE_ROUND_SECONDS:g} s ago; "
+                        "submitting them again",
+                        type="ModelApiSubmitNotApplied",
+                    )
             io.beat(run_id=run.id, status=run.status, polls=polls)
             await asyncio.sleep(delay)
-            try:
-                raw = await self.client.beta.threads.runs.with_raw_response.retrieve(run.id, thread_id=run.thread_id)
-            except openai.OpenAIError as exc:
-                raise to_temporal_error(exc, f"read run {run.id}") from None
-            run = raw.parse()
+            run, hint = await self._read(run)
             polls += 1
-            delay = poll_delay(raw.headers.get("openai-poll-after-ms"))
+            delay = _next_delay(delay, hint)
         return await self._snapshot(run)
 
-    async def _follow(self, stream: Any, thread_id: str, io: TurnIO) -> RunSnapshot:
+    async def _read(self, run: Run) -> tuple[Run, str | None]:
+        """The run as it is now, and the server's ``openai-poll-after-ms`` if it sent one."""
+        try:
+            raw = await self.client.beta.threads.runs.with_raw_response.retrieve(run.id, thread_id=run.thread_id)
+        except openai.OpenAIError as exc:
+            raise to_temporal_error(exc, f"read run {run.id}") from None
+        return raw.parse(), raw.headers.get("openai-poll-after-ms")
+
+    async def _follow(
+        self,
+        stream: Any,
+        thread_id: str,
+        io: TurnIO,
+        *,
+        known: RunSnapshot | None = None,
+        answered: frozenset[str] = frozenset(),
+    ) -> RunSnapshot:
         """Read a run's SSE stream until the run needs action or ends. The run object's status
-        decides, not the event name; anything the server sends after that is not read."""
+        decides, not the event name; anything the server sends after that is not read.
+
+        After a submit (``known``: the run; ``answered``: the calls just answered), a run event
+        that still waits for exactly those calls is stale (a replayed event), and a stream that
+        ends with no fresh run event is finished by polling the known run."""
         run: Run | None = None
         try:
             async with stream:
@@ -214,6 +337,9 @@ class AssistantsBackend:
                             if part.type == "text" and part.text is not None and part.text.value:
                                 io.on_text(part.text.value)
                     elif isinstance(event.data, Run):
+                        if answered and event.data.status == "requires_action" and _waiting_for(event.data) == answered:
+                            log.info("ignoring a stale run event for the round just answered", run_id=event.data.id, sse_event=event.event)
+                            continue
                         if run is None:
                             io.running(RunSnapshot(run_id=event.data.id, thread_id=thread_id, status=event.data.status))
                         run = event.data
@@ -223,17 +349,23 @@ class AssistantsBackend:
         except openai.APIConnectionError as exc:  # the SDK wraps the HTTP library's errors
             # A dropped connection. An Assistants run stream cannot be resumed, but once the
             # run is known it can be polled to the same point, in this attempt.
-            if run is None:
+            if run is None and known is None:
                 raise ApplicationError(
                     f"read the run stream on {thread_id}: {type(exc).__name__}: {exc}", type="ModelApiConnection"
                 ) from None
-            log.info("run stream broke; polling the run instead", run_id=run.id, error=type(exc).__name__)
+            where = run.id if run is not None else known.run_id  # type: ignore[union-attr]
+            log.info("run stream broke; polling the run instead", run_id=where, error=type(exc).__name__)
         except openai.OpenAIError as exc:
             raise to_temporal_error(exc, f"read the run stream on {thread_id}") from None
         if run is None:
-            raise ApplicationError(f"the run stream on {thread_id} ended before any run event", type="ModelApiStream")
+            if known is None:
+                raise ApplicationError(f"the run stream on {thread_id} ended before any run event", type="ModelApiStream")
+            # The submit was accepted (the stream began) but the server sent no fresh run
+            # event, e.g. only a stale `done`: the run it was sent to says where it is.
+            log.info("the submit stream ended with no run event; polling the run", run_id=known.run_id)
+            run = await self._retrieve(thread_id, known.run_id)
         # A stream that ended early (or broke) is finished by polling.
-        return await self._poll(run, io)
+        return await self._poll(run, io, answered=answered)
 
     async def _snapshot(self, run: Run) -> RunSnapshot:
         tool_calls: list[ToolCall] = []
@@ -267,11 +399,24 @@ class AssistantsBackend:
         )
 
 
-def _moved_past(run: Run, snapshot: RunSnapshot) -> bool:
+def _waiting_for(run: Run) -> frozenset[str]:
+    """The IDs of the calls a run waits for (none unless it is at ``requires_action``)."""
     if run.status != "requires_action" or run.required_action is None:
-        return True
-    waiting_for = {c.id for c in run.required_action.submit_tool_outputs.tool_calls}
-    return waiting_for != {c.id for c in snapshot.tool_calls}
+        return frozenset()
+    return frozenset(c.id for c in run.required_action.submit_tool_outputs.tool_calls or [])
+
+
+def _moved_past(run: Run, answered: frozenset[str]) -> bool:
+    """Whether the run no longer waits for the calls of the round ``answered`` answers."""
+    return run.status != "requires_action" or _waiting_for(run) != answered
+
+
+def _next_delay(previous: float, hint: str | None) -> float:
+    """The pause before the next read: the server's ``openai-poll-after-ms`` when it sends one;
+    without it a schedule that starts short and backs off to the old flat default."""
+    if hint is not None:
+        return poll_delay(hint)
+    return min(max(previous, POLL_FLOOR_SECONDS) * NO_HINT_BACKOFF, DEFAULT_POLL_SECONDS)
 
 
 def _message_params(message: Any, tag: str) -> dict[str, Any]:
