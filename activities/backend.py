@@ -8,6 +8,7 @@ Responses backend (``responses.py``) over background responses, ``function_call`
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol, TypeVar
 
@@ -34,6 +35,12 @@ class TurnIO:
     ``key`` tags what the turn creates (the workflow's ID). ``recalled`` is what the previous attempt of the same activity recorded (its last heartbeat
     details): a backend that cannot look its objects up (the Responses API lists no responses)
     records an ID there the moment it has one, and a retry adopts it instead of creating another.
+
+    What an earlier attempt recorded stays recorded (``recorded`` starts from ``recalled``)
+    until this attempt replaces or forgets it: every heartbeat of this attempt, from the first,
+    carries it, so a retry of this attempt recalls it too. Every heartbeat goes through here;
+    ``last_beat`` is when the last one went out, and ``keep_alive`` repeats it (the activity's
+    background heartbeat, while a call is slow to answer).
     """
 
     heartbeat: Heartbeat = lambda details: None
@@ -44,6 +51,13 @@ class TurnIO:
     recorded: dict[str, Any] = field(default_factory=dict)
     # The run or response this attempt has under way: what to cancel if the workflow is cancelled.
     in_flight: RunSnapshot | None = None
+    # When this attempt last heartbeated (time.monotonic()); its start until then.
+    last_beat: float = field(default_factory=time.monotonic)
+    _sent: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.recorded = {**self.recalled, **self.recorded}
+        self._sent = dict(self.recorded)
 
     def running(self, snapshot: RunSnapshot, **details: Any) -> None:
         """Name the API run or response now under way: this attempt stops it if the workflow is
@@ -55,18 +69,27 @@ class TurnIO:
     def record(self, **details: Any) -> None:
         """Remember ``details`` for a retry of this activity, and heartbeat them now."""
         self.recorded.update(details)
-        self.heartbeat(dict(self.recorded))
+        self._send(dict(self.recorded))
 
     def forget(self, *keys: str) -> None:
         """Drop ``keys`` from what a retry recalls (and from what a cancel would stop)."""
         for key in (*keys, "in_flight"):
             self.recorded.pop(key, None)
         self.in_flight = None
-        self.heartbeat(dict(self.recorded))
+        self._send(dict(self.recorded))
 
     def beat(self, **progress: Any) -> None:
         """Heartbeat ``progress`` along with everything recorded so far."""
-        self.heartbeat({**self.recorded, **progress})
+        self._send({**self.recorded, **progress})
+
+    def keep_alive(self) -> None:
+        """Heartbeat again what the last heartbeat said (all that is recorded, and the latest progress)."""
+        self._send(dict(self._sent))
+
+    def _send(self, details: dict[str, Any]) -> None:
+        self._sent = details
+        self.last_beat = time.monotonic()
+        self.heartbeat(details)
 
 
 class ModelBackend(Protocol):

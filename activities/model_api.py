@@ -2,12 +2,22 @@
 
 Each waits inside the activity (polling or streaming, heartbeating as it goes) and returns a
 compact ``RunSnapshot``, so a run costs one activity per step of the loop, not one per poll.
+
+Every one of them also heartbeats from a background task for its whole body (as
+``temporalio.contrib.openai_agents`` does around its model calls): a create, list or stream
+read that is slow to answer must not time the attempt out while it still runs, or the retry
+starts beside it. The background beat repeats the latest details (``TurnIO.keep_alive``), so
+what a retry must adopt is never dropped, and it is how a cancel reaches a call that is
+waiting for the API.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Literal
+import contextlib
+import time
+from datetime import timedelta
+from typing import Any, AsyncIterator, Awaitable, Literal
 
 import structlog
 from pydantic import BaseModel, Field
@@ -20,7 +30,7 @@ from workflows.models import Backend, RunRequest, RunSnapshot
 
 from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
-from .backend import ModelBackend, TurnIO
+from .backend import ModelBackend, OnText, TurnIO
 from .progress import ProgressPublisher
 
 
@@ -69,26 +79,70 @@ class CancelInput(BaseModel):
 
 log = structlog.get_logger("model_api")
 
+# The background heartbeat beats when nothing else has for this fraction of the activity's
+# heartbeat timeout (7.5 s of the model activities' 30 s): a few beats may be late or lost
+# before Temporal gives up on the attempt.
+HEARTBEAT_FRACTION = 0.25
+# An activity scheduled without a heartbeat timeout still beats, so that a cancel reaches it.
+HEARTBEAT_SECONDS_WITHOUT_TIMEOUT = 10.0
+
+
+def heartbeat_interval(heartbeat_timeout: timedelta | None) -> float:
+    """How long the background heartbeat lets an attempt go without a heartbeat."""
+    if heartbeat_timeout is None or heartbeat_timeout <= timedelta(0):
+        return HEARTBEAT_SECONDS_WITHOUT_TIMEOUT
+    return heartbeat_timeout.total_seconds() * HEARTBEAT_FRACTION
+
 
 def _heartbeat(details: dict[str, Any]) -> None:
     activity.heartbeat(details)
 
 
-def _io(progress: ProgressPublisher | None = None, key: str | None = None) -> TurnIO:
-    """Heartbeats, text deltas, and what the previous attempt of this activity recorded."""
+def _io(key: str | None = None) -> TurnIO:
+    """Heartbeats, and what the previous attempt of this activity recorded."""
     details = activity.info().heartbeat_details
     recalled = details[0] if details and isinstance(details[0], dict) else {}
     return TurnIO(
         key=key or activity.info().workflow_id,
         attempt=activity.info().attempt,
         heartbeat=_heartbeat,
-        on_text=(
-            (lambda delta, run_id=None, sequence=None: progress.publish("text", text=delta, run_id=run_id, sequence=sequence))
-            if progress is not None
-            else (lambda delta, run_id=None, sequence=None: None)
-        ),
         recalled=dict(recalled),
     )
+
+
+def _text_to(progress: ProgressPublisher) -> OnText:
+    """``TurnIO.on_text``: a turn's text deltas go to the run's progress stream."""
+    return lambda delta, run_id=None, sequence=None: progress.publish("text", text=delta, run_id=run_id, sequence=sequence)
+
+
+@contextlib.asynccontextmanager
+async def _kept_alive(io: TurnIO) -> AsyncIterator[TurnIO]:
+    """Heartbeat ``io``'s latest details in the background while the body runs, whenever
+    nothing else has heartbeated for ``heartbeat_interval``. It beats only after a quiet
+    interval, never at the start: a response ID recorded right after a quick create is then
+    the attempt's first heartbeat, which the SDK sends at once instead of holding it back for
+    the throttle interval."""
+    interval = heartbeat_interval(activity.info().heartbeat_timeout)
+    beating = asyncio.create_task(_keep_alive(io, interval), name="model-activity-heartbeat")
+    try:
+        yield io
+    finally:
+        beating.cancel()
+        # Not `await beating`: that would swallow a cancel of this activity arriving meanwhile.
+        await asyncio.wait({beating})
+
+
+async def _keep_alive(io: TurnIO, interval: float) -> None:
+    while True:
+        quiet = time.monotonic() - io.last_beat
+        if quiet < interval:
+            await asyncio.sleep(interval - quiet)
+            continue
+        try:
+            io.keep_alive()
+        except Exception as exc:  # noqa: BLE001  (a heartbeat that fails must not stop the next)
+            log.warning("background heartbeat failed", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(interval)
 
 
 async def _cancellable(backend: ModelBackend, io: TurnIO, turn: Awaitable[RunSnapshot]) -> RunSnapshot:
@@ -184,9 +238,10 @@ class ModelActivities:
     async def create_thread(self, input: CreateThreadInput) -> str:
         _bind(assistant_id=input.request.assistant_id)
         backend = self.backend_for(input.request)
-        # Check the request first: a bad one must fail before anything is created.
-        await backend.check_request(input.request)
-        thread_id = await backend.create_conversation(input.request, input.key)
+        async with _kept_alive(_io()):
+            # Check the request first: a bad one must fail before anything is created.
+            await backend.check_request(input.request)
+            thread_id = await backend.create_conversation(input.request, input.key)
         log.info("thread created", thread_id=thread_id)
         return thread_id
 
@@ -195,26 +250,25 @@ class ModelActivities:
         request = input.request
         _bind(assistant_id=request.assistant_id, thread_id=input.thread_id or request.conversation_id)
         backend = self.backend_for(request)
-        if input.add_messages or backend.name != "assistants":
-            await backend.check_request(request)
-        async with ProgressPublisher() as progress:
-            io = _io(progress)
+        async with _kept_alive(_io()) as io, ProgressPublisher() as progress:
+            io.on_text = _text_to(progress)
+            if input.add_messages or backend.name != "assistants":
+                await backend.check_request(request)
             snapshot = await _cancellable(backend, io, backend.start(request, input.thread_id, input.key, input.add_messages, io))
-        return StartResult(
-            snapshot=_ended(snapshot), tools=self.tools.policies(), search_attributes=await self._has_search_attributes()
-        )
+            search_attributes = await self._has_search_attributes()
+        return StartResult(snapshot=_ended(snapshot), tools=self.tools.policies(), search_attributes=search_attributes)
 
     @activity.defn(name="submit_tool_outputs")
     async def submit_tool_outputs(self, input: SubmitInput) -> RunSnapshot:
         _bind(thread_id=input.snapshot.thread_id, run_id=input.snapshot.run_id)
         backend = self._backend(input.snapshot.backend)
         if not input.outputs:
-            io = _io()
-            io.running(input.snapshot)
-            return _ended(await _cancellable(backend, io, backend.wait(input.snapshot, io)))
+            async with _kept_alive(_io()) as io:
+                io.running(input.snapshot)
+                return _ended(await _cancellable(backend, io, backend.wait(input.snapshot, io)))
         outputs = [o.model_dump() for o in input.outputs]
-        async with ProgressPublisher() as progress:
-            io = _io(progress, input.key)
+        async with _kept_alive(_io(input.key)) as io, ProgressPublisher() as progress:
+            io.on_text = _text_to(progress)
             snapshot = await _cancellable(backend, io, backend.submit_and_wait(input.request, input.snapshot, outputs, input.mode, io))
         return _ended(snapshot)
 
@@ -224,4 +278,5 @@ class ModelActivities:
         snapshot = input.snapshot or RunSnapshot(
             run_id=input.run_id, thread_id=input.thread_id, backend=input.backend, status="cancelling"
         )
-        return _ended(await self._backend(input.backend).cancel(snapshot, _io(), input.reason))
+        async with _kept_alive(_io()) as io:
+            return _ended(await self._backend(input.backend).cancel(snapshot, io, input.reason))

@@ -9,19 +9,30 @@ is resumed with ``starting_after`` when the connection drops.
 
 Idempotency, with no way to list responses (see README, "Idempotency on the Responses API"):
 
-1. **The response ID is recorded before anything can retry.** The create call's reply (or the
-   stream's first event) gives the ID; it goes into the activity's heartbeat details at once.
-   A retried attempt of the same activity reads them back and adopts that response.
+1. **The response ID is recorded the moment the create returns.** The create call's reply (or
+   the stream's first event) gives the ID; it goes into the activity's heartbeat details at
+   once. A retried attempt of the same activity reads them back and adopts that response, and
+   its own heartbeats carry the ID from the first (``TurnIO`` keeps what an earlier attempt
+   recorded), so a retry killed in turn leaves it for the next.
 2. **Conversation items are checked before appending.** Before the first create, the turn
    records the conversation's newest item (its *head*). A retry whose create reply was lost
    looks at the items after that head: if this turn's input items are there, the earlier
    create took effect. The retry then adopts the outcome from the conversation's items, or,
    if that response ended without output, continues the conversation without sending the
    items again. Function-call outputs are matched exactly by ``call_id`` even without a head.
-3. **Not guaranteed:** a create whose reply was lost on a response *chain* (no conversation)
-   makes a second response. The first is an orphan branch: it changes no shared state but
-   costs its tokens. The same holds on a conversation if the worker died in the moment
-   between recording the head and the heartbeat reaching Temporal.
+   A retry that has to wait for the conversation's lock looks again after each wait: the
+   response holding it may be the earlier attempt's.
+3. **Not guaranteed:** a response *chain* (no conversation) is at-least-once. Between the
+   server creating a response and Temporal holding its ID there is a window (the reply's way
+   back, then the heartbeat's; about 10 ms measured, up to the workers' 1 s heartbeat
+   throttle when another heartbeat went out in the second before); a worker killed in it, or
+   a create whose reply is lost, makes a second response. The first is an orphan branch: it
+   changes no shared state but costs its tokens. The same holds on a conversation if the
+   worker died in the moment between recording the head and the heartbeat reaching Temporal.
+4. **Every wait is bounded.** A response of the turn's own still queued or in progress
+   ``RESPONSE_WAIT_SECONDS`` after it was created is cancelled and the turn fails (not
+   retried), naming it; the same bound holds for the conversation an earlier attempt's
+   response (ID unknown) keeps busy; someone else's response gets ``LOCK_WAIT_SECONDS``.
 """
 
 from __future__ import annotations
@@ -51,8 +62,14 @@ LOCKED_CODE = "conversation_locked"
 # The API's refusal to continue a conversation whose last response's calls have no outputs.
 UNANSWERED_CALLS = "No tool output found"
 UNANSWERED_RETRIES = 3
-# How long a turn waits for someone else's response to release its conversation.
+# How long a turn waits for someone else's response to release its conversation (per attempt).
 LOCK_WAIT_SECONDS = 600.0
+# How long a turn waits for a response of its own to end: polling it, counted from its
+# created_at; or, when a lost reply left its ID unknown, for the conversation it holds,
+# counted from when the first attempt began waiting. Then the turn fails, non-retryable,
+# naming the response (or conversation) and the time waited. Long enough for background
+# reasoning responses; a response still running after an hour is treated as stuck.
+RESPONSE_WAIT_SECONDS = 3600.0
 UNKNOWN_RESPONSE = "unknown"
 # A response's statuses that mean it is done (Responses has no requires_action or expired).
 DONE = frozenset({"completed", "failed", "cancelled", "incomplete"})
@@ -153,8 +170,8 @@ class ResponsesBackend:
     async def _turn(self, turn: _Turn, mode: str, io: TurnIO) -> RunSnapshot:
         recalled_id = io.recalled.get("response_id")
         if recalled_id:
-            # An earlier attempt of this activity created the response: adopt it.
-            io.record(**{k: io.recalled[k] for k in ("conversation_head",) if k in io.recalled})
+            # An earlier attempt of this activity created the response: adopt it. (What that
+            # attempt recorded, the conversation's head too, is still recorded: TurnIO.)
             _own(io, recalled_id, turn.conversation_id)
             log.info("adopting the response an earlier attempt created", response_id=recalled_id)
             after = io.recalled.get("sequence_number")
@@ -167,6 +184,7 @@ class ResponsesBackend:
                     return await self._follow(stream, turn, recalled_id, after, io)
             return await self._poll(recalled_id, turn.conversation_id, _prior_usage(turn.prior), io)
 
+        head: Any = _MISSING
         if turn.conversation_id is not None:
             head = io.recalled.get("conversation_head", _MISSING)
             # Only a retry can find its own input already there.
@@ -176,13 +194,20 @@ class ResponsesBackend:
             if head is _MISSING:
                 head = await self._newest_item(turn.conversation_id)
             io.record(conversation_head=head)
-        return await self._create(turn, turn.items, mode, io)
+        return await self._create(turn, turn.items, mode, io, head)
 
-    async def _create(self, turn: _Turn, items: list[dict[str, Any]], mode: str, io: TurnIO) -> RunSnapshot:
+    async def _create(self, turn: _Turn, items: list[dict[str, Any]], mode: str, io: TurnIO, head: Any = _MISSING) -> RunSnapshot:
         params = turn.params(items, self._registry_tools())
         where = f"on conversation {turn.conversation_id}" if turn.conversation_id else "in the response chain"
         locked_since: float | None = None
         while True:
+            if locked_since is not None and io.attempt > 1:
+                # A retry checks again after each wait, not only before it: the response that
+                # held the conversation may be an earlier attempt's, whose create was still on
+                # its way when this retry looked, and it took this turn's input. Creating now
+                # would send that input a second time.
+                if await self._landed(turn, head) is not None:
+                    return await self._adopt_from_items(turn, head, mode, io)
             try:
                 if mode == "stream":
                     stream = await self._create_call(params, True, io, turn.conversation_id)
@@ -270,10 +295,25 @@ class ResponsesBackend:
         return await self._poll_from(response, conversation_id, prior, io)
 
     async def _poll_from(self, response: Response, conversation_id: str | None, prior: Usage | None, io: TurnIO) -> RunSnapshot:
-        """Re-read the response until it ends, at the pace the server asks for. One activity, many reads."""
+        """Re-read the response until it ends, at the pace the server asks for. One activity, many reads.
+
+        Bounded: a response still queued or in progress ``RESPONSE_WAIT_SECONDS`` after it was
+        created (the server's ``created_at``, so retries count the same time) is cancelled
+        and the turn fails, saying so."""
         polls = 0
         delay = POLL_FLOOR_SECONDS
+        since = _created(response)
         while response.status is not None and response.status not in DONE:
+            if time.time() - since > RESPONSE_WAIT_SECONDS:
+                await self._give_up_on(response)
+                raise ApplicationError(
+                    f"response {response.id} was still {response.status} {time.time() - since:.0f} s after it was created "
+                    f"(polled {polls} times by this attempt); the worker waits at most RESPONSE_WAIT_SECONDS = "
+                    f"{RESPONSE_WAIT_SECONDS:g} s for a response to end, so it cancelled it",
+                    {"response_id": response.id, "status": response.status, "waited_seconds": round(time.time() - since)},
+                    type="ResponseWaitExceeded",
+                    non_retryable=True,
+                )
             io.beat(status=response.status, polls=polls)
             await asyncio.sleep(delay)
             try:
@@ -284,6 +324,13 @@ class ResponsesBackend:
             polls += 1
             delay = poll_delay(raw.headers.get("openai-poll-after-ms"))
         return await self._snapshot(response, conversation_id, prior)
+
+    async def _give_up_on(self, response: Response) -> None:
+        """Cancel a response the turn stops waiting for: nobody will read what it makes."""
+        try:
+            await self.client.responses.cancel(response.id)
+        except openai.OpenAIError as exc:
+            log.warning("cancelling the response given up on failed", response_id=response.id, error=f"{type(exc).__name__}: {exc}")
 
     async def _snapshot(self, response: Response, conversation_id: str | None, prior: Usage | None) -> RunSnapshot:
         calls = [item for item in response.output if item.type == "function_call"]
@@ -365,10 +412,25 @@ class ResponsesBackend:
         log.warning("an earlier attempt's response took this turn's input; adopting its outcome", conversation_id=turn.conversation_id)
         polls = refused = 0
         what = f"continue conversation {turn.conversation_id}"
+        # Counted from when the first attempt began waiting (recorded, so a retry goes on counting).
+        since = io.recorded.get("waiting_since")
+        if not isinstance(since, (int, float)):
+            since = time.time()
+            io.record(waiting_since=since)
         while True:
             outputs = _outputs(await self._landed(turn, head) or [])
             if outputs:
                 return self._snapshot_from_items(turn, outputs)
+            if time.time() - since > RESPONSE_WAIT_SECONDS:
+                raise ApplicationError(
+                    f"waited {time.time() - since:.0f} s on conversation {turn.conversation_id} for the response an earlier "
+                    "attempt of this turn created (its reply was lost, so its ID is unknown) to end, and it has not; the "
+                    f"worker waits at most RESPONSE_WAIT_SECONDS = {RESPONSE_WAIT_SECONDS:g} s for a response to end. "
+                    "Cancel the conversation's running response, or run on another conversation",
+                    {"conversation_id": turn.conversation_id, "waited_seconds": round(time.time() - since)},
+                    type="ResponseWaitExceeded",
+                    non_retryable=True,
+                )
             params = turn.params([], self._registry_tools())
             try:
                 response = await self._create_call(params, False, io, turn.conversation_id)
@@ -551,6 +613,13 @@ def _outputs(items: list[Any]) -> list[Any]:
 def _own(io: TurnIO, response_id: str, conversation_id: str | None) -> None:
     """This attempt has ``response_id`` under way: a retry adopts it, a cancel stops it."""
     io.running(RunSnapshot(run_id=response_id, thread_id=conversation_id, backend="responses", status="in_progress"), response_id=response_id)
+
+
+def _created(response: Response) -> float:
+    """When the server created ``response`` (epoch seconds); now, if it sent nothing usable."""
+    now = time.time()
+    created = response.created_at
+    return float(created) if isinstance(created, (int, float)) and 0 < created <= now else now
 
 
 def _prior_usage(snapshot: RunSnapshot | None) -> Usage | None:
