@@ -189,25 +189,32 @@ class AssistantsBackend:
         A cancel that does not go through is judged by the run's state: ended is done;
         ``cancelling`` is waited for; a run that waits for tool outputs and was refused (a
         server that cancels only ``in_progress`` runs) gets an error output for each pending
-        call, then the cancel again; otherwise the cancel is asked again after a pause. When
-        the bound is hit the snapshot carries the status the run was left in (not terminal),
-        so that the caller can say so instead of waiting forever."""
+        call (once per call), then the cancel again; otherwise the cancel is asked again after
+        a pause. A run still not stopped at the bound fails the activity, non-retryable, with a
+        message that names the bound and the status the run was left in."""
         thread_id, run_id = snapshot.thread_id, snapshot.run_id
         assert thread_id is not None
         deadline = time.monotonic() + CANCEL_BOUND_SECONDS
         run, outcome = await self._request_cancel(thread_id, run_id)
-        delay, reads, answered_rounds = POLL_FLOOR_SECONDS, 0, 0
+        delay, reads = POLL_FLOOR_SECONDS, 0
+        answered: set[str] = set()
         while run.status not in TERMINAL_STATUSES:
             if time.monotonic() >= deadline:
                 log.warning("the API run did not stop in time", run_id=run_id, status=run.status, bound_seconds=CANCEL_BOUND_SECONDS)
-                break
-            if outcome == "refused" and run.status == "requires_action":
-                await self._answer_stopped(run, reason or STOPPED_REASON)
-                answered_rounds += 1
+                raise ApplicationError(
+                    f"run {run_id} did not stop within {CANCEL_BOUND_SECONDS:g} s of cancelling it; it is {run.status}",
+                    {"run_id": run_id, "thread_id": thread_id, "status": run.status},
+                    type="ModelApiRunNotStopped",
+                    non_retryable=True,
+                )
+            pending = _waiting_for(run) - answered
+            if outcome == "refused" and pending:
+                await self._answer_stopped(run, pending, reason or STOPPED_REASON)
+                answered |= pending
                 run, outcome = await self._request_cancel(thread_id, run_id)
                 delay = POLL_FLOOR_SECONDS
                 continue
-            io.beat(run_id=run_id, status=run.status, polls=reads, cancel=outcome, answered_rounds=answered_rounds)
+            io.beat(run_id=run_id, status=run.status, polls=reads, cancel=outcome, answered=len(answered))
             await asyncio.sleep(delay)
             run, hint = await self._read(run)
             reads += 1
@@ -233,10 +240,10 @@ class AssistantsBackend:
         except openai.OpenAIError as exc:
             raise to_temporal_error(exc, f"cancel run {run_id}") from None
 
-    async def _answer_stopped(self, run: Run, reason: str) -> None:
-        """Give each call the run waits for an error output, so that a server that will not
-        cancel a run waiting for tool outputs lets it move on (and be cancelled, or end)."""
-        calls = _waiting_for(run)
+    async def _answer_stopped(self, run: Run, calls: frozenset[str], reason: str) -> None:
+        """Give each of ``calls`` (those the run waits for) an error output, so that a server
+        that will not cancel a run waiting for tool outputs lets it move on (and be cancelled,
+        or end)."""
         outputs = [{"tool_call_id": call_id, "output": f"Error: the run stopped before this call was answered: {reason}"} for call_id in sorted(calls)]
         try:
             await self.client.beta.threads.runs.submit_tool_outputs(run.id, thread_id=run.thread_id, tool_outputs=outputs)  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from openai import OpenAI
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
+import activities.assistants
 from emulator.config import COMPAT_SWITCHES
 from emulator.server import build_parser, compat_from_args, config_from_args
 from tests.conftest import answer_all, script
@@ -373,6 +374,33 @@ async def test_a_run_stopped_at_requires_action_ends_on_a_server_that_cancels_on
         assistant_id=assistant_id, thread_id=result.thread_id, messages=[MessageInput(content=script(reply="still here"))]
     )))
     assert after.status == "completed" and after.final_text == "still here"
+
+
+async def test_a_run_that_will_not_stop_ends_the_workflow_within_the_bound_saying_so(
+    temporal_client: Client,
+    task_queue: str,
+    workers: None,
+    admin: httpx.Client,
+    plain: OpenAI,
+    assistant_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that cancels only in-progress runs, never expires them, and refuses the error
+    outputs too: nothing will stop the run. The worker gives up after its bound (3 s here, by
+    the in-process workers' module constant) and the run ends saying what it left behind."""
+    monkeypatch.setattr(activities.assistants, "CANCEL_BOUND_SECONDS", 3.0)
+    switch_on(admin, "cancel_only_in_progress", "no_expiry")
+    admin.post("/faults", json={"operation": "runs.submit_tool_outputs", "action": "error", "status": 400}).raise_for_status()
+    text = script(rounds=[[{"name": "critical", "arguments": {"reason": "boom"}}]])
+    result = await ended(await start(temporal_client, task_queue, request(assistant_id, text)))
+
+    assert result.status == "failed" and result.failure is not None
+    assert result.failure.startswith("tool critical failed: boom; stopping it failed (run ")
+    assert "did not stop within 3 s of cancelling it; it is requires_action" in result.failure
+    assert result.thread_id is not None
+    assert plain.beta.threads.runs.retrieve(result.run_id, thread_id=result.thread_id).status == "requires_action"
+    # The calls were offered their error outputs once, not in a tight loop.
+    assert admin.get("/stats").json()["requests"]["runs.submit_tool_outputs"] == 1
 
 
 async def test_sync_tools_then_a_run_on_an_assistant_sent_with_null_tools(
