@@ -181,6 +181,7 @@ class AssistantRunWorkflow:
                     CreateThreadInput(request=request, key=key),
                     start_to_close_timeout=timedelta(minutes=2),
                     schedule_to_close_timeout=self._model_budget(),
+                    heartbeat_timeout=MODEL_API_HEARTBEAT,  # a killed worker is noticed in 30 s, not 2 min
                     retry_policy=MODEL_API_RETRY,
                     summary="create thread",
                 )
