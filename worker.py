@@ -27,22 +27,46 @@ The worker's own settings (a flag wins over its variable; an empty variable coun
                                 cancellation), the worker leaves the same way with status 1 and
                                 Temporal retries those calls after their heartbeat timeout.
                                 A second signal leaves at once (status 1).
+    DA_MAX_ACTIVITIES           activity slots of each Temporal worker in the process: how many
+                                model steps and tool calls it runs at once (default 100). Sync
+                                tools run on a thread pool of this size, one per worker, so
+                                every slot can run one.
+    DA_MAX_WORKFLOW_TASKS       workflow task slots of the run workflow's worker (default 100)
+    DA_ACTIVITY_POLLERS         concurrent activity task polls of each worker (default 5)
+    DA_WORKFLOW_POLLERS         concurrent workflow task polls (default 5; at least 2, one for
+                                the worker's sticky queue)
+    DA_STARTUP_RETRY_SECONDS    at start the worker reads the model API once (an authenticated
+                                list); a 408, a 429 (not an exhausted quota), a 5xx, a timeout or
+                                a connection error is retried with backoff and jitter (0.5 s
+                                doubling to 10 s, or the server's retry-after) for this long
+                                (default 60; 0: no retry), one log line per retry. Any other
+                                answer (401, 403, ...) stops the start at once.
 
-A setting the worker can't use, a tool module that doesn't import, or a tool the model can't
-be told about stops the worker at start with one line on stderr and exit status 2.
+A setting the worker can't use, a tool module that doesn't import, a tool the model can't be
+told about, or a model API that refuses the worker (or is still unreachable when
+DA_STARTUP_RETRY_SECONDS run out) stops the worker at start with one line on stderr and exit
+status 2. If one of the process's Temporal workers stops by itself once running (its polls
+fail for good: the namespace is gone, the credentials are refused, ...), the process says
+which and why in one log line, shuts the others down as on SIGTERM and exits with status 1:
+a process that serves nothing should not look alive.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import functools
 import importlib
+import itertools
 import logging
 import os
+import random
 import signal
 import sys
 import threading
+import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable, NoReturn, Sequence
@@ -54,9 +78,10 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
 from activities.assistants import AssistantsBackend
+from activities.errors import to_temporal_error
 from activities.model_api import ModelActivities
 from activities.responses import ResponsesBackend
 from activities.tools import running_tools, tool_activities
@@ -73,6 +98,14 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "console")
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 10.0
 SHUTDOWN_MARGIN_SECONDS = 5.0
+# Temporal's own defaults, now stated and configurable.
+DEFAULT_MAX_ACTIVITIES = 100
+DEFAULT_MAX_WORKFLOW_TASKS = 100
+DEFAULT_POLLERS = 5
+DEFAULT_STARTUP_RETRY_SECONDS = 60.0
+STARTUP_FIRST_RETRY_SECONDS = 0.5
+STARTUP_MAX_RETRY_SECONDS = 10.0
+STARTUP_CALL_TIMEOUT_SECONDS = 10.0
 
 
 class SettingsError(ValueError):
@@ -95,6 +128,11 @@ class WorkerSettings:
     log_format: str = "auto"
     log_level: str = "info"
     shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
+    max_activities: int = DEFAULT_MAX_ACTIVITIES
+    max_workflow_tasks: int = DEFAULT_MAX_WORKFLOW_TASKS
+    activity_pollers: int = DEFAULT_POLLERS
+    workflow_pollers: int = DEFAULT_POLLERS
+    startup_retry_seconds: float = DEFAULT_STARTUP_RETRY_SECONDS
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "WorkerSettings":
@@ -112,8 +150,22 @@ class WorkerSettings:
             "log_format": lambda: _env_choice("DA_LOG_FORMAT", "auto", LOG_FORMATS),
             "log_level": lambda: _env_choice("DA_LOG_LEVEL", "info", LOG_LEVELS),
             "shutdown_grace_seconds": _env_grace,
+            "max_activities": lambda: _env_count("DA_MAX_ACTIVITIES", DEFAULT_MAX_ACTIVITIES, 1),
+            "max_workflow_tasks": lambda: _env_count("DA_MAX_WORKFLOW_TASKS", DEFAULT_MAX_WORKFLOW_TASKS, 1),
+            "activity_pollers": lambda: _env_count("DA_ACTIVITY_POLLERS", DEFAULT_POLLERS, 1),
+            "workflow_pollers": lambda: _env_count("DA_WORKFLOW_POLLERS", DEFAULT_POLLERS, 2),
+            "startup_retry_seconds": lambda: _env_seconds("DA_STARTUP_RETRY_SECONDS", DEFAULT_STARTUP_RETRY_SECONDS),
         }
         return cls(**{key: given[key] if key in given else read() for key, read in readers.items()})
+
+    def worker_options(self) -> dict[str, Any]:
+        """The Temporal ``Worker`` options these settings give (slots and pollers)."""
+        return {
+            "max_concurrent_activities": self.max_activities,
+            "max_concurrent_workflow_tasks": self.max_workflow_tasks,
+            "activity_task_poller_behavior": PollerBehaviorSimpleMaximum(maximum=self.activity_pollers),
+            "workflow_task_poller_behavior": PollerBehaviorSimpleMaximum(maximum=self.workflow_pollers),
+        }
 
 
 def _env(name: str) -> str | None:
@@ -134,16 +186,33 @@ def _env_choice(name: str, default: str, choices: Sequence[str]) -> str:
 
 
 def _env_grace() -> float:
-    value = _env("DA_SHUTDOWN_GRACE_SECONDS")
+    return _env_seconds("DA_SHUTDOWN_GRACE_SECONDS", DEFAULT_SHUTDOWN_GRACE_SECONDS)
+
+
+def _env_seconds(name: str, default: float) -> float:
+    value = _env(name)
     if value is None:
-        return DEFAULT_SHUTDOWN_GRACE_SECONDS
+        return default
     try:
         seconds = float(value)
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds < float("inf"):
-        raise SettingsError(f"DA_SHUTDOWN_GRACE_SECONDS={value!r} is not valid; give a number of seconds, 0 or more")
+        raise SettingsError(f"{name}={value!r} is not valid; give a number of seconds, 0 or more")
     return seconds
+
+
+def _env_count(name: str, default: int, minimum: int) -> int:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        count = int(value.strip())
+    except ValueError:
+        count = minimum - 1
+    if count < minimum:
+        raise SettingsError(f"{name}={value!r} is not valid; give a whole number, {minimum} or more")
+    return count
 
 
 def configure_logging(log_format: str = "auto", level: str = "info") -> None:
@@ -166,6 +235,12 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    # The SDK logs a worker's fatal error with its traceback; run_workers says it in one line.
+    logging.getLogger("temporalio.worker._worker").addFilter(_not_worker_failed)
+
+
+def _not_worker_failed(record: logging.LogRecord) -> bool:
+    return record.getMessage() != "Worker failed, shutting down"
 
 
 async def connect_temporal(**overrides: Any) -> Client:
@@ -202,6 +277,53 @@ def _shorten(record: logging.LogRecord) -> bool:
     return True
 
 
+class ModelApiUnavailable(Exception):
+    """The start-up check of the model API failed for good; the message is one line."""
+
+
+async def check_model_api(
+    model: AsyncOpenAI,
+    backend: str,
+    retry_seconds: float = DEFAULT_STARTUP_RETRY_SECONDS,
+) -> None:
+    """One cheap authenticated read that both APIs' servers answer (an unknown list is a 404:
+    reachable and authenticated). Transient errors (as the model activities see them:
+    ``activities/errors.py``) are retried with backoff and jitter, or after the server's
+    retry-after, for ``retry_seconds``, each retry logged in one line. Raises
+    ``ModelApiUnavailable`` at once on any other error, or when the time runs out."""
+    started = time.monotonic()
+    deadline = started + retry_seconds
+    backoff = STARTUP_FIRST_RETRY_SECONDS
+    checked = model.with_options(timeout=STARTUP_CALL_TIMEOUT_SECONDS)  # a hung server is an error too
+    for attempt in itertools.count(1):
+        try:
+            await checked.models.list() if backend == "responses" else await checked.beta.assistants.list(limit=1)
+            return
+        except openai.NotFoundError:
+            return  # reachable and authenticated; the server just doesn't list models
+        except openai.OpenAIError as exc:
+            mapped = to_temporal_error(exc, "start-up check")
+            problem = f"cannot reach the model API at {model.base_url}: {_one_line(exc)}"
+            if mapped.non_retryable:
+                raise ModelApiUnavailable(problem) from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if attempt > 1:
+                    problem += f" (still failing after {attempt} attempts in {time.monotonic() - started:.0f} s)"
+                raise ModelApiUnavailable(problem) from None
+            asked = mapped.next_retry_delay
+            wait = asked.total_seconds() if asked is not None else backoff * (0.5 + random.random() / 2)
+            wait = min(wait, remaining)
+            log.warning(
+                "model API not ready; retrying", model_api=str(model.base_url), attempt=attempt,
+                retry_in_seconds=round(wait, 2), error=_one_line(exc),
+            )
+            await asyncio.sleep(wait)
+            backoff = min(backoff * 2, STARTUP_MAX_RETRY_SECONDS)
+        except Exception as exc:  # not the SDK's: nothing a retry would fix
+            raise ModelApiUnavailable(f"cannot reach the model API at {model.base_url}: {_one_line(exc)}") from None
+
+
 def openai_client(settings: WorkerSettings) -> AsyncOpenAI:
     # max_retries=0: Temporal owns every retry (activities/errors.py maps the statuses).
     return AsyncOpenAI(base_url=settings.openai_base_url, api_key=settings.openai_api_key or "unset", max_retries=0)
@@ -229,6 +351,10 @@ def load_tools(modules: Sequence[str], registry: ToolRegistry = default_registry
     return registry
 
 
+# Each worker's thread pool for sync tools, shut down by WorkerGroup when the worker has stopped.
+_tool_executors: "weakref.WeakKeyDictionary[Worker, concurrent.futures.ThreadPoolExecutor]" = weakref.WeakKeyDictionary()
+
+
 def build_workers(
     client: Client,
     model: AsyncOpenAI,
@@ -241,13 +367,20 @@ def build_workers(
     """The run workflow, the model activities and the default-queue tools on ``task_queue``;
     plus one worker per tool task queue in ``queues`` (all of them when empty and serving
     the main queue, so a single process runs everything). Both model APIs are served; a run
-    request that doesn't name one goes to ``backend``."""
+    request that doesn't name one goes to ``backend``. Each worker runs its sync tools on a
+    thread pool of its own, as large as its activity slots (``max_concurrent_activities``,
+    default 100): the event loop's default pool (CPU count + 4 threads) would leave calls
+    waiting in slots they already hold."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     # Heartbeats carry what a retry must adopt (a response ID) and bring cancellation to an
     # activity. The SDK would hold them back for up to 0.8 x the heartbeat timeout (24 s for
     # the model activities); a SIGKILL in that window loses the ID. One second bounds it.
     worker_options.setdefault("max_heartbeat_throttle_interval", HEARTBEAT_THROTTLE)
+    if "tuner" in worker_options:  # slots decided by the tuner: size the pools for the default
+        slots = DEFAULT_MAX_ACTIVITIES
+    else:
+        slots = worker_options.setdefault("max_concurrent_activities", DEFAULT_MAX_ACTIVITIES)
     serve_main = not queues or task_queue in queues
     tool_queues = sorted({t.policy.task_queue for t in registry if t.policy.task_queue})
     extra = [q for q in (queues or tool_queues) if q != task_queue]
@@ -259,45 +392,96 @@ def build_workers(
         model_activities = ModelActivities(
             [AssistantsBackend(model, registry), ResponsesBackend(model, registry)], registry, default_backend=backend
         )
-        workers.append(
-            Worker(
-                client,
-                task_queue=task_queue,
-                workflows=[AssistantRunWorkflow, ThreadQueueWorkflow],
-                activities=[
-                    model_activities.create_thread,
-                    model_activities.start_run,
-                    model_activities.submit_tool_outputs,
-                    model_activities.cancel_run,
-                    *tool_activities(registry, None),
-                ],
-                **worker_options,
-            )
+        executor = _tool_pool(task_queue, slots)
+        main = Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[AssistantRunWorkflow, ThreadQueueWorkflow],
+            activities=[
+                model_activities.create_thread,
+                model_activities.start_run,
+                model_activities.submit_tool_outputs,
+                model_activities.cancel_run,
+                *tool_activities(registry, None, executor),
+            ],
+            **worker_options,
         )
+        _tool_executors[main] = executor
+        workers.append(main)
     for queue in extra:
-        workers.append(Worker(client, task_queue=queue, activities=tool_activities(registry, queue), **worker_options))
+        executor = _tool_pool(queue, slots)
+        tools_worker = Worker(client, task_queue=queue, activities=tool_activities(registry, queue, executor), **worker_options)
+        _tool_executors[tools_worker] = executor
+        workers.append(tools_worker)
     return workers
 
 
-async def run_workers(workers: list[Worker], stop: asyncio.Event) -> None:
-    async with WorkerGroup(workers):
-        await stop.wait()
-        log.info("worker stopping", tools_running=running_tools())
+def _tool_pool(task_queue: str, slots: int) -> concurrent.futures.ThreadPoolExecutor:
+    # Threads start only as sync tools need them, up to one per activity slot.
+    return concurrent.futures.ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"tools[{task_queue}]")
+
+
+@dataclass
+class WorkerFailure:
+    """A worker whose ``run()`` ended by itself: ``error`` is why."""
+
+    task_queue: str
+    error: BaseException
+
+
+async def run_workers(
+    workers: list[Worker], stop: asyncio.Event, on_failure: Callable[[WorkerFailure], None] | None = None
+) -> WorkerFailure | None:
+    """Run ``workers`` until ``stop`` is set, or until one of them stops by itself: then say so
+    in one log line, call ``on_failure`` and shut the others down too. Returns that failure."""
+    async with WorkerGroup(workers) as group:
+        failure = await group.wait(stop)
+        if failure is None:
+            log.info("worker stopping", tools_running=running_tools())
+        else:
+            log.error("a worker stopped with an error; stopping the others", task_queue=failure.task_queue,
+                      error=_one_line(failure.error), tools_running=running_tools())
+            if on_failure is not None:
+                on_failure(failure)
+    return failure
 
 
 class WorkerGroup:
-    """Run several workers; leaving shuts them all down gracefully (in-flight tasks finish)."""
+    """Run several workers; leaving shuts them all down gracefully (in-flight tasks finish).
+    ``wait`` returns when asked to stop, or as soon as one worker's ``run()`` has ended."""
 
     def __init__(self, workers: list[Worker]) -> None:
         self.workers = workers
         self.tasks: list[asyncio.Task[None]] = []
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> "WorkerGroup":
         self.tasks = [asyncio.create_task(w.run()) for w in self.workers]
+        return self
+
+    async def wait(self, stop: asyncio.Event) -> WorkerFailure | None:
+        """Until ``stop`` is set (None) or a worker's ``run()`` ends by itself (its failure)."""
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([stopping, *self.tasks], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        return self.failure()
+
+    def failure(self) -> WorkerFailure | None:
+        """The first worker whose ``run()`` has ended, and why (a worker only ends when shut down)."""
+        for worker, task in zip(self.workers, self.tasks):
+            if task.done():
+                error = asyncio.CancelledError("its run was cancelled") if task.cancelled() else task.exception()
+                return WorkerFailure(worker.task_queue, error or RuntimeError("it stopped without an error"))
+        return None
 
     async def __aexit__(self, *exc: object) -> None:
         await asyncio.gather(*(w.shutdown() for w in self.workers), return_exceptions=True)
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        for worker in self.workers:
+            executor = _tool_executors.pop(worker, None)
+            if executor is not None:
+                executor.shutdown(wait=False)  # a sync tool still running keeps its thread until it returns
 
 
 async def serve(settings: WorkerSettings, registry: ToolRegistry = default_registry) -> int:
@@ -308,18 +492,15 @@ async def serve(settings: WorkerSettings, registry: ToolRegistry = default_regis
         return 2
     model = openai_client(settings)
     try:
-        # A cheap authenticated read that both APIs' servers answer: an unknown response is a 404.
-        await model.models.list() if settings.backend == "responses" else await model.beta.assistants.list(limit=1)
-    except openai.NotFoundError:
-        pass  # reachable and authenticated; the server just doesn't list models
-    except Exception as exc:
-        print(f"worker: cannot reach the model API at {model.base_url}: {_one_line(exc)}", file=sys.stderr)
+        await check_model_api(model, settings.backend, settings.startup_retry_seconds)
+    except ModelApiUnavailable as exc:
+        print(f"worker: {exc}", file=sys.stderr)
         return 2
     grace = timedelta(seconds=settings.shutdown_grace_seconds)
     try:
         workers = build_workers(
             client, model, registry, settings.task_queue, settings.queues, backend=settings.backend,
-            graceful_shutdown_timeout=grace,
+            graceful_shutdown_timeout=grace, **settings.worker_options(),
         )
     except ValueError as exc:
         print(f"worker: {exc}", file=sys.stderr)
@@ -334,16 +515,22 @@ async def serve(settings: WorkerSettings, registry: ToolRegistry = default_regis
         model_api=str(model.base_url),
         default_backend=settings.backend,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
+        max_activities=settings.max_activities,
+        max_workflow_tasks=settings.max_workflow_tasks,
+        activity_pollers=settings.activity_pollers,
+        workflow_pollers=settings.workflow_pollers,
     )
-    await run_workers(workers, stop)
+    # A worker that stopped by itself: the others are shut down as on SIGTERM, within the same limit.
+    failure = await run_workers(workers, stop, on_failure=lambda _: watchdog.arm())
+    code = 1 if failure is not None else 0
     abandoned = running_tools()
     if abandoned:
         # Only sync tools' threads get here (their activities are cancelled and done). asyncio.run
         # would wait for those threads forever when it shuts down its executor: leave instead.
-        leave(0, abandoned, "worker stopped; leaving tools still running in their threads")
-    log.info("worker stopped")
+        leave(code, abandoned, "worker stopped; leaving tools still running in their threads")
+    log.info("worker stopped", status=code)
     await model.close()
-    return 0
+    return code
 
 
 class ShutdownWatchdog:
@@ -367,13 +554,19 @@ class ShutdownWatchdog:
                 why = f"{signal.Signals(signum).name} again; leaving now"
                 threading.Thread(target=leave, args=(1, running_tools(), why), daemon=True).start()
                 return
-            self.timer = threading.Timer(self.limit, self.expire)
-            self.timer.daemon = True
-            self.timer.start()
+            self.arm()
             loop.call_soon_threadsafe(stop.set)
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, handle)
+
+    def arm(self) -> None:
+        """Start the timer (once): a stop that takes longer than ``limit`` leaves with status 1."""
+        if self.timer is not None:
+            return
+        self.timer = threading.Timer(self.limit, self.expire)
+        self.timer.daemon = True
+        self.timer.start()
 
     def expire(self) -> None:
         leave(1, running_tools(), f"worker did not stop within {self.limit:g} s; leaving")

@@ -1,21 +1,37 @@
 """Tool activities: one activity type per registered tool, named after the tool.
 
 The executor parses and validates the model's arguments (a problem there is the model's,
-so it is non-retryable), runs the function (async directly, sync in a thread), heartbeats
-the tool's latest progress while it runs so cancellation reaches it, and returns the output
-as text: strings as they are, anything else as JSON, cut at the request's cap with a marker.
-A value JSON cannot carry (bytes, a set, an arbitrary object) fails the call once, naming the
-tool and the type, instead of reaching the model as its ``str()``.
+so it is non-retryable), runs the function (async directly, sync on the worker's tool thread
+pool), heartbeats the tool's latest progress while it runs so cancellation reaches it, and
+returns the output as text: strings as they are, anything else as JSON, cut at the request's
+cap with a marker. A value JSON cannot carry (bytes, a set, an arbitrary object) fails the
+call once, naming the tool and the type, instead of reaching the model as its ``str()``.
+
+The tool's retry budget (``max_attempts``) counts its own failures, and the activity keeps
+the count: in its heartbeat details, which Temporal hands to the next attempt. An attempt
+that raises heartbeats the new count before it fails; an attempt lost with its worker
+(SIGKILL, a heartbeat timeout) never does, so it never counts. When the count reaches
+``max_attempts`` the activity fails with a non-retryable ``ToolRetriesExhausted``. A workflow
+that schedules tools with unlimited Temporal attempts and a ``schedule_to_close`` budget
+(``ToolPolicy.time_budget_seconds``) thus retries lost attempts within that time and the
+tool's own failures up to ``max_attempts``; one that still passes ``maximum_attempts`` gets
+Temporal's own limit, which counts every attempt, as before.
+
+Nothing stands between a tool returning and its activity completing: the progress publisher
+is left to flush in the background (``ProgressPublisher(wait_on_exit=False)``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
 import dataclasses
 import datetime
 import decimal
 import enum
+import functools
 import json
 import math
 import threading
@@ -37,7 +53,9 @@ from .progress import ProgressPublisher
 log = structlog.get_logger("tools")
 
 INVALID_ARGUMENTS = "InvalidToolArguments"
+TOOL_RETRIES_EXHAUSTED = "ToolRetriesExhausted"
 DEFAULT_HEARTBEAT_SECONDS = 10.0
+ERROR_CHARS = 1000
 
 
 class ToolCallInput(BaseModel):
@@ -51,8 +69,15 @@ class ToolCallInput(BaseModel):
 
 class ToolCallOutput(BaseModel):
     output: str
-    attempt: int
+    attempt: int = Field(
+        description="The attempt that produced the output, as the tool's retry budget counts: 1 + the earlier attempts "
+        "that raised (attempts lost with a worker don't count). Under a retry policy with maximum_attempts set, "
+        "Temporal's limit counts every attempt, and so does this (Temporal's attempt number)."
+    )
     truncated: bool = False
+    executions: int | None = Field(
+        None, description="Temporal's attempt number: how many times the call was started, lost attempts included."
+    )
 
 
 OUTPUT_NOT_JSON = "ToolOutputNotJson"
@@ -142,33 +167,81 @@ def describe_validation_error(exc: pydantic.ValidationError) -> str:
     return "; ".join(problems)
 
 
-def tool_activity(tool: Tool) -> Callable[..., Any]:
-    """The activity that runs ``tool``; its activity type is the tool's name."""
+def tool_activity(tool: Tool, executor: concurrent.futures.Executor | None = None) -> Callable[..., Any]:
+    """The activity that runs ``tool``; its activity type is the tool's name. A sync tool runs
+    on ``executor`` (the worker's tool thread pool; None: the event loop's default one)."""
 
     @activity.defn(name=tool.name)
     async def run_tool(call: ToolCallInput) -> ToolCallOutput:
-        return await execute(tool, call)
+        return await execute(tool, call, executor)
 
     return run_tool
 
 
-def tool_activities(registry: ToolRegistry, task_queue: str | None) -> list[Callable[..., Any]]:
-    return [tool_activity(t) for t in registry.for_queue(task_queue)]
+def tool_activities(
+    registry: ToolRegistry, task_queue: str | None, executor: concurrent.futures.Executor | None = None
+) -> list[Callable[..., Any]]:
+    return [tool_activity(t, executor) for t in registry.for_queue(task_queue)]
 
 
-async def execute(tool: Tool, call: ToolCallInput) -> ToolCallOutput:
+async def execute(tool: Tool, call: ToolCallInput, executor: concurrent.futures.Executor | None = None) -> ToolCallOutput:
     info = activity.info()
     structlog.contextvars.bind_contextvars(
         workflow_id=info.workflow_id, run_id=call.run_id, thread_id=call.thread_id,
         tool=tool.name, call_id=call.call_id, attempt=info.attempt,
     )
     try:
-        return await _execute(tool, call, info.attempt)
+        return await _execute(tool, call, info, executor)
     finally:
         structlog.contextvars.clear_contextvars()
 
 
-async def _execute(tool: Tool, call: ToolCallInput, attempt: int) -> ToolCallOutput:
+class _Beat:
+    """What every heartbeat of a tool activity carries: the tool's latest progress, and its
+    own failures so far (the count its retry budget keeps across attempts)."""
+
+    def __init__(self, context: ToolContext, failures: int, last_error: str | None) -> None:
+        self.context = context
+        self.failures = failures
+        self.last_error = last_error
+
+    def details(self) -> dict[str, Any]:
+        details = {"tool": self.context.tool_name, "call_id": self.context.call_id, "progress": self.context.progress}
+        if self.failures:  # absent: none yet
+            details.update(failures=self.failures, last_error=self.last_error)
+        return details
+
+    def failed(self, exc: BaseException) -> None:
+        """Count a failure of the tool's own and record it at once: Temporal sends the last
+        heartbeat with the attempt's failure, and the next attempt starts from it."""
+        self.failures += 1
+        self.last_error = _describe(exc)
+        activity.heartbeat(self.details())
+
+
+def recalled_failures(details: Any) -> tuple[int, str | None]:
+    """The tool's own failures recorded by earlier attempts of this call (their heartbeat)."""
+    first = details[0] if details else None
+    if not isinstance(first, dict):
+        return 0, None
+    failures = first.get("failures")
+    last_error = first.get("last_error")
+    if not isinstance(failures, int) or isinstance(failures, bool) or failures < 0:
+        failures = 0
+    return failures, last_error if isinstance(last_error, str) else None
+
+
+def _budget_is_ours(info: activity.Info) -> bool:
+    """True when Temporal retries without a limit of attempts (the workflow leaves the
+    tool's budget to this activity); False when ``maximum_attempts`` is set, and Temporal's
+    limit, which counts every attempt, applies as it always did."""
+    policy = info.retry_policy
+    return policy is None or policy.maximum_attempts == 0
+
+
+async def _execute(
+    tool: Tool, call: ToolCallInput, info: activity.Info, executor: concurrent.futures.Executor | None
+) -> ToolCallOutput:
     try:
         raw = json.loads(call.arguments) if call.arguments.strip() else {}
         if not isinstance(raw, dict):
@@ -181,22 +254,28 @@ async def _execute(tool: Tool, call: ToolCallInput, attempt: int) -> ToolCallOut
         log.warning("tool arguments not a JSON object", error=str(exc))
         raise _invalid(f"arguments for {tool.name} are not a JSON object: {exc}") from None
 
+    failures, last_error = recalled_failures(info.heartbeat_details)
+    ours = _budget_is_ours(info)
     context = ToolContext(
-        run_id=call.run_id, thread_id=call.thread_id, call_id=call.call_id, tool_name=tool.name, attempt=attempt
+        run_id=call.run_id, thread_id=call.thread_id, call_id=call.call_id, tool_name=tool.name,
+        attempt=info.attempt, failures=failures,
     )
-    log.info("tool started")
+    beat = _Beat(context, failures, last_error)
+    log.info("tool started", failures=failures)
     changed = asyncio.Event()
     context._bind(asyncio.get_running_loop(), changed)
     interval = (tool.policy.heartbeat_timeout_seconds or DEFAULT_HEARTBEAT_SECONDS * 3) / 3
     stop = asyncio.Event()
-    heartbeater = asyncio.create_task(_heartbeat_until_done(context, changed, stop, interval))
+    heartbeater = asyncio.create_task(_heartbeat_until_done(beat, changed, stop, interval))
     kwargs = tool.call_kwargs(parsed, context)
     try:
         if tool.is_async:
             with _running.track(tool.name):
                 value = await tool.function(**kwargs)
         else:
-            value = await asyncio.to_thread(_run_sync, tool, kwargs)
+            # The context's copy carries the call's log fields into the thread (as asyncio.to_thread does).
+            run = functools.partial(contextvars.copy_context().run, _run_sync, tool, kwargs)
+            value = await asyncio.get_running_loop().run_in_executor(executor, run)
     except asyncio.CancelledError:
         context._mark_cancelled()  # a sync tool in its thread sees this through is_cancelled()
         log.info("tool cancelled")
@@ -205,9 +284,23 @@ async def _execute(tool: Tool, call: ToolCallInput, attempt: int) -> ToolCallOut
         log.warning("tool failed, not retryable", error=f"{type(exc).__name__}: {exc}")
         raise ApplicationError(f"{tool.name}: {exc}", type=type(exc).__name__, non_retryable=True) from exc
     except Exception as exc:
-        log.warning("tool failed", error=f"{type(exc).__name__}: {exc}")
+        beat.failed(exc)
+        limit = tool.policy.max_attempts
+        if ours and beat.failures >= limit:
+            log.warning("tool failed; its retries are used up", error=beat.last_error, failures=beat.failures)
+            raise ApplicationError(
+                f"{tool.name} failed {beat.failures} of {limit} attempts; last error: {beat.last_error}",
+                {
+                    "tool": tool.name, "failures": beat.failures, "max_attempts": limit,
+                    "error_type": type(exc).__name__, "error": str(exc)[:ERROR_CHARS],
+                },
+                type=TOOL_RETRIES_EXHAUSTED,
+                non_retryable=True,
+            ) from exc
+        log.warning("tool failed", error=beat.last_error, failures=beat.failures)
         raise
     finally:
+        # The heartbeater ends at once; the progress it still holds is flushed in the background.
         stop.set()
         await asyncio.shield(heartbeater)
     try:
@@ -217,7 +310,12 @@ async def _execute(tool: Tool, call: ToolCallInput, attempt: int) -> ToolCallOut
         log.warning("tool output not JSON", error=str(exc))
         raise ApplicationError(str(exc), type=OUTPUT_NOT_JSON, non_retryable=True) from None
     log.info("tool finished", output_chars=len(output), truncated=truncated)
-    return ToolCallOutput(output=output, attempt=attempt, truncated=truncated)
+    attempt = failures + 1 if ours else info.attempt
+    return ToolCallOutput(output=output, attempt=attempt, truncated=truncated, executions=info.attempt)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:ERROR_CHARS]
 
 
 class RunningTools:
@@ -264,16 +362,18 @@ def _invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type=INVALID_ARGUMENTS, non_retryable=True, category=ApplicationErrorCategory.BENIGN)
 
 
-async def _heartbeat_until_done(context: ToolContext, changed: asyncio.Event, stop: asyncio.Event, interval: float) -> None:
+async def _heartbeat_until_done(beat: _Beat, changed: asyncio.Event, stop: asyncio.Event, interval: float) -> None:
     """Heartbeat at least every ``interval`` and at once when the tool reports progress, until
     ``stop``; new progress also goes to the run's stream. Temporal throttles what it sends; the
     newest details win. (A stop event, not task cancellation: on Python 3.11 ``wait_for`` can
-    swallow a cancel that races a wake-up.)"""
-    async with ProgressPublisher() as stream:
+    swallow a cancel that races a wake-up.) Leaving does not wait for the stream: see
+    ``ProgressPublisher``."""
+    context = beat.context
+    async with ProgressPublisher(wait_on_exit=False) as stream:
         published: Any = None
         while not stop.is_set():
             progress = context.progress
-            activity.heartbeat({"tool": context.tool_name, "call_id": context.call_id, "progress": progress})
+            activity.heartbeat(beat.details())
             if progress is not None and progress != published:
                 stream.publish(
                     "tool_progress", tool=context.tool_name, call_id=context.call_id, attempt=context.attempt,

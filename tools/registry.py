@@ -19,15 +19,22 @@ from typing import Any, Callable, Iterator, Literal, get_type_hints
 
 import openai
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 OnFailure = Literal["error_output", "fail_run"]
+MAX_DEFAULT_BUDGET_SECONDS = 24 * 3600.0
 
 
 class ToolPolicy(BaseModel):
     """How the workflow schedules one tool: the part of a tool that crosses into workflow code.
 
     Durations are seconds so the model stays plain JSON in Temporal's history and UI.
+
+    Two budgets. ``max_attempts`` counts the tool's own failures (attempts that raised); the
+    tool's activity enforces it itself (``activities/tools.py``), so an attempt lost with its
+    worker (SIGKILL, OOM, a deploy, a heartbeat timeout while nothing ran the tool) never
+    uses it up. ``time_budget_seconds()`` bounds everything, lost attempts included: the
+    activity's ``schedule_to_close``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -42,6 +49,36 @@ class ToolPolicy(BaseModel):
     max_retry_seconds: float = Field(30.0, gt=0)
     non_retryable_errors: tuple[str, ...] = ()
     on_failure: OnFailure = "error_output"
+    budget_seconds: float | None = Field(
+        None, gt=0, description="Total time for the call across all attempts, lost ones included; default: see time_budget_seconds()."
+    )
+
+    @model_serializer(mode="wrap")
+    def _leave_out_unset_budget(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Unset, the field is not written at all: a worker of the previous version (extra="forbid")
+        # still reads the policies a new worker's start activity returns, during a rolling deploy.
+        data: dict[str, Any] = handler(self)
+        if data.get("budget_seconds") is None:
+            data.pop("budget_seconds", None)
+        return data
+
+    def retry_waits_seconds(self) -> float:
+        """The sum of the waits between ``max_attempts`` attempts (Temporal's backoff)."""
+        waits, interval = 0.0, self.initial_retry_seconds
+        for _ in range(self.max_attempts - 1):
+            waits += min(interval, self.max_retry_seconds)
+            interval *= self.backoff
+        return waits
+
+    def time_budget_seconds(self) -> float:
+        """The call's total time across attempts (``schedule_to_close``): ``budget_seconds`` if
+        set, else room for ``max_attempts`` attempts of ``timeout_seconds`` and the waits
+        between them, twice over (as many attempts again may be lost with their worker),
+        capped at 24 hours. A run's own deadline (``expires_at``) can only shorten it."""
+        if self.budget_seconds is not None:
+            return self.budget_seconds
+        own = self.max_attempts * self.timeout_seconds + self.retry_waits_seconds()
+        return min(2 * own, MAX_DEFAULT_BUDGET_SECONDS)
 
 
 class ToolContext:
@@ -50,16 +87,22 @@ class ToolContext:
     ``run_id`` is the run (Assistants API) or the response that asked for the call (Responses
     API); ``thread_id`` the thread or conversation (None on a response chain).
     ``idempotency_key`` is stable across retries of the same call (run ID + tool call ID),
-    so a tool with side effects can deduplicate them. ``heartbeat(progress)`` reports
-    progress; it is safe from sync tools (which run in a thread) and async tools alike.
+    so a tool with side effects can deduplicate them. ``attempt`` is Temporal's attempt
+    number: every start of this call counts, also one whose worker was lost, so more than 1
+    means the call may have run before. ``failures`` is how many earlier attempts raised:
+    what counts against ``max_attempts``. ``heartbeat(progress)`` reports progress; it is
+    safe from sync tools (which run in a thread) and async tools alike.
     """
 
-    def __init__(self, *, run_id: str, thread_id: str | None, call_id: str, tool_name: str, attempt: int) -> None:
+    def __init__(
+        self, *, run_id: str, thread_id: str | None, call_id: str, tool_name: str, attempt: int, failures: int = 0
+    ) -> None:
         self.run_id = run_id
         self.thread_id = thread_id
         self.call_id = call_id
         self.tool_name = tool_name
         self.attempt = attempt
+        self.failures = failures
         self.progress: Any = None
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
@@ -135,8 +178,13 @@ class ToolRegistry:
         max_retry_interval: timedelta = timedelta(seconds=30),
         non_retryable: tuple[type[BaseException], ...] = (),
         on_failure: OnFailure = "error_output",
+        budget: timedelta | None = None,
     ) -> Any:
-        """Register a function as a tool; usable bare (``@tool``) or with options."""
+        """Register a function as a tool; usable bare (``@tool``) or with options.
+
+        ``max_attempts`` counts the tool's own failures (it raised); ``budget`` is the call's
+        total time across attempts, attempts lost with a worker included (default: see
+        ``ToolPolicy.time_budget_seconds``)."""
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             tool_name = name or fn.__name__
@@ -154,6 +202,7 @@ class ToolRegistry:
                 max_retry_seconds=max_retry_interval.total_seconds(),
                 non_retryable_errors=tuple(e.__name__ for e in non_retryable),
                 on_failure=on_failure,
+                budget_seconds=budget.total_seconds() if budget is not None else None,
             )
             self._tools[tool_name] = Tool(
                 name=tool_name,
