@@ -514,7 +514,12 @@ class AssistantRunWorkflow:
         elif not snapshot.terminal:
             # Also when the workflow itself is being cancelled: the API run must stop too.
             snapshot = await self._cleanup(
-                CancelInput(thread_id=snapshot.thread_id, run_id=snapshot.run_id, backend=snapshot.backend),
+                # The snapshot's pending calls and the reason: a server that refuses to cancel a
+                # run at requires_action gets them answered with this reason first.
+                CancelInput(
+                    thread_id=snapshot.thread_id, run_id=snapshot.run_id, backend=snapshot.backend,
+                    snapshot=snapshot, reason=self._failure,
+                ),
                 f"cancel run {snapshot.run_id}",
                 snapshot,
             )
