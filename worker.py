@@ -324,9 +324,18 @@ async def check_model_api(
             raise ModelApiUnavailable(f"cannot reach the model API at {model.base_url}: {_one_line(exc)}") from None
 
 
+# A call that hangs is ended, and retried by Temporal: no call the worker makes waits for the
+# model to think (runs and background responses are polled or streamed), and `read` is the
+# longest silence between two chunks, so a stream that keeps sending events is never cut; a
+# silent stream is resumed or polled by the backends. (The SDK's default read is 600 s.)
+MODEL_API_TIMEOUT = openai.Timeout(connect=10.0, read=25.0, write=25.0, pool=25.0)
+
+
 def openai_client(settings: WorkerSettings) -> AsyncOpenAI:
     # max_retries=0: Temporal owns every retry (activities/errors.py maps the statuses).
-    return AsyncOpenAI(base_url=settings.openai_base_url, api_key=settings.openai_api_key or "unset", max_retries=0)
+    return AsyncOpenAI(
+        base_url=settings.openai_base_url, api_key=settings.openai_api_key or "unset", max_retries=0, timeout=MODEL_API_TIMEOUT
+    )
 
 
 def load_tools(modules: Sequence[str], registry: ToolRegistry = default_registry) -> ToolRegistry:
@@ -593,7 +602,9 @@ def _one_line(exc: BaseException) -> str:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description="Run the durable-assistants Temporal worker.")
+    from durable_assistants.cli import Parser  # usage errors in one line, as every command's
+
+    parser = Parser(prog=prog, description="Run the durable-assistants Temporal worker.")
     parser.add_argument("--task-queue", help=f"the run workflow's task queue (default: $DA_TASK_QUEUE or {DEFAULT_TASK_QUEUE})")
     parser.add_argument(
         "--queue", action="append", dest="queues", help="serve only these task queues (repeatable); default: all"

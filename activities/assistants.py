@@ -38,7 +38,7 @@ from temporalio.exceptions import ApplicationError
 from tools import ToolRegistry
 from workflows.models import TERMINAL_STATUSES, RunRequest, RunSnapshot, ToolCall, Usage
 
-from .backend import DEFAULT_POLL_SECONDS, POLL_FLOOR_SECONDS, TurnIO, api_call as _api, poll_delay
+from .backend import POLL_FLOOR_SECONDS, TurnIO, api_call as _api, poll_delay
 from .errors import to_temporal_error
 
 # The SDK marks every Assistants method deprecated (OpenAI's hosted API is gone); speaking
@@ -52,9 +52,6 @@ AGENT_TAG_KEY = "durable_assistants_agent"
 AGENT_LOOKBACK = 100
 RUN_LOOKBACK = 20
 MESSAGE_LOOKBACK = 100
-# A server that sends no `openai-poll-after-ms`: each pause is this much longer than the last,
-# from POLL_FLOOR_SECONDS up to DEFAULT_POLL_SECONDS (reads at 0.05, 0.13, 0.24, 0.41, 0.66 s, ...).
-NO_HINT_BACKOFF = 1.5
 # How long a run may go on showing the round whose outputs were just accepted before the
 # worker decides they did not land (the retry submits them again; a repeat is recognised).
 STALE_ROUND_SECONDS = 5.0
@@ -218,7 +215,7 @@ class AssistantsBackend:
             await asyncio.sleep(delay)
             run, hint = await self._read(run)
             reads += 1
-            delay = _next_delay(delay, hint)
+            delay = poll_delay(hint, delay)
             if outcome != "accepted" and run.status in ("queued", "in_progress", "requires_action"):
                 run, outcome = await self._request_cancel(thread_id, run_id)
         return await self._snapshot(run)
@@ -309,7 +306,7 @@ class AssistantsBackend:
             await asyncio.sleep(delay)
             run, hint = await self._read(run)
             polls += 1
-            delay = _next_delay(delay, hint)
+            delay = poll_delay(hint, delay)
         return await self._snapshot(run)
 
     async def _read(self, run: Run) -> tuple[Run, str | None]:
@@ -416,14 +413,6 @@ def _waiting_for(run: Run) -> frozenset[str]:
 def _moved_past(run: Run, answered: frozenset[str]) -> bool:
     """Whether the run no longer waits for the calls of the round ``answered`` answers."""
     return run.status != "requires_action" or _waiting_for(run) != answered
-
-
-def _next_delay(previous: float, hint: str | None) -> float:
-    """The pause before the next read: the server's ``openai-poll-after-ms`` when it sends one;
-    without it a schedule that starts short and backs off to the old flat default."""
-    if hint is not None:
-        return poll_delay(hint)
-    return min(max(previous, POLL_FLOOR_SECONDS) * NO_HINT_BACKOFF, DEFAULT_POLL_SECONDS)
 
 
 def _message_params(message: Any, tag: str) -> dict[str, Any]:

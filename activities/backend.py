@@ -118,13 +118,20 @@ class ModelBackend(Protocol):
         leaves unanswered are closed as the API needs, with ``reason`` where it can be said."""
 
 
-def poll_delay(header: str | None) -> float:
-    """The pause before the next read: the server's ``openai-poll-after-ms``, within a floor and a cap."""
-    try:
-        seconds = float(header) / 1000 if header is not None else DEFAULT_POLL_SECONDS
-    except ValueError:
-        seconds = DEFAULT_POLL_SECONDS
-    return min(max(seconds, POLL_FLOOR_SECONDS), POLL_CAP_SECONDS)
+# Without the server's hint, reads start at the floor and back off by this factor up to
+# DEFAULT_POLL_SECONDS: a short turn is seen at once, a long one costs few reads.
+NO_HINT_BACKOFF = 1.5
+
+
+def poll_delay(header: str | None, previous: float = POLL_FLOOR_SECONDS / NO_HINT_BACKOFF) -> float:
+    """The pause before the next read: the server's ``openai-poll-after-ms``, within a floor and
+    a cap; without it (compatible servers send none), ``previous`` backed off."""
+    if header is not None:
+        try:
+            return min(max(float(header) / 1000, POLL_FLOOR_SECONDS), POLL_CAP_SECONDS)
+        except ValueError:
+            pass
+    return min(max(previous, POLL_FLOOR_SECONDS / NO_HINT_BACKOFF) * NO_HINT_BACKOFF, DEFAULT_POLL_SECONDS)
 
 
 async def api_call(call: Awaitable[T], what: str) -> T:

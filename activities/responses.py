@@ -322,7 +322,7 @@ class ResponsesBackend:
                 raise to_temporal_error(exc, f"read response {response.id}") from None
             response = raw.parse()
             polls += 1
-            delay = poll_delay(raw.headers.get("openai-poll-after-ms"))
+            delay = poll_delay(raw.headers.get("openai-poll-after-ms"), delay)
         return await self._snapshot(response, conversation_id, prior)
 
     async def _give_up_on(self, response: Response) -> None:

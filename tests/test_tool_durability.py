@@ -532,3 +532,67 @@ async def test_a_refusing_model_api_stops_the_start_at_once(spawn: Any, admin: h
     text = process.log.read_text()  # type: ignore[attr-defined]
     assert len(text.strip().splitlines()) == 1 and text.startswith("worker: cannot reach the model API at ") and str(status) in text
     assert admin.get("/stats").json()["faults_fired"] == {"assistants.list": 1}
+
+
+# ============================================================================ the run workflow (after the workflows/run.py change)
+
+
+async def test_a_run_whose_tool_worker_is_killed_three_times_gives_the_model_the_output(
+    spawn: Any, temporal_client: Client, task_queue: str, tmp_path: Path, admin: httpx.Client
+) -> None:
+    """The issue's reproduction through AssistantRun: one default-policy tool (3 attempts) of
+    4 s, its worker killed with SIGKILL 1 s into each of three attempts. The run completes
+    and the model is told the tool's output, not that the tool failed."""
+    from workflows.models import MessageInput, RunRequest, RunResult
+    from workflows.run import AssistantRunWorkflow
+    from tests.conftest import script
+
+    marker = tmp_path / "starts"
+    rounds = [[{"name": "durability_sleep", "arguments": {"seconds": 4, "marker": str(marker)}}]]
+    request = RunRequest(backend="responses", model="gpt-4o", messages=[MessageInput(content=script(rounds=rounds, reply="got: {outputs}"))])
+    process = spawn(task_queue)
+    handle = await temporal_client.start_workflow(
+        AssistantRunWorkflow.run, request, id=f"run-{uuid.uuid4()}", task_queue=task_queue, result_type=RunResult
+    )
+    for kill in range(1, 4):
+        await wait_for(lambda: len(lines(marker)) >= kill, f"attempt {kill} to start")
+        await asyncio.sleep(1)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        process = spawn(task_queue)
+    result = await asyncio.wait_for(handle.result(), 120)
+
+    assert result.status == "completed", result
+    [record] = result.tool_calls
+    assert record.error is None and record.output_preview == "slept 4.0" and record.attempts == 1
+    assert "slept 4.0" in (result.final_text or "") and "failed" not in (result.final_text or "")
+    assert len(lines(marker)) == 4
+
+
+async def test_a_run_whose_tool_keeps_failing_says_so_after_its_own_attempts(
+    spawn: Any, temporal_client: Client, task_queue: str, tmp_path: Path, admin: httpx.Client
+) -> None:
+    """Own failures still end the call after max_attempts (3), lost attempts not counted: the
+    model gets the tool's last error, and the record says 3 attempts."""
+    from workflows.models import MessageInput, RunRequest, RunResult
+    from workflows.run import AssistantRunWorkflow
+    from tests.conftest import script
+
+    marker = tmp_path / "starts"
+    rounds = [[{"name": "durability_fail", "arguments": {"hang_on_attempt": 2, "marker": str(marker)}}]]
+    request = RunRequest(backend="responses", model="gpt-4o", messages=[MessageInput(content=script(rounds=rounds, reply="got: {outputs}"))])
+    process = spawn(task_queue)
+    handle = await temporal_client.start_workflow(
+        AssistantRunWorkflow.run, request, id=f"run-{uuid.uuid4()}", task_queue=task_queue, result_type=RunResult
+    )
+    await wait_for(lambda: len(lines(marker)) >= 2, "attempt 2 to start")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    spawn(task_queue)
+    result = await asyncio.wait_for(handle.result(), 120)
+
+    assert result.status == "completed", result
+    [record] = result.tool_calls
+    assert record.error == "failed on attempt 4" and record.attempts == 3
+    assert record.output_preview == "Error: tool durability_fail failed: failed on attempt 4"
+    assert len(lines(marker)) == 4

@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         SubmitInput,
         ToolOutput,
     )
-    from activities.tools import INVALID_ARGUMENTS, ToolCallInput, ToolCallOutput
+    from activities.tools import INVALID_ARGUMENTS, TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput
     from tools import ToolPolicy
     from workflows import search_attributes as sa
     from workflows.models import (
@@ -78,16 +78,27 @@ ANSWER_STOPPED_CALLS = "answer-stopped-calls"
 # A cancel during a model activity waits for it to stop the API run, then stops the workflow's run.
 WAIT_FOR_MODEL_CANCEL = "wait-for-model-cancel"
 SUMMARY_CHARS = 120
+# Tool activities: unlimited Temporal attempts within the tool's time budget; the activity
+# counts the tool's own failures against max_attempts (activities/tools.py).
+TOOL_BUDGET = "tool-budget-counts-own-failures"
 RELEASE_FOLLOWERS_ON_FAILURE = "release-followers-on-failure"
 
 
-# A request that doesn't match RunRequest fails the workflow at once (instead of a workflow
-# task retried forever): the caller sees pydantic's message naming the field and the value.
-@workflow.defn(name=RUN_WORKFLOW_NAME, failure_exception_types=[pydantic.ValidationError])
+@workflow.defn(name=RUN_WORKFLOW_NAME)
 class AssistantRunWorkflow:
+    # The input is validated here, at the boundary, not by the data converter: a request that
+    # doesn't match RunRequest (from a caller in any language) fails the workflow at once with
+    # pydantic's message naming the field and the value, while any other error (a bug of ours)
+    # fails only the workflow task, which a fixed deploy retries, instead of the run for good.
     @workflow.init
-    def __init__(self, request: RunRequest) -> None:
-        self._request = request
+    def __init__(self, request: dict[str, Any]) -> None:
+        self._invalid: str | None = None
+        try:
+            self._request = RunRequest.model_validate(request)
+        except pydantic.ValidationError as exc:
+            self._invalid = _describe_invalid(exc)
+            self._request = RunRequest.model_construct()
+        request = self._request  # type: ignore[assignment]
         self._snapshot: RunSnapshot | None = None
         self._records: list[ToolCallRecord] = []
         self._records_dropped = 0
@@ -125,9 +136,11 @@ class AssistantRunWorkflow:
         )
 
     @workflow.run
-    async def run(self, request: RunRequest) -> RunResult:
+    async def run(self, request: dict[str, Any]) -> RunResult:
+        if self._invalid is not None:
+            raise ApplicationError(f"invalid run request: {self._invalid}", type="InvalidRunRequest", non_retryable=True)
         try:
-            result = await self._run(request)
+            result = await self._run(self._request)
         except BaseException:
             # A run that fails releases its followers too (else their polls are left open, and
             # the SDK warns of unfinished handlers). Runs recorded before this replay as they ran.
@@ -385,6 +398,10 @@ class AssistantRunWorkflow:
         budget = None if deadline is None else deadline - workflow.now().timestamp()
         if budget is not None and budget <= 0:
             return self._out_of_time(request, call, started, "there was no time left before the run expires")
+        own_budget = workflow.patched(TOOL_BUDGET)
+        tool_budget = policy.time_budget_seconds() if own_budget else None
+        limits = [b for b in (budget, tool_budget) if b is not None]
+        limit = min(limits) if limits else None
         try:
             result: ToolCallOutput = await workflow.execute_activity(
                 call.name,
@@ -399,7 +416,7 @@ class AssistantRunWorkflow:
                 result_type=ToolCallOutput,
                 task_queue=policy.task_queue or workflow.info().task_queue,
                 start_to_close_timeout=timedelta(seconds=policy.timeout_seconds),
-                schedule_to_close_timeout=timedelta(seconds=budget) if budget is not None else None,
+                schedule_to_close_timeout=timedelta(seconds=limit) if limit is not None else None,
                 # A queue nobody polls would hold the call forever (a run with no expiry has no other bound).
                 schedule_to_start_timeout=timedelta(seconds=request.tool_queue_wait_seconds) if policy.task_queue else None,
                 heartbeat_timeout=timedelta(seconds=policy.heartbeat_timeout_seconds or 30),
@@ -407,19 +424,26 @@ class AssistantRunWorkflow:
                     initial_interval=timedelta(seconds=policy.initial_retry_seconds),
                     backoff_coefficient=policy.backoff,
                     maximum_interval=timedelta(seconds=policy.max_retry_seconds),
-                    maximum_attempts=policy.max_attempts,
+                    maximum_attempts=0 if own_budget else policy.max_attempts,
                     non_retryable_error_types=list(policy.non_retryable_errors),
                 ),
                 summary=_summary(call),
             )
         except ActivityError as exc:
             cause = exc.cause
-            if isinstance(cause, TemporalTimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_CLOSE:
+            timed_out = isinstance(cause, TemporalTimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_CLOSE
+            if timed_out and (tool_budget is None or (budget is not None and budget <= tool_budget)):
                 return self._out_of_time(request, call, started, f"{call.name} did not finish before the run's deadline")
             if isinstance(cause, ApplicationError) and cause.type == INVALID_ARGUMENTS:
                 return self._record(call, f"Error: {cause.message}", started, attempts=1, error=cause.message)
             message = _failure_message(exc)
             attempts = policy.max_attempts if not (isinstance(cause, ApplicationError) and cause.non_retryable) else 1
+            if timed_out:  # the tool's own time budget ran out (lost attempts, slow attempts)
+                message = f"{call.name} did not finish within its time budget of {tool_budget:g} s ({message})"
+            if isinstance(cause, ApplicationError) and cause.type == TOOL_RETRIES_EXHAUSTED:
+                found = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
+                message = str(found.get("error") or cause.message)
+                attempts = int(found.get("failures") or policy.max_attempts)
             if isinstance(cause, TemporalTimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START:
                 message = f"no worker polled task queue {policy.task_queue!r} for {request.tool_queue_wait_seconds:g} s, so it never started"
                 attempts = 0
@@ -605,6 +629,15 @@ def _newest_events(state: Any) -> Any:
         return state
     dropped = len(state.log) - PROGRESS_KEPT
     return dataclasses.replace(state, log=state.log[dropped:], base_offset=state.base_offset + dropped)
+
+
+def _describe_invalid(exc: pydantic.ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False)[:3]:
+        where = ".".join(str(p) for p in error["loc"]) or "request"
+        value = repr(error.get("input"))
+        problems.append(f"{where}: {str(error['msg']).removeprefix('Value error, ')} (got {value[:80]})")
+    return "; ".join(problems)
 
 
 class _RunOutOfTime(Exception):
