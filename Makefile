@@ -7,15 +7,22 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast demo worker emulator bench bench-backends clean
+.PHONY: install lock test test-fast demo worker emulator bench bench-backends clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# What CI and `make install` get is what was tested: the exact versions in requirements.lock
+# (pyproject.toml keeps the ranges library users install from). `make lock` renews it.
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+lock: $(STAMP)
+	$(PY) -m pip install --quiet pip-tools
+	$(PY) -m piptools compile --quiet --extra dev --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
