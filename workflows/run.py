@@ -236,16 +236,26 @@ class AssistantRunWorkflow:
         return workflow.ActivityCancellationType.TRY_CANCEL
 
     async def _model_step(self, handle: "asyncio.Task[T]", keep: "Callable[[T], object]") -> T:
-        """Await a model activity. If the cancel and its result arrive together, the result
-        still counts (``keep`` stores it) so that stopping starts from what really happened."""
+        """Await a model activity, shielded from the workflow's cancel so that its outcome is
+        always seen through the handle's public API: a result that landed in the same workflow
+        task as the cancel still counts, and otherwise the activity is asked to stop what it has
+        under way and hands back its final state. Either way ``keep`` stores it, then the cancel
+        goes on, so that stopping starts from what really happened."""
+        if not self._cancels_handled():
+            return await handle  # as before the patch
         try:
-            return await handle
+            return await asyncio.shield(handle)
         except asyncio.CancelledError:
-            if self._cancels_handled():
-                landed = _landed_result(handle)
-                if landed is not _NOTHING:
-                    keep(landed)  # type: ignore[arg-type]
-            raise
+            pass
+        if not handle.done():
+            handle.cancel()  # asks the activity to cancel; WAIT_CANCELLATION_COMPLETED waits for its outcome
+        try:
+            outcome = await handle
+        except ActivityError as exc:
+            self._note_in_flight(exc)  # it failed or timed out stopping: its last heartbeat names the run
+            raise asyncio.CancelledError() from None
+        keep(outcome)
+        raise asyncio.CancelledError()
 
     @staticmethod
     def _cancels_handled() -> bool:
@@ -598,21 +608,6 @@ class AssistantRunWorkflow:
             incomplete_details=snapshot.incomplete_details,
             failure=self._failure,
         )
-
-
-_NOTHING = object()
-
-
-def _landed_result(handle: "asyncio.Task[Any]") -> object:
-    """The result of an activity that completed in the same workflow task as the workflow's
-    cancel. The SDK cancels the handle (its task) even so; the result is still in the
-    handle's result future, an SDK internal (a test fails if that changes)."""
-    if handle.done() and not handle.cancelled() and handle.exception() is None:
-        return handle.result()
-    future = getattr(handle, "_result_fut", None)
-    if isinstance(future, asyncio.Future) and future.done() and not future.cancelled() and future.exception() is None:
-        return future.result()
-    return _NOTHING
 
 
 def _cut(text: str, limit: int) -> str:
