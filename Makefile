@@ -6,8 +6,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+CHAOS_ARGS ?=
 
-.PHONY: install lock test test-fast demo worker emulator bench bench-backends clean
+.PHONY: install lock test test-fast demo worker emulator bench bench-backends chaos clean
 
 install: $(STAMP)
 
@@ -44,6 +45,9 @@ bench: $(STAMP)
 
 bench-backends: $(STAMP)
 	$(PY) bench/backends.py
+
+chaos: $(STAMP)
+	$(PY) bench/chaos.py $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info .local
