@@ -244,7 +244,7 @@ async def render_progress(handle: Any, clock: bool = False) -> None:
 
 async def cmd_enqueue(args: argparse.Namespace) -> int:
     from durable_assistants.client import enqueue_run
-    from durable_assistants.client import IdempotencyConflictError, RunFailedError, check_request_id, has_pollers
+    from durable_assistants.client import IdempotencyConflictError, QueueBusyError, QueueFullError, RunFailedError, check_request_id, has_pollers
 
     request = request_from(args)
     waits = args.follow or args.wait
@@ -273,7 +273,7 @@ async def cmd_enqueue(args: argparse.Namespace) -> int:
         print(f"{PROG}: warning: no worker is polling task queue {args.task_queue!r}; the run starts when one does", file=sys.stderr)
     try:
         handle = await enqueue_run(client, request, request_id=args.request_id, task_queue=args.task_queue)
-    except (IdempotencyConflictError, ValueError) as exc:
+    except (IdempotencyConflictError, QueueFullError, QueueBusyError, ValueError) as exc:
         raise CliError(str(exc).removeprefix("enqueue_run: ")) from None
     if not waits:
         print(json.dumps({"workflow_id": handle.workflow_id}) if args.json else handle.workflow_id)

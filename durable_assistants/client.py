@@ -15,8 +15,11 @@ with another request it raises ``IdempotencyConflictError`` (docs/idempotency.md
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import random
 import uuid
+import weakref
 from datetime import timedelta, timezone
 from typing import Any, AsyncIterator
 
@@ -45,6 +48,7 @@ from workflows.models import (
     EnqueueReceipt,
     EnqueueRequest,
     IDEMPOTENCY_CONFLICT,
+    QUEUE_FULL,
     LiveSnapshot,
     PendingActivity,
     ProgressEvent,
@@ -66,6 +70,19 @@ MAX_REQUEST_ID_CHARS = 200
 MAX_REQUEST_BYTES = 1_000_000
 MEMO_FINGERPRINT = "request_sha256"
 MEMO_CONTEXT = "context_id"
+# A thread's queue takes 10 enqueues at a time (Temporal's in-flight updates per workflow) and
+# 2,000 per run of its workflow. An enqueue refused for that, or aborted by the server, is tried
+# again (the same update ID, so it is never taken twice) with backoff and jitter, and no new
+# try starts after this many seconds: then ``QueueBusyError``.
+ENQUEUE_RETRY_SECONDS = 60.0
+ENQUEUE_BACKOFF_FIRST = 0.1
+ENQUEUE_BACKOFF_MAX = 3.0
+# Enqueues one process sends to one thread's queue at a time; the others wait their turn here.
+# A refused update is not free: the server then drops the queue's cached state, aborting the
+# updates it held ("workflow update was aborted"). 50 callers of one process at once kept a
+# queue whose run was under way from taking any after the first hundred; 5 at a time, it took
+# 1,800 in 10 s. Two processes at full tilt stay within Temporal's 10.
+ENQUEUES_AT_ONCE = 5
 
 
 class RunNotFoundError(LookupError):
@@ -91,6 +108,32 @@ class RunFailedError(WorkflowFailureError):
 
 class IdempotencyConflictError(ValueError):
     """A request ID already used for a different request."""
+
+
+class QueueFullError(RuntimeError):
+    """The thread's queue holds as many waiting requests as it may (workflows/thread_queue.py:
+    MAX_WAITING, MAX_WAITING_BYTES); nothing was enqueued. Try again once some have run."""
+
+    def __init__(self, message: str, thread_id: str) -> None:
+        super().__init__(message)
+        self.thread_id = thread_id
+
+
+class QueueBusyError(TimeoutError):
+    """The thread's queue did not take the request within ``ENQUEUE_RETRY_SECONDS``: Temporal
+    kept refusing the update for the moment (too many enqueues in flight at once, or aborted).
+    Enqueueing again with the same request ID is safe: it never makes a second run."""
+
+    def __init__(self, thread_id: str, request_id: str, tries: int, seconds: float, last: RPCError) -> None:
+        reason = " ".join(last.message.split())
+        super().__init__(
+            f"the queue of {thread_id} did not take request {request_id!r}: tried {tries} times over {seconds:.0f} s, "
+            f"backing off, and Temporal's last answer was {last.status.name if last.status else 'an error'}: {reason}; "
+            "enqueue it again with the same request ID (it cannot run twice)"
+        )
+        self.thread_id = thread_id
+        self.request_id = request_id
+        self.tries = tries
 
 
 def root_cause(exc: BaseException) -> str:
@@ -348,33 +391,102 @@ async def enqueue_run(
         # through a queue that has since gone idle and ended (a new queue remembers nothing).
         if await _same_request(client, workflow_id, request_id, fingerprint, context):
             return RunHandle(client, workflow_id, EnqueueReceipt(run_workflow_id=workflow_id, position=0, duplicate=True))
-    start = WithStartWorkflowOperation(
-        THREAD_QUEUE_WORKFLOW_NAME,
-        ThreadQueueInput(thread_id=context),
-        id=queue_workflow_id(context),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        static_summary=f"queue of {'thread' if request.thread_id else 'conversation'} {context}",
-    )
-    try:
-        receipt = await client.execute_update_with_start_workflow(
-            "enqueue",
-            EnqueueRequest(
-                request_id=request_id, run_workflow_id=workflow_id, request=request, task_queue=task_queue,
-                summary=summary, fingerprint=fingerprint,
-            ),
-            start_workflow_operation=start,
-            # Temporal answers a repeated update ID with the first outcome, unchecked: the same
-            # request gets its receipt again, a different one reaches the queue's conflict check.
-            id=f"{request_id}#{fingerprint[:16]}",
-            result_type=EnqueueReceipt,
+    def start() -> WithStartWorkflowOperation[Any, Any]:
+        return WithStartWorkflowOperation(
+            THREAD_QUEUE_WORKFLOW_NAME,
+            ThreadQueueInput(thread_id=context),
+            id=queue_workflow_id(context),
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"queue of {'thread' if request.thread_id else 'conversation'} {context}",
         )
-    except WorkflowUpdateFailedError as exc:
-        cause = exc.cause
-        if isinstance(cause, ApplicationError) and cause.type == IDEMPOTENCY_CONFLICT:
-            raise IdempotencyConflictError(cause.message) from None
-        raise
+
+    item = EnqueueRequest(
+        request_id=request_id, run_workflow_id=workflow_id, request=request, task_queue=task_queue,
+        summary=summary, fingerprint=fingerprint,
+    )
+    # Temporal answers a repeated update ID with the first outcome, unchecked: the same
+    # request gets its receipt again, a different one reaches the queue's conflict check.
+    receipt = await _enqueue(client, start, item, f"{request_id}#{fingerprint[:16]}", context)
     return RunHandle(client, receipt.run_workflow_id, receipt, queue_id=queue_workflow_id(context))
+
+
+async def _enqueue(
+    client: Client, start: Any, item: EnqueueRequest, update_id: str, context: str
+) -> EnqueueReceipt:
+    """The queue's ``enqueue`` update (with start), tried again while the queue is busy."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    tries = 0
+    while True:
+        tries += 1
+        operation = start()
+        try:
+            async with _turn(context):
+                return await client.execute_update_with_start_workflow(
+                    "enqueue", item, start_workflow_operation=operation, id=update_id, result_type=EnqueueReceipt
+                )
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            if isinstance(cause, ApplicationError) and cause.type == IDEMPOTENCY_CONFLICT:
+                raise IdempotencyConflictError(cause.message) from None
+            if isinstance(cause, ApplicationError) and cause.type == QUEUE_FULL:
+                raise QueueFullError(cause.message, context) from None
+            raise
+        except RPCError as exc:
+            with contextlib.suppress(Exception):  # the start's outcome, this same error: retrieved, so not logged
+                await asyncio.wait_for(operation.workflow_handle(), 1)
+            if not queue_busy(exc):
+                raise
+            last = exc
+        delay = min(ENQUEUE_BACKOFF_MAX, ENQUEUE_BACKOFF_FIRST * 2 ** (tries - 1)) * random.uniform(0.5, 1.0)
+        elapsed = loop.time() - began
+        if elapsed + delay > ENQUEUE_RETRY_SECONDS:
+            raise QueueBusyError(context, item.request_id, tries, elapsed, last) from last
+        await asyncio.sleep(delay)
+
+
+class _Gate:
+    def __init__(self) -> None:
+        self.semaphore = asyncio.Semaphore(ENQUEUES_AT_ONCE)
+        self.users = 0
+
+
+# Per event loop (asyncio primitives belong to one), per thread or conversation; a gate goes when unused.
+_gates: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Gate]]" = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def _turn(context: str) -> AsyncIterator[None]:
+    """One of the ENQUEUES_AT_ONCE places this process has at ``context``'s queue."""
+    gates = _gates.setdefault(asyncio.get_running_loop(), {})
+    gate = gates.setdefault(context, _Gate())
+    gate.users += 1
+    try:
+        async with gate.semaphore:
+            yield
+    finally:
+        gate.users -= 1
+        if gate.users == 0:
+            del gates[context]
+
+
+def queue_busy(exc: RPCError) -> bool:
+    """Whether Temporal refused an update for the moment, so that the same update, sent again
+    later, can be taken. By status code; by message only where the server gives no code of its own."""
+    if exc.status in (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.UNAVAILABLE):
+        # RESOURCE_EXHAUSTED: "limit on number of concurrent in-flight updates has been reached"
+        # (cause CONCURRENT_LIMIT; also their size, and rate limits). UNAVAILABLE: "workflow
+        # update was aborted" (the server dropped the update before the queue took it), restarts.
+        return True
+    message = exc.message.lower()
+    if exc.status == RPCStatusCode.NOT_FOUND and "aborted by closing workflow" in message:
+        return True  # the queue ended (idle) as the update arrived; the next try starts it again
+    if exc.status == RPCStatusCode.FAILED_PRECONDITION and (
+        "total number of distinct updates" in message or "number of total updates" in message  # new, older servers
+    ):
+        return True  # 2,000 updates per run: the queue continues as new after its current run
+    return False
 
 
 def check_request_id(request_id: str) -> None:

@@ -9,7 +9,7 @@ import re
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 from temporalio.contrib.workflow_streams import WorkflowStreamState
 
@@ -21,6 +21,10 @@ DEFAULT_TASK_QUEUE = "durable-assistants"
 PROGRESS_TOPIC = "progress"
 # The error type of an enqueue whose request ID was used before for a different request.
 IDEMPOTENCY_CONFLICT = "IdempotencyConflict"
+# The error type of an enqueue refused because the thread's queue holds as much as it may.
+QUEUE_FULL = "QueueFull"
+# A run's workflow ID is this prefix and its request ID (unless an ``enqueue`` names another).
+RUN_WORKFLOW_ID_PREFIX = "assistant-run/"
 
 Backend = Literal["assistants", "responses"]
 BACKENDS: tuple[str, ...] = ("assistants", "responses")
@@ -482,13 +486,45 @@ class EnqueueReceipt(BaseModel):
     duplicate: bool = Field(False, description="The request ID was enqueued before; this is that run.")
 
 
+class WaitingRequest(BaseModel):
+    """A request waiting in a thread's queue, as the queue carries it into its next run
+    (continue-as-new): an ``EnqueueRequest`` without what the queue can restore, and written
+    without default values, so that a long queue stays well inside Temporal's 2 MB payload."""
+
+    request_id: str
+    request: RunRequest = Field(description="Its thread_id or conversation_id is the queue's.")
+    sequence: int = 0
+    fingerprint: str | None = None
+    run_workflow_id: str | None = Field(None, description="Unset: assistant-run/<request_id>.")
+    task_queue: str | None = Field(None, description="Unset: the queue's own task queue.")
+    summary: str | None = Field(None, description="Unset: '<agent> on <thread>'; empty: no summary.")
+
+
 class ThreadQueueInput(BaseModel):
+    """The queue's state, as the client starts it (only ``thread_id``) and as it continues as new."""
+
     thread_id: str
-    pending: list[EnqueueRequest] = Field(default_factory=list)
-    seen: dict[str, str] = Field(default_factory=dict)
-    fingerprints: dict[str, str] = Field(default_factory=dict, description="Request ID -> fingerprint, for conflicts.")
+    waiting: list[WaitingRequest] = Field(default_factory=list, description="Requests waiting for their turn, oldest first.")
+    remembered: dict[str, str] = Field(
+        default_factory=dict,
+        description="Request IDs accepted earlier and no longer waiting, oldest first -> the first 16 hex digits of "
+        "their fingerprint ('' when none), to answer a repeated request and refuse a reused ID.",
+    )
+    run_workflow_ids: dict[str, str] = Field(
+        default_factory=dict, description="Remembered request IDs whose run is not assistant-run/<request ID> -> its workflow ID."
+    )
     accepted: int = 0
     finished: int = 0
+    # The form earlier versions carried (every field of every waiting request, full fingerprints):
+    # read, no longer written. ``pending`` is written as null so that an earlier version, which
+    # requires a list, fails on this input (and retries) instead of dropping the waiting requests.
+    pending: list[EnqueueRequest] | None = Field(default_factory=list)
+    seen: dict[str, str] = Field(default_factory=dict)
+    fingerprints: dict[str, str] = Field(default_factory=dict, description="Request ID -> fingerprint, for conflicts.")
+
+    @field_serializer("waiting")
+    def _without_defaults(self, waiting: list[WaitingRequest]) -> list[dict[str, Any]]:
+        return [w.model_dump(mode="json", exclude_defaults=True) for w in waiting]
 
 
 class ThreadQueueState(BaseModel):
@@ -496,3 +532,4 @@ class ThreadQueueState(BaseModel):
     running: str | None
     waiting: list[str]
     finished: int
+    waiting_bytes: int = Field(0, description="What the waiting requests take as the queue carries them (see MAX_WAITING_BYTES).")

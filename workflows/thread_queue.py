@@ -7,10 +7,17 @@ time ("conversation_locked"), so it gets a queue too, keyed by its conversation 
 workflow ID ``thread-queue/<thread_id>``; the queue runs each request as a child
 ``AssistantRun`` workflow (whose ID the caller got back, so it can follow and await it), in
 the order the updates were accepted, and continues as new before its history grows large.
+
+What it carries into continue-as-new is bounded: the waiting requests, each without what the
+queue can restore and without default values, at most ``MAX_WAITING`` of them taking at most
+``MAX_WAITING_BYTES`` (an enqueue beyond either is refused, by the update's validator, with a
+``QueueFull`` error: nothing is recorded), and the request IDs it remembers for deduplication
+(``REMEMBERED_REQUESTS``, at most ``REMEMBERED_BYTES``). Temporal refuses a payload over 2 MB.
 """
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from datetime import timedelta
 
@@ -21,20 +28,33 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError, Workflow
 with workflow.unsafe.imports_passed_through():
     from workflows.models import (
         IDEMPOTENCY_CONFLICT,
+        QUEUE_FULL,
+        RUN_WORKFLOW_ID_PREFIX,
         RUN_WORKFLOW_NAME,
         THREAD_QUEUE_WORKFLOW_NAME,
         EnqueueReceipt,
         EnqueueRequest,
         ThreadQueueInput,
         ThreadQueueState,
+        WaitingRequest,
     )
 
 # The queue ends after this long with nothing to do; the next enqueue starts it again.
 IDLE_TIMEOUT = timedelta(minutes=5)
 # Continue as new after this many runs even if Temporal has not suggested it yet.
 RUNS_PER_HISTORY = 500
-# Request IDs remembered for deduplication (carried across continue-as-new).
+# Request IDs remembered for deduplication (carried across continue-as-new), and the most
+# bytes they may take as carried (fewer are carried when request IDs are long).
 REMEMBERED_REQUESTS = 5_000
+REMEMBERED_BYTES = 450_000
+# Carried fingerprints keep this many hex digits (64 bits; the update ID holds as many).
+FINGERPRINT_KEPT = 16
+# The most requests that may wait, and the most bytes they may take as carried (JSON without
+# default values: some 300 bytes for a short message, so about 3,500 of those). With the
+# remembered IDs, a continue-as-new stays under 1.6 MB, inside Temporal's 2 MB payload limit;
+# the bytes bound is above the 1 MB a request may have (enqueue_run), so one always fits.
+MAX_WAITING = 5_000
+MAX_WAITING_BYTES = 1_100_000
 # Runs start as children that never reuse a workflow ID (a request ID is one run, ever) and
 # carry their request's fingerprint in the memo, as runs started directly do.
 ONE_RUN_PER_REQUEST_ID = "one-run-per-request-id"
@@ -49,21 +69,35 @@ class ThreadQueueWorkflow:
     @workflow.init
     def __init__(self, input: ThreadQueueInput) -> None:
         self._thread_id = input.thread_id
-        self._pending: deque[EnqueueRequest] = deque(input.pending)
-        self._seen: dict[str, str] = dict(input.seen)
-        self._fingerprints: dict[str, str] = dict(input.fingerprints)
         self._accepted = input.accepted
         self._finished = input.finished
         self._current: EnqueueRequest | None = None
+        # Request ID -> run workflow ID and fingerprint (whole, or as carried), oldest first.
+        self._seen: dict[str, str] = dict(input.seen)
+        self._fingerprints: dict[str, str] = dict(input.fingerprints)
+        for request_id, fingerprint in input.remembered.items():
+            self._seen[request_id] = input.run_workflow_ids.get(request_id) or RUN_WORKFLOW_ID_PREFIX + request_id
+            if fingerprint:
+                self._fingerprints[request_id] = fingerprint
+        self._pending: deque[EnqueueRequest] = deque(input.pending or [])  # an earlier version's form
+        for waiting in input.waiting:
+            item = self._restored(waiting)
+            self._pending.append(item)
+            self._seen[item.request_id] = item.run_workflow_id
+            if item.fingerprint is not None:
+                self._fingerprints[item.request_id] = item.fingerprint
+        self._waiting_bytes = sum(self._carried_size(item) for item in self._pending)
 
     @workflow.update(name="enqueue")
     def enqueue(self, item: EnqueueRequest) -> EnqueueReceipt:
         existing = self._seen.get(item.request_id)
         if existing is not None:
-            return EnqueueReceipt(run_workflow_id=existing, position=self._position(existing), duplicate=True)
+            position, sequence = self._place(existing)
+            return EnqueueReceipt(run_workflow_id=existing, position=position, sequence=sequence, duplicate=True)
         self._accepted += 1
         item = item.model_copy(update={"sequence": self._accepted})
         self._pending.append(item)
+        self._waiting_bytes += self._carried_size(item)
         self._seen[item.request_id] = item.run_workflow_id
         if item.fingerprint is not None:
             self._fingerprints[item.request_id] = item.fingerprint
@@ -78,11 +112,29 @@ class ThreadQueueWorkflow:
         if item.request.context_id != self._thread_id:
             raise ValueError(f"this queue serves {self._thread_id}, not {item.request.context_id}")
         first = self._fingerprints.get(item.request_id)
-        if first is not None and item.fingerprint is not None and first != item.fingerprint:
+        if first is not None and item.fingerprint is not None and first[:FINGERPRINT_KEPT] != item.fingerprint[:FINGERPRINT_KEPT]:
             raise ApplicationError(
                 f"request ID {item.request_id!r} was already used for a different request on {self._thread_id} "
                 f"(run {self._seen.get(item.request_id)}); use a new request ID for a new request",
                 type=IDEMPOTENCY_CONFLICT,
+                non_retryable=True,
+            )
+        if item.request_id in self._seen:
+            return  # a repeat: answered with the first receipt, it takes no room
+        size = self._carried_size(item.model_copy(update={"sequence": self._accepted + 1}))
+        if size > MAX_WAITING_BYTES:
+            raise ApplicationError(
+                f"this request takes {size} bytes as the queue of {self._thread_id} carries it, and a queue carries "
+                f"at most {MAX_WAITING_BYTES} bytes of waiting requests; nothing was enqueued",
+                type=QUEUE_FULL,
+                non_retryable=True,
+            )
+        if len(self._pending) >= MAX_WAITING or self._waiting_bytes + size > MAX_WAITING_BYTES:
+            raise ApplicationError(
+                f"the queue of {self._thread_id} is full: {len(self._pending)} requests wait, taking {self._waiting_bytes} "
+                f"bytes (a queue holds at most {MAX_WAITING} requests and {MAX_WAITING_BYTES} bytes; this one takes {size}); "
+                "nothing was enqueued: try again once some have run",
+                type=QUEUE_FULL,
                 non_retryable=True,
             )
 
@@ -93,6 +145,7 @@ class ThreadQueueWorkflow:
             running=self._current.run_workflow_id if self._current else None,
             waiting=[item.run_workflow_id for item in self._pending],
             finished=self._finished,
+            waiting_bytes=self._waiting_bytes,
         )
 
     @workflow.run
@@ -105,6 +158,7 @@ class ThreadQueueWorkflow:
                     return self._finished
                 continue
             item = self._pending.popleft()
+            self._waiting_bytes -= self._carried_size(item)
             self._current = item
             workflow.set_current_details(f"running `{item.run_workflow_id}` · {len(self._pending)} waiting · {self._finished} done")
             once: dict[str, object] = {}
@@ -136,16 +190,7 @@ class ThreadQueueWorkflow:
             runs_here += 1
             if runs_here >= RUNS_PER_HISTORY or workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(
-                    ThreadQueueInput(
-                        thread_id=self._thread_id,
-                        pending=list(self._pending),
-                        seen=self._seen,
-                        fingerprints=self._fingerprints,
-                        accepted=self._accepted,
-                        finished=self._finished,
-                    )
-                )
+                workflow.continue_as_new(self._carried_state())
 
     async def _next_or_idle(self) -> bool:
         try:
@@ -154,8 +199,69 @@ class ThreadQueueWorkflow:
             return False
         return True
 
-    def _position(self, run_workflow_id: str) -> int:
+    def _carried_state(self) -> ThreadQueueInput:
+        """What the next run starts from: the waiting requests (bounded by the validator) and
+        the newest remembered request IDs that fit in REMEMBERED_BYTES."""
+        waiting = [self._carried(item) for item in self._pending]
+        waiting_ids = {w.request_id for w in waiting}
+        newest_first: list[tuple[str, str]] = []
+        run_workflow_ids: dict[str, str] = {}
+        budget = REMEMBERED_BYTES
+        for request_id in reversed(self._seen):
+            if request_id in waiting_ids:
+                continue  # carried with its request
+            fingerprint = (self._fingerprints.get(request_id) or "")[:FINGERPRINT_KEPT]
+            run_workflow_id = self._seen[request_id]
+            own_run = run_workflow_id != RUN_WORKFLOW_ID_PREFIX + request_id
+            cost = len(json.dumps(request_id)) + len(fingerprint) + 4  # an upper bound of its JSON
+            if own_run:
+                cost += len(json.dumps(request_id)) + len(json.dumps(run_workflow_id)) + 2
+            if cost > budget:
+                break
+            budget -= cost
+            newest_first.append((request_id, fingerprint))
+            if own_run:
+                run_workflow_ids[request_id] = run_workflow_id
+        return ThreadQueueInput(
+            thread_id=self._thread_id,
+            waiting=waiting,
+            remembered=dict(reversed(newest_first)),
+            run_workflow_ids=run_workflow_ids,
+            accepted=self._accepted,
+            finished=self._finished,
+            pending=None,
+        )
+
+    def _carried(self, item: EnqueueRequest) -> WaitingRequest:
+        """``item`` as carried: without what the queue restores (see ``_restored``)."""
+        default_summary = f"{item.request.agent_label} on {self._thread_id}"
+        return WaitingRequest(
+            request_id=item.request_id,
+            request=item.request,
+            sequence=item.sequence,
+            fingerprint=item.fingerprint,
+            run_workflow_id=None if item.run_workflow_id == RUN_WORKFLOW_ID_PREFIX + item.request_id else item.run_workflow_id,
+            task_queue=None if item.task_queue == workflow.info().task_queue else item.task_queue,
+            summary=None if item.summary == default_summary else item.summary or "",
+        )
+
+    def _restored(self, waiting: WaitingRequest) -> EnqueueRequest:
+        return EnqueueRequest(
+            request_id=waiting.request_id,
+            run_workflow_id=waiting.run_workflow_id or RUN_WORKFLOW_ID_PREFIX + waiting.request_id,
+            request=waiting.request,
+            task_queue=waiting.task_queue,  # None runs it on the queue's own task queue
+            summary=f"{waiting.request.agent_label} on {self._thread_id}" if waiting.summary is None else waiting.summary or None,
+            sequence=waiting.sequence,
+            fingerprint=waiting.fingerprint,
+        )
+
+    def _carried_size(self, item: EnqueueRequest) -> int:
+        return len(self._carried(item).model_dump_json(exclude_defaults=True).encode())
+
+    def _place(self, run_workflow_id: str) -> tuple[int, int]:
+        """Position and sequence of a waiting run; (0, 0) once it has started."""
         for index, item in enumerate(self._pending, start=1):
             if item.run_workflow_id == run_workflow_id:
-                return index
-        return 0
+                return index, item.sequence
+        return 0, 0
