@@ -182,6 +182,65 @@ async def test_two_hundred_callers_at_once_on_one_thread_all_get_their_run_once(
 
 
 @pytest.mark.slow
+async def test_three_thousand_waiting_requests_all_run_in_order(
+    temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI, admin: httpx.Client,
+    tmp_path: Path,
+) -> None:
+    """Issue 13 §3: a thread with 3,000 waiting requests finishes. One run of the queue's
+    workflow takes at most 2,000 updates, so the queue is held by a first run (A) while the
+    first ~2,000 arrive, continues as new when A ends (carrying them), and is held by a second
+    (B) while the rest arrive: then 3,000 wait, and all of them run, in order."""
+    thread = client.beta.threads.create().id
+    tag = uuid.uuid4().hex[:8]
+    marker_a, marker_b = tmp_path / "a", tmp_path / "b"
+    a = await enqueue_run(temporal_client, blocker(assistant_id, thread, marker_a), request_id=f"a-{tag}", task_queue=task_queue)
+    b = await enqueue_run(temporal_client, blocker(assistant_id, thread, marker_b), request_id=f"b-{tag}", task_queue=task_queue)
+    await wait_until(marker_a.exists, "A's slow tool")
+
+    count = 3_000
+    limit = asyncio.Semaphore(50)
+    done: list[RunHandle] = []
+
+    async def caller(i: int) -> RunHandle:
+        async with limit:
+            handle = await enqueue_run(temporal_client, small(assistant_id, thread, f"w{i}"), request_id=f"w{i}-{tag}", task_queue=task_queue)
+        done.append(handle)
+        return handle
+
+    began = time.monotonic()
+    callers = asyncio.gather(*(caller(i) for i in range(count)))
+    # Release A once its run of the queue has taken what it can (or everything).
+    await wait_until(lambda: len(done) >= 1_990, "the first ~2,000 enqueues", limit=300)
+    await a.cancel()
+    handles = await callers
+    enqueued = time.monotonic() - began
+
+    state = await queue_state(temporal_client, thread)
+    assert state.running == b.workflow_id
+    assert state.waiting == [h.workflow_id for h in sorted(handles, key=lambda h: h.receipt.sequence)]  # type: ignore[union-attr]
+    assert len(state.waiting) == count and state.waiting_bytes <= MAX_WAITING_BYTES
+    print(f"\n{count} waiting, {state.waiting_bytes} bytes as carried; enqueued in {enqueued:.0f} s")
+
+    await b.cancel()
+    in_order = sorted(handles, key=lambda h: h.receipt.sequence)  # type: ignore[union-attr]
+    results = [await result_in_turn(temporal_client, h.workflow_id) for h in in_order]
+    ran = time.monotonic() - began - enqueued
+    assert all(r.status == "completed" for r in results)
+    assert sorted(r.final_text or "" for r in results) == sorted(f"You said: w{i}" for i in range(count))
+    assert api_run_ids(client, thread)[2:] == [r.run_id for r in results]  # after A and B, in queue order
+    stats = admin.get("/stats").json()["threads"][thread]
+    assert stats["runs_created"] == count + 2 and stats["user_messages_created"] == count + 2
+
+    # What each run of the queue's workflow started from: the largest is the carried state.
+    starts = []
+    async for execution in temporal_client.list_workflows(f"WorkflowId = '{queue_workflow_id(thread)}'"):
+        history = await temporal_client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
+        starts.append(len(history.events[0].workflow_execution_started_event_attributes.input.payloads[0].data))
+    print(f"{count} runs in {ran:.0f} s; the queue ran as {len(starts)} workflow runs; largest carried input {max(starts)} bytes")
+    assert len(starts) >= 2 and max(starts) < 2_000_000
+
+
+@pytest.mark.slow
 async def test_a_full_queue_refuses_the_next_request_and_runs_the_ones_it_took(
     temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI, admin: httpx.Client,
     tmp_path: Path, cli: Any,  # noqa: F811
