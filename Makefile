@@ -8,7 +8,7 @@ DEMO_ARGS ?=
 PYTEST_ARGS ?=
 CHAOS_ARGS ?=
 
-.PHONY: install lock test test-fast demo worker emulator bench bench-backends chaos clean
+.PHONY: install lock test test-fast test-stress demo worker emulator bench bench-backends chaos clean
 
 install: $(STAMP)
 
@@ -26,7 +26,11 @@ lock: $(STAMP)
 	$(PY) -m piptools compile --quiet --extra dev --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not stress" $(PYTEST_ARGS)
+
+# Load tests of many minutes each (a thread with 3,000 waiting runs): run before a release.
+test-stress: $(STAMP)
+	$(PY) -m pytest -m stress $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not server" $(PYTEST_ARGS)

@@ -60,6 +60,7 @@ from workflows.models import (
 from workflows.thread_queue import queue_workflow_id
 
 WAIT_FOR_START = timedelta(milliseconds=250)
+MAX_WAIT_FOR_START = timedelta(seconds=2)
 # A query needs a worker to answer it; past this the server's own view is shown instead.
 QUERY_TIMEOUT = timedelta(seconds=2)
 # How many running thread queues ``get_run`` looks through for a run that has not started yet.
@@ -195,6 +196,7 @@ class RunHandle:
             raise
 
     async def _waiting_in_queue(self) -> bool:
+        known = self.queue_id is not None  # the queue that accepted it (a handle from enqueue_run)
         queues = [self.queue_id] if self.queue_id else await self._running_queues()
         limit = asyncio.Semaphore(QUERIES_AT_ONCE)
 
@@ -205,7 +207,9 @@ class RunHandle:
                         "state", result_type=ThreadQueueState, rpc_timeout=QUERY_TIMEOUT
                     )
                 except RPCError:
-                    return False  # ended, or no worker to answer: it holds nothing we can see
+                    # No answer (no worker, or one too busy to answer in time). The queue that
+                    # accepted the run still holds it while it runs; any other holds nothing we can see.
+                    return known and await self._running(queue_id)
             return self.workflow_id in state.waiting or state.running == self.workflow_id
 
         # At once, not one by one: a query no worker answers takes QUERY_TIMEOUT.
@@ -214,6 +218,13 @@ class RunHandle:
                 self.queue_id = queue_id
                 return True
         return False
+
+    async def _running(self, workflow_id: str) -> bool:
+        try:
+            description = await self.client.get_workflow_handle(workflow_id).describe()
+        except RPCError:
+            return False
+        return description.status == WorkflowExecutionStatus.RUNNING
 
     async def _running_queues(self) -> list[str]:
         """Running thread queues whose task queue a worker polls (no other can answer a query)."""
@@ -231,11 +242,13 @@ class RunHandle:
     async def started(self) -> WorkflowExecutionDescription:
         """Wait until the run's workflow exists (a queued run starts when its turn comes).
         Raises ``RunNotFoundError`` if there is no such run, queued or not."""
+        pause = WAIT_FOR_START.total_seconds()
         while True:
             description = await self.describe()
             if description is not None:
                 return description
-            await asyncio.sleep(WAIT_FOR_START.total_seconds())
+            await asyncio.sleep(pause)
+            pause = min(pause * 1.5, MAX_WAIT_FOR_START.total_seconds())  # a long queue: fewer looks
 
     async def result(self) -> RunResult:
         """The run's result once it ends. Raises ``RunFailedError`` (its message the root cause)

@@ -181,7 +181,7 @@ async def test_two_hundred_callers_at_once_on_one_thread_all_get_their_run_once(
     assert enqueued < WORKER_AWAY_SECONDS + 45, f"enqueueing took {enqueued:.0f} s"
 
 
-@pytest.mark.slow
+@pytest.mark.stress  # about 16 minutes on 2 cores: `make test-stress`, not `make test`
 async def test_three_thousand_waiting_requests_all_run_in_order(
     temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI, admin: httpx.Client,
     tmp_path: Path,

@@ -206,3 +206,24 @@ async def test_a_failed_run_raises_with_the_root_cause(temporal_client: Client, 
 
 async def test_run_workflow_ids_follow_the_request_id() -> None:
     assert run_workflow_id("order-1") == "assistant-run/order-1"
+
+
+async def test_a_queued_run_whose_queue_cannot_answer_is_still_queued_not_missing(
+    temporal_client: Client, task_queue: str, emulator: Any, assistant_id: str, client: OpenAI
+) -> None:
+    """The worker goes away while a run waits in its thread's queue: the queue can't answer a
+    query, but the handle enqueue_run gave knows that queue accepted it, so it is queued."""
+    import worker
+    from openai import AsyncOpenAI
+    from tools import registry
+
+    model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0, timeout=5)
+    async with worker.WorkerGroup(worker.build_workers(temporal_client, model, registry, task_queue)):
+        thread_id, first = await busy_thread(temporal_client, task_queue, assistant_id, client)
+        waiting = RunRequest(assistant_id=assistant_id, thread_id=thread_id, messages=[message("later")], tool_choice="none")
+        queued = await enqueue_run(temporal_client, waiting, request_id=new_id("stranded"), task_queue=task_queue)
+    await model.close()
+    # No worker now: the queue's state query goes unanswered.
+    assert await asyncio.wait_for(queued.status(), ANSWERS_WITHIN) == "queued"
+    for workflow_id in (first.workflow_id, queue_workflow_id(thread_id)):  # the queued run never started
+        await temporal_client.get_workflow_handle(workflow_id).terminate("test over")

@@ -141,9 +141,11 @@ class AssistantRunWorkflow:
             raise ApplicationError(f"invalid run request: {self._invalid}", type="InvalidRunRequest", non_retryable=True)
         try:
             result = await self._run(self._request)
-        except BaseException:
+        except (Exception, asyncio.CancelledError):
             # A run that fails releases its followers too (else their polls are left open, and
             # the SDK warns of unfinished handlers). Runs recorded before this replay as they ran.
+            # (Not BaseException: a workflow evicted from the cache is closed with GeneratorExit,
+            # outside the workflow's event loop, where nothing of the workflow may run.)
             if workflow.patched(RELEASE_FOLLOWERS_ON_FAILURE):
                 await self._release_followers()
             raise
