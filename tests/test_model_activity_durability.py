@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from datetime import timedelta
@@ -51,13 +48,13 @@ from activities.model_api import (
 )
 from activities.responses import ResponsesBackend
 from devstack.temporal import TemporalDevServer
-from emulator.server import die_with_parent, stop_process
+from emulator.server import stop_process
+from tests.test_worker_lifecycle import spawn_worker
 from tests.conftest import script
 from tests.test_responses_backend import backend, earlier_create, request, retry  # noqa: F401  (backend: a fixture)
 from tools import registry
 from workflows.models import MessageInput, RunRequest, RunSnapshot
 
-REPO = Path(__file__).parent.parent
 MODEL = "gpt-4o"
 # The test workflow's heartbeat timeout, and how long a slow call takes: well over it.
 HEARTBEAT = timedelta(seconds=3)
@@ -332,22 +329,6 @@ def test_the_background_heartbeat_interval_is_a_fraction_of_the_heartbeat_timeou
 # ---------------------------------------------------------------------------- a retry killed in turn
 
 
-def spawn_worker(server: TemporalDevServer, emulator: Any, task_queue: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "DA_BACKEND": "responses",
-        "TEMPORAL_ADDRESS": server.address,
-        "OPENAI_BASE_URL": emulator.base_url,
-        "OPENAI_API_KEY": "sk-test",
-        "DA_TOOL_MODULES": "tests.worker_tools,tools.examples",
-        "DA_LOG_FORMAT": "json",
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "worker.py", "--task-queue", task_queue], cwd=REPO, env=env, stderr=out, stdout=out, preexec_fn=die_with_parent
-        )
-
-
 async def first_heartbeat_of_attempt(handle: WorkflowHandle[Any, Any], attempt: int) -> dict[str, Any]:
     """The details of the first heartbeat the given attempt of the workflow's activity sent
     (as Temporal holds them: what a retry would recall)."""
@@ -381,7 +362,7 @@ async def test_a_retry_killed_while_it_waits_for_the_earlier_response_leaves_the
     text = script(reply="the only answer", turn_seconds=6)
     request = RunRequest(model=MODEL, conversation_id=conversation, messages=[MessageInput(content=text)])
     log = tmp_path / "workers.log"
-    first = spawn_worker(temporal_server, emulator, activity_queue, log)
+    first = spawn_worker(temporal_server, emulator, activity_queue, log, "responses")
     second = None
     model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0)
     try:
@@ -393,7 +374,7 @@ async def test_a_retry_killed_while_it_waits_for_the_earlier_response_leaves_the
             beat = await first_heartbeat_of_attempt(handle, 2)
             first.send_signal(signal.SIGKILL)
             first.wait()
-            second = spawn_worker(temporal_server, emulator, activity_queue, log)
+            second = spawn_worker(temporal_server, emulator, activity_queue, log, "responses")
             result = await asyncio.wait_for(handle.result(), DOES_NOT_HANG)
     finally:
         await model.close()
