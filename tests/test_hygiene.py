@@ -85,12 +85,13 @@ def test_only_the_tree_under_the_root_is_looked_at(repo: Path) -> None:
     assert changes(project, before) == ["?? project/inside"]
 
 
-def test_outside_a_checkout_there_is_nothing_to_check(tmp_path: Path) -> None:
+def test_outside_a_checkout_there_is_nothing_to_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
+    # Git must not find a checkout above the temp directory, wherever that lives.
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=plain, capture_output=True, check=False)
-    if inside.returncode == 0:
-        pytest.skip("the temp directory is inside a git checkout")
+    assert inside.returncode != 0
     assert worktree_status(plain) is None
 
 
