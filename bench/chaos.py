@@ -355,8 +355,8 @@ async def enqueue(client: Client, run: Run, assistant_id: str, limit: float) -> 
 
 async def wait_for_end(client: Client, run: Run, deadline: float) -> None:
     """The run's result, or ``stuck`` at ``deadline``. A queued run's workflow does not exist
-    yet: look for it every 2 s (not ``RunHandle.started``, which asks the thread queue four
-    times a second), then wait on ``RunHandle.result``; server restarts are waited out."""
+    yet: look for it every 2 s (describe only; ``RunHandle.started`` would also query the
+    thread queue), then wait on ``RunHandle.result``; server restarts are waited out."""
     handle = client.get_workflow_handle(run.workflow_id)
     while True:
         remaining = deadline - time.monotonic()

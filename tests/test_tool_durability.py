@@ -193,6 +193,17 @@ async def wait_exit(process: subprocess.Popen[bytes], limit: float) -> int | Non
         return None
 
 
+async def kill_one_second_into_each_attempt(spawn: Any, task_queue: str, process: Any, marker: Path, kills: int) -> None:
+    """SIGKILL the tool's worker 1 s into each of its first ``kills`` attempts (each attempt
+    adds a line to ``marker``), starting a new worker after each kill."""
+    for kill in range(1, kills + 1):
+        await wait_for(lambda: len(lines(marker)) >= kill, f"attempt {kill} to start")
+        await asyncio.sleep(1)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        process = spawn(task_queue)
+
+
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -215,12 +226,7 @@ async def test_a_tool_whose_worker_is_killed_three_times_still_returns_its_outpu
         ProbeCall(policy=durability_policy("durability_sleep"), arguments={"seconds": 4, "marker": str(marker)})
     ]))
     process = spawn(task_queue)
-    for kill in range(1, 4):
-        await wait_for(lambda: len(lines(marker)) >= kill, f"attempt {kill} to start")
-        await asyncio.sleep(1)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        process = spawn(task_queue)
+    await kill_one_second_into_each_attempt(spawn, task_queue, process, marker, kills=3)
     [outcome] = await asyncio.wait_for(handle.result(), 120)
 
     assert outcome.output == "slept 4.0", outcome
@@ -554,12 +560,7 @@ async def test_a_run_whose_tool_worker_is_killed_three_times_gives_the_model_the
     handle = await temporal_client.start_workflow(
         AssistantRunWorkflow.run, request, id=f"run-{uuid.uuid4()}", task_queue=task_queue, result_type=RunResult
     )
-    for kill in range(1, 4):
-        await wait_for(lambda: len(lines(marker)) >= kill, f"attempt {kill} to start")
-        await asyncio.sleep(1)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        process = spawn(task_queue)
+    await kill_one_second_into_each_attempt(spawn, task_queue, process, marker, kills=3)
     result = await asyncio.wait_for(handle.result(), 120)
 
     assert result.status == "completed", result
