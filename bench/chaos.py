@@ -15,8 +15,9 @@ one every ``--interval`` seconds, while:
   file).
 
 Then, faults off, it checks from the emulator's counters, the API's own objects, the workflow
-results and histories, and the tools' execution log: every run ended (none still open after
-``--run-timeout`` s), completed, one API run per request (Assistants: runs per thread;
+results and histories, and the tools' execution log: every run ended (none still open
+``--run-timeout`` s after it started, none waiting in its queue longer than that per run ahead
+of it), completed, one API run per request (Assistants: runs per thread;
 Responses: responses per conversation), no duplicate user message, one accepted submit per
 round, no lost tool output, no unexpected worker exit; it counts tool re-executions and (on
 response chains, which are at-least-once: docs/responses-backend.md) extra responses.
@@ -56,7 +57,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
-from temporalio.api.enums.v1 import EventType, TimeoutType  # noqa: E402
+from temporalio.api.enums.v1 import EventType, PendingActivityState, TimeoutType  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter  # noqa: E402
@@ -103,6 +104,8 @@ class Run:
     # What happened.
     enqueued_at: float | None = None
     enqueue_attempts: int = 0
+    queue_position: int = 0  # its place in its thread's queue when enqueued (0: started at once)
+    started_at: float | None = None  # when its workflow was first seen to exist
     ended_at: float | None = None
     result: RunResult | None = None
     outcome: str = "not enqueued"  # completed / <status> / workflow failed: ... / stuck / enqueue failed: ...
@@ -353,11 +356,16 @@ async def enqueue(client: Client, run: Run, assistant_id: str, limit: float) -> 
             await asyncio.sleep(1)
 
 
-async def wait_for_end(client: Client, run: Run, deadline: float) -> None:
-    """The run's result, or ``stuck`` at ``deadline``. A queued run's workflow does not exist
-    yet: look for it every 2 s (describe only; ``RunHandle.started`` would also query the
-    thread queue), then wait on ``RunHandle.result``; server restarts are waited out."""
+async def wait_for_end(client: Client, run: Run, run_timeout: float) -> None:
+    """The run's result, or ``stuck`` when a bound runs out. Two bounds: a run waiting in its
+    thread's queue behind ``queue_position - 1`` others must start within ``run_timeout`` per
+    run ahead of it (each of those is bounded so), and once started it must end within
+    ``run_timeout``. A queued run's workflow does not exist yet: look for it every 2 s
+    (describe only; ``RunHandle.started`` would also query the thread queue), then wait on
+    ``RunHandle.result``; server restarts are waited out."""
+    assert run.enqueued_at is not None
     handle = client.get_workflow_handle(run.workflow_id)
+    deadline = run.enqueued_at + run_timeout * max(1, run.queue_position)
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -369,6 +377,8 @@ async def wait_for_end(client: Client, run: Run, deadline: float) -> None:
         except Exception:  # NOT_FOUND while it waits in its queue; anything while the server restarts
             pass
         await asyncio.sleep(min(2.0, max(remaining, 0.01)))
+    run.started_at = time.monotonic()
+    deadline = run.started_at + run_timeout
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -396,7 +406,8 @@ async def drive(client: Client, run: Run, assistant_id: str, t0: float, run_time
     handle = await enqueue(client, run, assistant_id, limit=min(300.0, run_timeout))
     if handle is None:
         return
-    await wait_for_end(client, run, run.enqueued_at + run_timeout)
+    run.queue_position = handle.receipt.position if handle.receipt is not None else 0
+    await wait_for_end(client, run, run_timeout)
 
 
 async def chaos(stack: Stack, rng: random.Random, t0: float, until: float, kills: int, restarts: int) -> None:
@@ -496,7 +507,23 @@ async def history_summary(client: Client, run: Run) -> dict[str, Any]:
         elif e.event_type in (EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT, EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
                               EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW):
             summary[kind] += 1
-    return {"events": len(history.events), "retries": dict(retries), "summary": dict(summary), "notable": events[:40]}
+    found: dict[str, Any] = {"events": len(history.events), "retries": dict(retries), "summary": dict(summary), "notable": events[:40]}
+    if run.outcome == "stuck":
+        found["pending_activities"] = await _pending_activities(client, run.workflow_id)
+    return found
+
+
+async def _pending_activities(client: Client, workflow_id: str) -> list[str] | str:
+    """What an open run waits on: its pending activities, with attempt and last failure."""
+    try:
+        described = await client.get_workflow_handle(workflow_id).describe()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return [
+        f"{p.activity_type.name} ({PendingActivityState.Name(p.state).removeprefix('PENDING_ACTIVITY_STATE_').lower()}) "
+        f"attempt {p.attempt}" + (f", last failure: {_failure_text(p.last_failure)}" if p.HasField("last_failure") else "")
+        for p in described.raw_description.pending_activities
+    ]
 
 
 def _failure_text(failure: Any) -> str:
@@ -544,7 +571,9 @@ async def verify(client: Client, model: AsyncOpenAI, admin: httpx.AsyncClient, s
     # --- every run ended, and completed
     stuck = [r for r in plan if r.outcome == "stuck"]
     for r in stuck:
-        ck.note("no run stuck", workflow_id=r.workflow_id, kind=r.kind, history=r.history)
+        ck.note("no run stuck", workflow_id=r.workflow_id, kind=r.kind, queue_position=r.queue_position,
+                waited_seconds=round((r.started_at or time.monotonic()) - r.enqueued_at, 1) if r.enqueued_at else None,
+                open_seconds_at_check=round(time.monotonic() - r.started_at, 1) if r.started_at else None, history=r.history)
     ck.check("no run stuck", len(stuck), "runs still open when their bound ran out")
     not_completed = [r for r in plan if r.outcome != "completed"]
     for r in not_completed:
@@ -836,7 +865,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fault-rate", type=float, default=0.2, help="share of API calls that fail (default %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the plan, the chaos moments and the faults (default %(default)s)")
     parser.add_argument("--interval", type=float, default=1.5, help="seconds between two enqueues (default %(default)s)")
-    parser.add_argument("--run-timeout", type=float, default=900, help="a run still open this long after its enqueue is stuck (default %(default)s)")
+    parser.add_argument("--run-timeout", type=float, default=900, help="a run still open this long after it started is stuck; a queued run may wait this long per run ahead of it (default %(default)s)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON summary here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state directory (logs, database)")
     args = parser.parse_args(argv)
