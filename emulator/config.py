@@ -6,9 +6,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class CompatConfig(BaseModel):
-    """Ways an independent Assistants-compatible server behaves that OpenAI did not. Each one
-    is off by default (the emulator then behaves as OpenAI did); turn them on to check that a
-    client copes. On the command line: ``--compat NAME`` (repeatable, or ``all``); live:
+    """Ways an independent Assistants-compatible server, or an OpenAI-compatible gateway in
+    front of a chat-completions model serving the Responses API, behaves that OpenAI did not.
+    Each one is off by default (the emulator then behaves as OpenAI did); turn them on to check
+    that a client copes. On the command line: ``--compat NAME`` (repeatable, or ``all``); live:
     ``PATCH /_emulator/config`` with ``{"compat": {"NAME": true}}``."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -37,7 +38,64 @@ class CompatConfig(BaseModel):
     no_expiry: bool = Field(False, description="Runs never expire: `expires_at` is null from the start.")
     null_tools: bool = Field(False, description='An assistant with no tools is sent with `"tools": null` (OpenAI: `[]`).')
     no_poll_after_header: bool = Field(
-        False, description="Reads of an unfinished run or response carry no `openai-poll-after-ms` header."
+        False,
+        description="Reads of an unfinished run or response (`GET /v1/responses/{id}`) carry no "
+        "`openai-poll-after-ms` header.",
+    )
+    # The Responses API of a gateway that proxies a chat-completions model (not OpenAI).
+    responses_background_ignored: bool = Field(
+        False,
+        description="`background: true` is accepted but ignored: every response runs in the foreground. A "
+        "non-streamed create answers only when the response has ended (after its turn time), never `queued`; "
+        "a streamed create streams as a foreground one (no `response.queued` event, nothing kept to stream "
+        "again). Responses created while this is on have no `background` key at all in any body or event "
+        "(the store check for background responses is skipped too); cancel refuses them (400) as foreground.",
+    )
+    responses_retrieve_unsupported: bool = Field(
+        False,
+        description="`GET /v1/responses/{id}` (a retrieve, and a `?stream=true` resume) answers 500 "
+        '`{"error": {"message": "not supported", "type": "server_error", "param": null, "code": null}}` '
+        "for any ID, known or not.",
+    )
+    responses_cancel_unsupported: bool = Field(
+        False,
+        description="`POST /v1/responses/{id}/cancel` answers 500 with the error message `not supported` "
+        "(`type: server_error`) for any ID; the response goes on.",
+    )
+    responses_background_stream_as_json: bool = Field(
+        False,
+        description="A create with both `background: true` and `stream: true` answers 200 with the queued "
+        "response as plain JSON (`content-type: application/json`), not an event stream (the SDK then "
+        "yields no events); the response runs in the background as usual, retrievable by its ID. "
+        "(Under responses_background_ignored there is no background response: the create streams.)",
+    )
+    previous_response_id_ignored: bool = Field(
+        False,
+        description="`previous_response_id` is accepted but ignored, as by a stateless proxy: it is not looked "
+        "up (an unknown ID is no error), the response sees only this request's input items, its "
+        "`previous_response_id` is null, and `function_call_output` items whose call is not in the input are "
+        "accepted (OpenAI: 400). The model, given tool outputs for calls it cannot see, follows no script and "
+        "makes no calls: it answers with its default text (`You said: <text>` with a user message in the "
+        "input, else `Hello from the durable-assistants emulator.`) and the response completes. A client "
+        "that resends the whole history in `input` gets the right turn.",
+    )
+    conversations_absent: bool = Field(
+        False,
+        description="There is no Conversations API: every `/v1/conversations...` route answers 404 "
+        '`{"error": {"message": "Not Found", "type": "invalid_request_error", "param": null, "code": null}}`, '
+        "and a response create that names a `conversation` (even one created while this was off) answers "
+        "404 `Conversation with id '<id>' not found.` (`param: conversation`) before anything is created.",
+    )
+    unknown_response_400: bool = Field(
+        False,
+        description="Retrieve (also `?stream=true`), cancel, delete and input_items of an unknown response ID "
+        "answer 400 `invalid_request_error` `Response with id '<id>' not found.` (OpenAI: 404). An unknown "
+        "`previous_response_id` on a create is still a 404.",
+    )
+    long_response_ids: bool = Field(
+        False,
+        description="Response IDs are 425 characters long (`resp_` and 420 letters and digits; OpenAI's are "
+        "far shorter). Item IDs (`msg_`, `fc_`, `call_`) keep their usual length.",
     )
 
     def on(self) -> list[str]:

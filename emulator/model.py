@@ -12,6 +12,11 @@ Default policy, when no script applies:
 - otherwise call every function tool once, all in one round when ``parallel_tool_calls``
   is on, else one per round; then reply with a line per tool output.
 
+Tool outputs for calls the model cannot see (``orphan_outputs``: a stateless gateway dropped
+the ``previous_response_id`` chain that held the calls, so the turn has the outputs and nothing
+before them) override every script and the policy: the model makes no calls and replies with
+its default text (``You said: <the user's text>``, or a greeting when there is no user text).
+
 Arguments are made from each tool's JSON schema: ``const``, ``default``, the first of
 ``examples`` or ``enum``, else a value of the declared type (strings get the user's text).
 """
@@ -50,6 +55,8 @@ class TurnContext:
     prompt_tokens: int = 0
     max_prompt_tokens: int | None = None
     max_completion_tokens: int | None = None
+    # Outputs of function calls that are not in the context (see the module docstring).
+    orphan_outputs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,13 @@ class ScriptedModel:
     def next_turn(self, script: Script | None, ctx: TurnContext) -> Turn:
         if ctx.max_prompt_tokens is not None and ctx.prompt_tokens > ctx.max_prompt_tokens:
             return ReplyTurn("", incomplete_reason="max_prompt_tokens")
-        turn = self._scripted(script, ctx) if script is not None else self._default(ctx)
+        if ctx.orphan_outputs:
+            # Answers to calls it never made: no script, no tools, just its default text.
+            turn: Turn = ReplyTurn(self._reply_text(None, ctx))
+        elif script is not None:
+            turn = self._scripted(script, ctx)
+        else:
+            turn = self._default(ctx)
         if isinstance(turn, ReplyTurn) and turn.incomplete_reason is None and ctx.max_completion_tokens is not None:
             if count_tokens(turn.text) > ctx.max_completion_tokens:
                 cut = ctx.max_completion_tokens * 4

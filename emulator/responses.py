@@ -84,6 +84,8 @@ FINAL_EVENTS = frozenset(TERMINAL_EVENTS.values())
 CONVERSATION_LOCKED = "conversation_locked"
 LOCKED_MESSAGE = "Another process is currently operating on this conversation. Please retry in a few seconds."
 MAX_ITEMS_PER_REQUEST = 20
+# Characters after `resp_` in a response ID under compat.long_response_ids (425 in all).
+RESPONSE_ID_CHARS = 420
 # The Responses API names only one reason for running out of tokens.
 INCOMPLETE_REASONS = {"max_completion_tokens": "max_output_tokens", "max_prompt_tokens": "max_output_tokens"}
 _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -243,8 +245,10 @@ class ResponsesEngine:
     def create(self, params: dict[str, Any]) -> ResponseState:
         """Check everything, then create the response (not started: see ``launch``).
         Nothing is stored or appended unless every check passes."""
+        compat = self.config.compat
         conversation_ref = params.get("conversation")
-        previous_id = params.get("previous_response_id")
+        # A stateless gateway (compat.previous_response_id_ignored) never looks at it.
+        previous_id = None if compat.previous_response_id_ignored else params.get("previous_response_id")
         if conversation_ref is not None and previous_id is not None:
             raise bad_request(
                 "Mutually exclusive parameters: Ensure you are only providing one of: 'previous_response_id' or 'conversation'.",
@@ -257,7 +261,7 @@ class ResponsesEngine:
             raise bad_request("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
         store = params.get("store")
         store = True if store is None else store
-        background = bool(params.get("background"))
+        background = bool(params.get("background")) and not compat.responses_background_ignored
         if background and not store:
             raise bad_request(
                 "Invalid value for 'store': false. Background responses must be stored: set 'store' to true or leave it out.",
@@ -278,6 +282,9 @@ class ResponsesEngine:
         conversation = None
         if conversation_ref is not None:
             conversation_id = conversation_ref if isinstance(conversation_ref, str) else conversation_ref["id"]
+            if compat.conversations_absent:
+                # A server without conversations knows none of them.
+                raise APIError(404, f"Conversation with id '{conversation_id}' not found.", param="conversation")
             conversation = self.get_conversation(conversation_id, param="conversation")
             if conversation.active is not None:
                 raise bad_request(LOCKED_MESSAGE, param="conversation", code=CONVERSATION_LOCKED)
@@ -297,7 +304,8 @@ class ResponsesEngine:
             prior = []
 
         new_items: list[dict[str, Any]] = params.get("input") or []
-        _check_outputs_match_calls(prior, new_items)
+        if not compat.previous_response_id_ignored:
+            _check_outputs_match_calls(prior, new_items)  # a stateless gateway can't know the calls
         input_items = [store_item(item, self.ids.new) for item in new_items]
         context = prior + input_items
         _check_calls_answered(context)
@@ -306,36 +314,38 @@ class ResponsesEngine:
         parallel = params.get("parallel_tool_calls")
         parallel = True if parallel is None else parallel
         prompt_tokens = count_tokens((instructions or "") + "".join(text_of(i) for i in context) + json.dumps(tools))
-        response = Response.model_validate(
-            {
-                "id": self.ids.new("resp_"),
-                "object": "response",
-                "created_at": int(time.time()),
-                "status": "queued" if background else "in_progress",
-                "background": background,
-                "completed_at": None,
-                "conversation": {"id": conversation.conversation.id} if conversation else None,
-                "error": None,
-                "incomplete_details": None,
-                "instructions": instructions,
-                "max_output_tokens": params.get("max_output_tokens"),
-                "max_tool_calls": params.get("max_tool_calls"),
-                "metadata": params.get("metadata") or {},
-                "model": model,
-                "output": [],
-                "parallel_tool_calls": parallel,
-                "previous_response_id": previous_id,
-                "prompt": prompt_echo,
-                "store": store,
-                "temperature": _or(params.get("temperature"), 1.0),
-                "text": params.get("text") or {"format": {"type": "text"}},
-                "tool_choice": tool_choice,
-                "tools": tools,
-                "top_p": _or(params.get("top_p"), 1.0),
-                "truncation": params.get("truncation") or "disabled",
-                "usage": None,
-            }
-        )
+        fields: dict[str, Any] = {
+            "id": self.ids.new("resp_", RESPONSE_ID_CHARS if compat.long_response_ids else 24),
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "queued" if background else "in_progress",
+            "background": background,
+            "completed_at": None,
+            "conversation": {"id": conversation.conversation.id} if conversation else None,
+            "error": None,
+            "incomplete_details": None,
+            "instructions": instructions,
+            "max_output_tokens": params.get("max_output_tokens"),
+            "max_tool_calls": params.get("max_tool_calls"),
+            "metadata": params.get("metadata") or {},
+            "model": model,
+            "output": [],
+            "parallel_tool_calls": parallel,
+            "previous_response_id": previous_id,
+            "prompt": prompt_echo,
+            "store": store,
+            "temperature": _or(params.get("temperature"), 1.0),
+            "text": params.get("text") or {"format": {"type": "text"}},
+            "tool_choice": tool_choice,
+            "tools": tools,
+            "top_p": _or(params.get("top_p"), 1.0),
+            "truncation": params.get("truncation") or "disabled",
+            "usage": None,
+        }
+        if compat.responses_background_ignored:
+            # The gateway knows no `background`: the key is left unset, so no body or event has it.
+            del fields["background"]
+        response = Response.model_validate(fields)
         turn = TurnContext(
             user_text=user_text,
             tools=[FunctionSpec(t["name"], t.get("description"), t.get("parameters")) for t in tools],
@@ -344,6 +354,7 @@ class ResponsesEngine:
             rounds_done=rounds,
             prompt_tokens=prompt_tokens,
             max_completion_tokens=params.get("max_output_tokens"),
+            orphan_outputs=_orphan_outputs(context),
         )
         state = ResponseState(response, input_items, context, conversation, script, turn)
         if store:
@@ -368,7 +379,8 @@ class ResponsesEngine:
     def get(self, response_id: str) -> ResponseState:
         state = self.responses.get(response_id)
         if state is None:
-            raise APIError(404, f"Response with id '{response_id}' not found.")
+            status = 400 if self.config.compat.unknown_response_400 else 404
+            raise APIError(status, f"Response with id '{response_id}' not found.")
         return state
 
     def list_input_items(self, response_id: str, query: ListQuery) -> dict[str, Any]:
@@ -772,6 +784,17 @@ def _check_calls_answered(context: list[dict[str, Any]]) -> None:
     for item in context:
         if item["type"] == "function_call" and item["call_id"] not in answered:
             raise bad_request(f"No tool output found for function call {item['call_id']}.", param="input")
+
+
+def _orphan_outputs(context: list[dict[str, Any]]) -> list[str]:
+    """Outputs of function calls that are not in the context: only when the chain they
+    answer was dropped (compat.previous_response_id_ignored); otherwise create refuses them."""
+    calls = {item["call_id"] for item in context if item["type"] == "function_call"}
+    return [
+        output_text(item["output"])
+        for item in context
+        if item["type"] == "function_call_output" and item["call_id"] not in calls
+    ]
 
 
 def _rounds(items: list[dict[str, Any]]) -> list[list[CompletedCall]]:

@@ -10,7 +10,8 @@ A script is JSON. It reaches the model in one of these ways, first match wins:
 4. the server's default scenario (``PUT /_emulator/scenarios/default``).
 
 On the Responses API "the newest user message" is the newest one in the response's whole
-context: its conversation's items or its ``previous_response_id`` chain, then its input.
+context: its conversation's items or its ``previous_response_id`` chain, then its input
+(its input alone under ``compat.previous_response_id_ignored``).
 
 With none of them, the model follows its default policy (see ``model.py``).
 """
