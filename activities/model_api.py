@@ -115,6 +115,14 @@ def _text_to(progress: ProgressPublisher) -> OnText:
     return lambda delta, run_id=None, sequence=None: progress.publish("text", text=delta, run_id=run_id, sequence=sequence)
 
 
+def _text_publisher(io: TurnIO) -> ProgressPublisher:
+    """The publisher of a model turn's text: paced (a bounded number of signals per turn), and
+    what reached the workflow is recorded (``sequence_number``): a retry resumes a response's
+    stream after it, so a delta received but not yet delivered when the worker died is streamed
+    again, not lost; one delivered twice is dropped by followers (``is_repeat``)."""
+    return ProgressPublisher(paced=True, on_delivered=lambda run_id, sequence: io.record(sequence_number=sequence))
+
+
 @contextlib.asynccontextmanager
 async def _kept_alive(io: TurnIO) -> AsyncIterator[TurnIO]:
     """Heartbeat ``io``'s latest details in the background while the body runs, whenever
@@ -250,7 +258,7 @@ class ModelActivities:
         request = input.request
         _bind(assistant_id=request.assistant_id, thread_id=input.thread_id or request.conversation_id)
         backend = self.backend_for(request)
-        async with _kept_alive(_io()) as io, ProgressPublisher() as progress:
+        async with _kept_alive(_io()) as io, _text_publisher(io) as progress:
             io.on_text = _text_to(progress)
             if input.add_messages or backend.name != "assistants":
                 await backend.check_request(request)
@@ -267,7 +275,7 @@ class ModelActivities:
                 io.running(input.snapshot)
                 return _ended(await _cancellable(backend, io, backend.wait(input.snapshot, io)))
         outputs = [o.model_dump() for o in input.outputs]
-        async with _kept_alive(_io(input.key)) as io, ProgressPublisher() as progress:
+        async with _kept_alive(_io(input.key)) as io, _text_publisher(io) as progress:
             io.on_text = _text_to(progress)
             snapshot = await _cancellable(backend, io, backend.submit_and_wait(input.request, input.snapshot, outputs, input.mode, io))
         return _ended(snapshot)

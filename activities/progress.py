@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 import structlog
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
@@ -14,6 +14,17 @@ from workflows.models import PROGRESS_TOPIC, ProgressEvent
 
 log = structlog.get_logger("progress")
 BATCH_INTERVAL = timedelta(milliseconds=250)
+# Streamed text is paced (model activities): each batch costs the run a signal and a workflow
+# task (about 4 history events), so the pause between batches grows from the first to the cap
+# by TEXT_GROWTH, and one activity attempt (a model turn) sends at most TEXT_BATCHES batches
+# before its end; what comes after them arrives with the last batch, when the turn ends. A
+# turn of 6 s costs 7 batches (24 at a flat 250 ms); the text of the first ~75 s streams live.
+TEXT_FIRST_BATCH = 0.25
+TEXT_GROWTH = 1.5
+TEXT_BATCH_CAP = 5.0
+TEXT_BATCHES = 20
+# A paced publisher's client never flushes on its own timer: the pacer decides.
+_NEVER = timedelta(days=1)
 # How long a publisher left in the background may still try to deliver what it holds.
 FINAL_FLUSH_SECONDS = 5.0
 _draining: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
@@ -32,29 +43,75 @@ class ProgressPublisher:
     whose streamed text must precede the turn's result) leaving waits for the flush.
     """
 
-    def __init__(self, *, wait_on_exit: bool = True, final_flush_seconds: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        wait_on_exit: bool = True,
+        final_flush_seconds: float | None = None,
+        paced: bool = False,
+        on_delivered: Callable[[str, int], None] | None = None,
+    ) -> None:
+        """``paced``: batches go out at the pace of ``TEXT_*`` above instead of every
+        ``BATCH_INTERVAL``. ``on_delivered(run_id, sequence)`` is called after a paced batch
+        reached the workflow, with the highest text ``sequence`` of each response in it."""
         self._client: WorkflowStreamClient | None = None
         self._topic: Any = None
         self._wait_on_exit = wait_on_exit
         self._final_flush_seconds = final_flush_seconds
+        self._paced = paced
+        self._on_delivered = on_delivered
+        self._pacer: asyncio.Task[None] | None = None
+        self._waiting = asyncio.Event()  # something is published and not yet sent
+        self._sequences: dict[str, int] = {}  # highest text sequence per response, not yet sent
+        self.batches = 0  # paced batches sent
 
     async def __aenter__(self) -> "ProgressPublisher":
         try:
-            self._client = WorkflowStreamClient.from_within_activity(batch_interval=BATCH_INTERVAL)
+            self._client = WorkflowStreamClient.from_within_activity(batch_interval=_NEVER if self._paced else BATCH_INTERVAL)
         except RuntimeError:
             return self  # no Temporal client here (a unit test)
         await self._client.__aenter__()
         self._topic = self._client.topic(PROGRESS_TOPIC, type=ProgressEvent)
+        if self._paced:
+            self._pacer = asyncio.create_task(self._pace(self._client), name="progress-pacer")
         return self
 
     def publish(self, kind: str, **fields: Any) -> None:
         if self._topic is not None:
             self._topic.publish(ProgressEvent(kind=kind, at=time.time(), **fields))  # type: ignore[arg-type]
+            run_id, sequence = fields.get("run_id"), fields.get("sequence")
+            if isinstance(run_id, str) and isinstance(sequence, int):
+                self._sequences[run_id] = max(sequence, self._sequences.get(run_id, -1))
+            self._waiting.set()
+
+    async def _pace(self, client: WorkflowStreamClient) -> None:
+        pause = TEXT_FIRST_BATCH
+        while self.batches < TEXT_BATCHES:
+            await self._waiting.wait()
+            await asyncio.sleep(pause)
+            self._waiting.clear()
+            sequences, self._sequences = self._sequences, {}
+            try:
+                await client.flush()
+            except Exception as error:  # best effort; the batch is retried with the next one
+                log.warning("progress not delivered yet", error=f"{type(error).__name__}: {error}")
+                self._sequences = {**sequences, **self._sequences}
+                self._waiting.set()
+            else:
+                self.batches += 1
+                if self._on_delivered is not None:
+                    for run_id, sequence in sequences.items():
+                        self._on_delivered(run_id, sequence)
+            pause = min(pause * TEXT_GROWTH, TEXT_BATCH_CAP)
 
     async def __aexit__(self, *exc: object) -> None:
         if self._client is None:
             return
         self._topic = None  # nothing more from here
+        if self._pacer is not None:
+            self._pacer.cancel()
+            # Not `await self._pacer`: that would swallow a cancel of this activity arriving meanwhile.
+            await asyncio.wait({self._pacer})
         if self._wait_on_exit:
             await self._close(self._client)
             return

@@ -28,6 +28,7 @@ from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import RetryPolicy
+from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
@@ -48,6 +49,7 @@ from activities.model_api import (
 )
 from activities.responses import ResponsesBackend
 from devstack.temporal import TemporalDevServer
+from durable_assistants.client import RunHandle
 from emulator.server import stop_process
 from tests.test_worker_lifecycle import spawn_worker
 from tests.conftest import script
@@ -79,10 +81,20 @@ class StepsResult(BaseModel):
 @workflow.defn(name="test-model-activity-steps")
 class ModelStepsWorkflow:
     """Runs the model activities one after the other, as the run workflow would, but with a
-    short heartbeat timeout and on a task queue of the test's choosing."""
+    short heartbeat timeout and on a task queue of the test's choosing. It holds a progress
+    stream, as the run workflow does, for the text a streamed turn publishes."""
+
+    def __init__(self) -> None:
+        self._stream = WorkflowStream()
 
     @workflow.run
     async def run(self, input: Steps) -> StepsResult:
+        try:
+            return await self._steps(input)
+        finally:
+            self._stream.detach_pollers()
+
+    async def _steps(self, input: Steps) -> StepsResult:
         info = workflow.info()
         key = f"{info.workflow_id}/{info.first_execution_run_id}"
         options: dict[str, Any] = {
@@ -197,7 +209,7 @@ def slow(admin: httpx.Client, operation: str, nth: int = 1) -> None:
 
 
 def chain_request(text: str) -> RunRequest:
-    return RunRequest(backend="responses", model=MODEL, messages=[MessageInput(content=text)])
+    return RunRequest(backend="responses", model=MODEL, responses_state="chain", messages=[MessageInput(content=text)])
 
 
 ONE_ROUND = [[{"name": "structured", "arguments": {"n": 2}}]]
@@ -389,6 +401,55 @@ async def test_a_retry_killed_while_it_waits_for_the_earlier_response_leaves_the
     ]
     assert admin.get("/stats").json()["threads"][conversation]["responses_created"] == 1
     assert "conversation_head" in beat and await attempts(handle) == [("start_run", 3)]
+
+
+async def test_a_stream_resumed_after_a_kill_gives_followers_every_delta_once(
+    temporal_client: Client, temporal_server: TemporalDevServer, emulator: Any, task_queue: str, admin: httpx.Client, tmp_path: Path
+) -> None:
+    """A streamed Responses turn whose worker is SIGKILLed while text is streaming: the retry
+    resumes the response's stream after the last delta that reached the workflow (recorded
+    once each paced batch is delivered, activities/progress.py), so a delta received but not
+    yet delivered is streamed again, not lost, and followers see the reply exactly once."""
+    activity_queue = f"{task_queue}-activities"
+    reply = "Every word of this reply reaches the follower once. " * 6
+    request = RunRequest(
+        backend="responses", model=MODEL, mode="stream", tool_choice="none",
+        messages=[MessageInput(content=script(reply=reply, chunk_chars=3, chars_per_second=40))],
+    )
+    log = tmp_path / "workers.log"
+    first = spawn_worker(temporal_server, emulator, activity_queue, log, "responses")
+    second = None
+    model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0)
+    try:
+        async with model_worker(temporal_client, model, task_queue, activities=False):
+            steps = Steps(request=request, steps=["start_run"], activity_task_queue=activity_queue)
+            handle = await temporal_client.start_workflow(
+                ModelStepsWorkflow.run, steps, id=f"steps-{uuid.uuid4()}", task_queue=task_queue, result_type=StepsResult
+            )
+            seen = ""
+            async for event in RunHandle(temporal_client, handle.id).progress():
+                seen += event.text or ""
+                if len(seen) >= 100:  # the batch ~3.3 s into the text; the next comes ~1.9 s later
+                    break
+            # Killed between two batches, more than a heartbeat throttle after the last one:
+            # text has come in (and been heartbeated as received) since it was delivered.
+            await asyncio.sleep(1.5)
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+            second = spawn_worker(temporal_server, emulator, activity_queue, log, "responses")
+            result = await asyncio.wait_for(handle.result(), DOES_NOT_HANG)
+            streamed = [e async for e in RunHandle(temporal_client, handle.id).progress() if e.kind == "text"]
+    finally:
+        await model.close()
+        for process in (first, second):
+            if process is not None:
+                stop_process(process)
+
+    assert result.snapshot is not None and result.snapshot.final_text == reply, log.read_text()[-3000:]
+    assert "".join(e.text or "" for e in streamed) == reply
+    assert await attempts(handle) == [("start_run", 2)]  # the kill cut attempt 1
+    stats = admin.get("/stats").json()
+    assert len(responses_created(stats)) == 1 and stats["requests"]["responses.retrieve"] >= 1  # resumed, not created again
 
 
 # ---------------------------------------------------------------------------- conversations: check after the wait
