@@ -15,6 +15,10 @@ The worker's own settings (a flag wins over its variable; an empty variable coun
     DA_TOOL_MODULES             comma-separated modules that register tools (--tools); they are
                                 imported from sys.path, then from the current directory
     DA_BACKEND                  assistants | responses: the API of requests that name none (--backend)
+    DA_RESPONSES_STATE          conversation | chain: where a Responses run that continues nothing
+                                keeps its context, unless its request says (--responses-state;
+                                default conversation, which is exactly-once; chain for servers
+                                without the Conversations API)
     DA_LOG_FORMAT               auto | json | console (--log-format)
     DA_LOG_LEVEL                debug | info | warning | error | critical (--log-level)
     DA_SHUTDOWN_GRACE_SECONDS   on SIGTERM or SIGINT, how long running tools get to finish
@@ -86,7 +90,7 @@ from activities.model_api import ModelActivities
 from activities.responses import ResponsesBackend
 from activities.tools import running_tools, tool_activities
 from tools import ToolRegistry, registry as default_registry
-from workflows.models import BACKENDS, DEFAULT_TASK_QUEUE
+from workflows.models import BACKENDS, DEFAULT_TASK_QUEUE, RESPONSES_STATES
 from workflows.run import AssistantRunWorkflow
 from workflows.thread_queue import ThreadQueueWorkflow
 
@@ -125,6 +129,7 @@ class WorkerSettings:
     openai_base_url: str | None = None
     openai_api_key: str | None = None
     backend: str = "assistants"
+    responses_state: str = "conversation"
     log_format: str = "auto"
     log_level: str = "info"
     shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
@@ -147,6 +152,7 @@ class WorkerSettings:
             "openai_base_url": lambda: _env("OPENAI_BASE_URL"),
             "openai_api_key": lambda: _env("OPENAI_API_KEY"),
             "backend": lambda: _env_choice("DA_BACKEND", "assistants", BACKENDS),
+            "responses_state": lambda: _env_choice("DA_RESPONSES_STATE", "conversation", RESPONSES_STATES),
             "log_format": lambda: _env_choice("DA_LOG_FORMAT", "auto", LOG_FORMATS),
             "log_level": lambda: _env_choice("DA_LOG_LEVEL", "info", LOG_LEVELS),
             "shutdown_grace_seconds": _env_grace,
@@ -371,6 +377,7 @@ def build_workers(
     task_queue: str = DEFAULT_TASK_QUEUE,
     queues: Sequence[str] = (),
     backend: str = "assistants",
+    responses_state: str = "conversation",
     **worker_options: Any,
 ) -> list[Worker]:
     """The run workflow, the model activities and the default-queue tools on ``task_queue``;
@@ -382,6 +389,8 @@ def build_workers(
     waiting in slots they already hold."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if responses_state not in RESPONSES_STATES:
+        raise ValueError(f"unknown responses state {responses_state!r}; choose one of {', '.join(RESPONSES_STATES)}")
     # Heartbeats carry what a retry must adopt (a response ID) and bring cancellation to an
     # activity. The SDK would hold them back for up to 0.8 x the heartbeat timeout (24 s for
     # the model activities); a SIGKILL in that window loses the ID. One second bounds it.
@@ -399,7 +408,9 @@ def build_workers(
     workers = []
     if serve_main:
         model_activities = ModelActivities(
-            [AssistantsBackend(model, registry), ResponsesBackend(model, registry)], registry, default_backend=backend
+            [AssistantsBackend(model, registry), ResponsesBackend(model, registry, default_state=responses_state)],  # type: ignore[arg-type]
+            registry,
+            default_backend=backend,
         )
         executor = _tool_pool(task_queue, slots)
         main = Worker(
@@ -509,6 +520,7 @@ async def serve(settings: WorkerSettings, registry: ToolRegistry = default_regis
     try:
         workers = build_workers(
             client, model, registry, settings.task_queue, settings.queues, backend=settings.backend,
+            responses_state=settings.responses_state,
             graceful_shutdown_timeout=grace, **settings.worker_options(),
         )
     except ValueError as exc:
@@ -523,6 +535,7 @@ async def serve(settings: WorkerSettings, registry: ToolRegistry = default_regis
         tools=registry.names(),
         model_api=str(model.base_url),
         default_backend=settings.backend,
+        responses_state=settings.responses_state,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         max_activities=settings.max_activities,
         max_workflow_tasks=settings.max_workflow_tasks,
@@ -615,6 +628,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--backend", choices=list(BACKENDS), help="the model API of run requests that don't name one (default: $DA_BACKEND or assistants)"
     )
+    parser.add_argument(
+        "--responses-state",
+        choices=list(RESPONSES_STATES),
+        help="where a Responses run that continues nothing keeps its context (default: $DA_RESPONSES_STATE or conversation)",
+    )
     parser.add_argument("--log-format", choices=list(LOG_FORMATS), help="(default: $DA_LOG_FORMAT or auto)")
     parser.add_argument("--log-level", choices=list(LOG_LEVELS), help="(default: $DA_LOG_LEVEL or info)")
     return parser
@@ -630,6 +648,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "durable-assistants work
             log_format=args.log_format,
             log_level=args.log_level,
             backend=args.backend,
+            responses_state=args.responses_state,
         )
         configure_logging(settings.log_format, settings.log_level)
         registry = load_tools(settings.tool_modules)

@@ -1,9 +1,10 @@
 """The Responses API backend: a turn is one background response, over ``AsyncOpenAI``.
 
-A run is a chain of responses. The first turn sends the request's messages; when a response
+A run is a sequence of responses. The first turn sends the request's messages; when a response
 completes with ``function_call`` output items, the round's tools run and the next turn sends
-one ``function_call_output`` item per call, chained by ``previous_response_id`` or appended to
-the request's ``conversation``. Every response is created with ``background: true`` and
+one ``function_call_output`` item per call, appended to the run's conversation (the request's,
+or a new one the run creates: ``responses_state="conversation"``, the default) or chained by
+``previous_response_id`` (``responses_state="chain"``, or continuing a given response). Every response is created with ``background: true`` and
 ``store: true`` and followed by polling ``responses.retrieve`` or over its event stream, which
 is resumed with ``starting_after`` when the connection drops.
 
@@ -22,7 +23,8 @@ Idempotency, with no way to list responses (see README, "Idempotency on the Resp
    items again. Function-call outputs are matched exactly by ``call_id`` even without a head.
    A retry that has to wait for the conversation's lock looks again after each wait: the
    response holding it may be the earlier attempt's.
-3. **Not guaranteed:** a response *chain* (no conversation) is at-least-once. Between the
+3. **Not guaranteed:** a response *chain* (no conversation) is at-least-once; that is why a
+   run that continues nothing gets a conversation of its own unless told otherwise. Between the
    server creating a response and Temporal holding its ID there is a window (the reply's way
    back, then the heartbeat's; about 10 ms measured, up to the workers' 1 s heartbeat
    throttle when another heartbeat went out in the second before); a worker killed in it, or
@@ -50,7 +52,7 @@ from openai.types.responses import Response
 from temporalio.exceptions import ApplicationError
 
 from tools import ToolRegistry
-from workflows.models import MessageInput, RunRequest, RunSnapshot, ToolCall, Usage
+from workflows.models import MessageInput, ResponsesState, RunRequest, RunSnapshot, ToolCall, Usage
 
 from .backend import DEFAULT_POLL_SECONDS, POLL_FLOOR_SECONDS, TurnIO, api_call, poll_delay
 from .errors import to_temporal_error
@@ -82,9 +84,11 @@ _MISSING = object()
 class ResponsesBackend:
     name = "responses"
 
-    def __init__(self, client: AsyncOpenAI, tools: ToolRegistry | None = None) -> None:
+    def __init__(self, client: AsyncOpenAI, tools: ToolRegistry | None = None, default_state: ResponsesState = "conversation") -> None:
         self.client = client
         self.tools = tools
+        # Where a run that continues nothing keeps its context, when its request does not say.
+        self.default_state = default_state
 
     async def check_request(self, request: RunRequest) -> None:
         """Everything the Responses API would refuse is caught by ``RunRequest.check_backend``;
@@ -98,15 +102,32 @@ class ResponsesBackend:
         )
 
     async def start(self, request: RunRequest, thread_id: str | None, key: str, add_messages: bool, io: TurnIO) -> RunSnapshot:
+        conversation_id = request.conversation_id
+        if conversation_id is None and request.previous_response_id is None and (request.responses_state or self.default_state) == "conversation":
+            conversation_id = await self._new_conversation(request, io)
         turn = _Turn(
             request=request,
             items=[message_item(m) for m in request.messages],
-            conversation_id=request.conversation_id,
+            conversation_id=conversation_id,
             previous_response_id=request.previous_response_id,
             prior=None,
             key=key,
         )
         return await self._turn(turn, request.mode, io)
+
+    async def _new_conversation(self, request: RunRequest, io: TurnIO) -> str:
+        """The run's own new conversation, tagged with the run's key. Its ID is recorded the
+        moment the create returns; a retry uses the recorded one. A create whose reply is lost
+        leaves an empty conversation behind (it holds nothing and costs nothing)."""
+        recalled = io.recalled.get("conversation_id")
+        if isinstance(recalled, str):
+            return recalled
+        metadata = {**(request.metadata or {}), TAG_KEY: io.key}
+        conversation = await api_call(self.client.conversations.create(metadata=metadata), "create the run's conversation")
+        # Empty: every item after "no head" is this run's.
+        io.record(conversation_id=conversation.id, conversation_head=None)
+        log.info("conversation created", conversation_id=conversation.id)
+        return conversation.id
 
     async def submit_and_wait(
         self, request: RunRequest | None, snapshot: RunSnapshot, outputs: list[dict[str, str]], mode: str, io: TurnIO
@@ -186,7 +207,7 @@ class ResponsesBackend:
 
         head: Any = _MISSING
         if turn.conversation_id is not None:
-            head = io.recalled.get("conversation_head", _MISSING)
+            head = io.recorded.get("conversation_head", _MISSING)  # an earlier attempt's, or a new conversation's
             # Only a retry can find its own input already there.
             landed = await self._landed(turn, head) if io.attempt > 1 else None
             if landed is not None:
@@ -271,8 +292,9 @@ class ResponsesBackend:
                             # The sequence lets followers drop a delta a resumed stream repeats.
                             io.on_text(event.delta, response_id, sequence)
                         if isinstance(sequence, int):
-                            after = sequence
-                            io.beat(sequence_number=sequence, event=event.type)
+                            after = sequence  # this attempt resumes after what it received
+                            # A retry resumes after what reached followers: the publisher records that.
+                            io.beat(event=event.type)
                         if isinstance(response, Response) and response.status in DONE:
                             return await self._snapshot(response, turn.conversation_id, prior)
             except openai.APIStatusError as exc:

@@ -142,6 +142,8 @@ class Run:
         return RunRequest(
             backend="responses", model=MODEL, instructions="You are tested under chaos.",
             conversation_id=self.context, messages=messages, mode=self.mode,  # type: ignore[arg-type]
+            # A chain run asks for one (the default for a run that continues nothing is a conversation of its own).
+            responses_state="chain" if self.kind == "responses/chain" else None,
         )
 
 

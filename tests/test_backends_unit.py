@@ -30,6 +30,10 @@ def test_a_request_says_which_api_plainly() -> None:
         ({"backend": "assistants", "instructions": "Be brief."}, "the assistants backend needs an assistant_id, or a model"),
         ({"backend": "responses", "model": "m", "messages": [{"content": "x", "attachments": [{"file_id": "f"}]}]}, "messages [0] have attachments"),
         ({"backend": "chat"}, "Input should be 'assistants' or 'responses'"),
+        ({"model": "m", "conversation_id": "conv_1", "responses_state": "chain"}, "responses_state 'chain' does not go with conversation_id ('conv_1')"),
+        ({"model": "m", "previous_response_id": "resp_1", "responses_state": "conversation"}, "responses_state 'conversation' does not go with previous_response_id ('resp_1')"),
+        ({"assistant_id": "asst_1", "responses_state": "chain"}, "assistant_id belong to the Assistants API and responses_state to the Responses API"),
+        ({"model": "m", "responses_state": "stored"}, "Input should be 'conversation' or 'chain'"),
     ],
 )
 def test_requests_that_mix_or_lack_api_fields_say_what_is_wrong(fields: dict, message: str) -> None:

@@ -147,7 +147,10 @@ class PromptRef(BaseModel):
 
 # Fields that only one API has. A request that sets one of them says which API it is for.
 ASSISTANTS_ONLY = ("assistant_id", "thread_id", "thread_metadata", "additional_instructions", "max_prompt_tokens", "truncation_strategy")
-RESPONSES_ONLY = ("conversation_id", "previous_response_id", "prompt")
+RESPONSES_ONLY = ("conversation_id", "previous_response_id", "prompt", "responses_state")
+# Where a Responses run that continues nothing keeps its context (``RunRequest.responses_state``).
+RESPONSES_STATES = ("conversation", "chain")
+ResponsesState = Literal["conversation", "chain"]
 
 
 class RunRequest(BaseModel):
@@ -177,6 +180,13 @@ class RunRequest(BaseModel):
     )
     previous_response_id: ApiId | None = Field(
         None, description="Responses API: continue from this response (the chain is the context)."
+    )
+    responses_state: ResponsesState | None = Field(
+        None,
+        description="Responses API, a run that continues nothing: where its context lives. 'conversation': a new "
+        "conversation, which makes every turn exactly-once (a retry finds its input there). 'chain': responses "
+        "chained by previous_response_id, at-least-once (a lost create reply makes an orphan response); for servers "
+        "without the Conversations API. Omitted: the worker's default (DA_RESPONSES_STATE, else conversation).",
     )
     messages: list[MessageInput] = Field(default_factory=list)
 
@@ -252,6 +262,16 @@ class RunRequest(BaseModel):
         if self.conversation_id is not None and self.previous_response_id is not None:
             raise ValueError(
                 f"give conversation_id ({self.conversation_id!r}) or previous_response_id ({self.previous_response_id!r}), not both"
+            )
+        if self.conversation_id is not None and self.responses_state not in (None, "conversation"):
+            raise ValueError(
+                f"responses_state {self.responses_state!r} does not go with conversation_id ({self.conversation_id!r}), "
+                "which continues a conversation"
+            )
+        if self.previous_response_id is not None and self.responses_state not in (None, "chain"):
+            raise ValueError(
+                f"responses_state {self.responses_state!r} does not go with previous_response_id "
+                f"({self.previous_response_id!r}), which continues a chain"
             )
         if self.backend is not None:
             self.check_backend(self.backend)
