@@ -15,10 +15,16 @@ The worker's own settings (a flag wins over its variable; an empty variable coun
     DA_TOOL_MODULES             comma-separated modules that register tools (--tools); they are
                                 imported from sys.path, then from the current directory
     DA_BACKEND                  assistants | responses: the API of requests that name none (--backend)
-    DA_RESPONSES_STATE          conversation | chain: where a Responses run that continues nothing
-                                keeps its context, unless its request says (--responses-state;
-                                default conversation, which is exactly-once; chain for servers
-                                without the Conversations API)
+    DA_RESPONSES_STATE          conversation | chain | stateless: where a Responses run that
+                                continues nothing keeps its context, unless its request says
+                                (--responses-state; default conversation, which is exactly-once;
+                                chain for servers without the Conversations API; stateless for
+                                servers that keep no state, or store: false)
+    DA_RESPONSES_BACKGROUND     auto | off: auto (the default) asks for background responses and,
+                                if the server runs one in the foreground anyway, runs this
+                                worker's later turns in the foreground; off never asks: every
+                                turn runs in the foreground inside its heartbeating activity
+                                (--responses-background)
     DA_LOG_FORMAT               auto | json | console (--log-format)
     DA_LOG_LEVEL                debug | info | warning | error | critical (--log-level)
     DA_SHUTDOWN_GRACE_SECONDS   on SIGTERM or SIGINT, how long running tools get to finish
@@ -87,7 +93,7 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from activities.assistants import AssistantsBackend
 from activities.errors import to_temporal_error
 from activities.model_api import ModelActivities
-from activities.responses import ResponsesBackend
+from activities.responses import BACKGROUND_MODES, ResponsesBackend
 from activities.tools import running_tools, tool_activities
 from tools import ToolRegistry, registry as default_registry
 from workflows.models import BACKENDS, DEFAULT_TASK_QUEUE, RESPONSES_STATES
@@ -130,6 +136,7 @@ class WorkerSettings:
     openai_api_key: str | None = None
     backend: str = "assistants"
     responses_state: str = "conversation"
+    responses_background: str = "auto"
     log_format: str = "auto"
     log_level: str = "info"
     shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
@@ -153,6 +160,7 @@ class WorkerSettings:
             "openai_api_key": lambda: _env("OPENAI_API_KEY"),
             "backend": lambda: _env_choice("DA_BACKEND", "assistants", BACKENDS),
             "responses_state": lambda: _env_choice("DA_RESPONSES_STATE", "conversation", RESPONSES_STATES),
+            "responses_background": lambda: _env_choice("DA_RESPONSES_BACKGROUND", "auto", BACKGROUND_MODES),
             "log_format": lambda: _env_choice("DA_LOG_FORMAT", "auto", LOG_FORMATS),
             "log_level": lambda: _env_choice("DA_LOG_LEVEL", "info", LOG_LEVELS),
             "shutdown_grace_seconds": _env_grace,
@@ -378,6 +386,7 @@ def build_workers(
     queues: Sequence[str] = (),
     backend: str = "assistants",
     responses_state: str = "conversation",
+    responses_background: str = "auto",
     **worker_options: Any,
 ) -> list[Worker]:
     """The run workflow, the model activities and the default-queue tools on ``task_queue``;
@@ -391,6 +400,8 @@ def build_workers(
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if responses_state not in RESPONSES_STATES:
         raise ValueError(f"unknown responses state {responses_state!r}; choose one of {', '.join(RESPONSES_STATES)}")
+    if responses_background not in BACKGROUND_MODES:
+        raise ValueError(f"unknown responses background mode {responses_background!r}; choose one of {', '.join(BACKGROUND_MODES)}")
     # Heartbeats carry what a retry must adopt (a response ID) and bring cancellation to an
     # activity. The SDK would hold them back for up to 0.8 x the heartbeat timeout (24 s for
     # the model activities); a SIGKILL in that window loses the ID. One second bounds it.
@@ -408,7 +419,7 @@ def build_workers(
     workers = []
     if serve_main:
         model_activities = ModelActivities(
-            [AssistantsBackend(model, registry), ResponsesBackend(model, registry, default_state=responses_state)],  # type: ignore[arg-type]
+            [AssistantsBackend(model, registry), ResponsesBackend(model, registry, default_state=responses_state, background=responses_background)],  # type: ignore[arg-type]
             registry,
             default_backend=backend,
         )
@@ -521,6 +532,7 @@ async def serve(settings: WorkerSettings, registry: ToolRegistry = default_regis
         workers = build_workers(
             client, model, registry, settings.task_queue, settings.queues, backend=settings.backend,
             responses_state=settings.responses_state,
+            responses_background=settings.responses_background,
             graceful_shutdown_timeout=grace, **settings.worker_options(),
         )
     except ValueError as exc:
@@ -536,6 +548,7 @@ async def serve(settings: WorkerSettings, registry: ToolRegistry = default_regis
         model_api=str(model.base_url),
         default_backend=settings.backend,
         responses_state=settings.responses_state,
+        responses_background=settings.responses_background,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
         max_activities=settings.max_activities,
         max_workflow_tasks=settings.max_workflow_tasks,
@@ -633,6 +646,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         choices=list(RESPONSES_STATES),
         help="where a Responses run that continues nothing keeps its context (default: $DA_RESPONSES_STATE or conversation)",
     )
+    parser.add_argument(
+        "--responses-background",
+        choices=list(BACKGROUND_MODES),
+        help="off: run every Responses turn in the foreground (default: $DA_RESPONSES_BACKGROUND or auto)",
+    )
     parser.add_argument("--log-format", choices=list(LOG_FORMATS), help="(default: $DA_LOG_FORMAT or auto)")
     parser.add_argument("--log-level", choices=list(LOG_LEVELS), help="(default: $DA_LOG_LEVEL or info)")
     return parser
@@ -649,6 +667,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "durable-assistants work
             log_level=args.log_level,
             backend=args.backend,
             responses_state=args.responses_state,
+            responses_background=args.responses_background,
         )
         configure_logging(settings.log_format, settings.log_level)
         registry = load_tools(settings.tool_modules)

@@ -64,7 +64,7 @@ class TurnIO:
         cancelled; the heartbeat carries it (``in_flight``, with ``details``) for when the
         attempt cannot."""
         self.in_flight = snapshot
-        self.record(in_flight=snapshot.model_dump(include={"run_id", "thread_id", "backend"}), **details)
+        self.record(in_flight=snapshot.model_dump(include={"run_id", "thread_id", "backend", "foreground"}), **details)
 
     def record(self, **details: Any) -> None:
         """Remember ``details`` for a retry of this activity, and heartbeat them now."""

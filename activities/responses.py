@@ -41,11 +41,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+import httpx
 import openai
+import pydantic
 import structlog
 from openai import AsyncOpenAI
 from openai.types.responses import Response
@@ -73,6 +76,19 @@ LOCK_WAIT_SECONDS = 600.0
 # reasoning responses; a response still running after an hour is treated as stuck.
 RESPONSE_WAIT_SECONDS = 3600.0
 UNKNOWN_RESPONSE = "unknown"
+# How long a create that asked for background may take to answer: a server that runs the turn
+# in the foreground anyway answers when the turn is over (the activity heartbeats meanwhile).
+# A turn this worker runs in the foreground itself gets RESPONSE_WAIT_SECONDS.
+BACKGROUND_CREATE_SECONDS = 600.0
+CONNECT_SECONDS = 10.0
+# A cancel the server answers with a 5xx is tried this many times (backing off from 0.5 s),
+# then the run is stopped without it, saying the API could not cancel the response.
+CANCEL_TRIES = 4
+# The most a stateless run's items may take as JSON; they travel through Temporal every turn.
+MAX_STATELESS_CONTEXT_BYTES = 1_000_000
+# Background mode: "auto" asks for it and, if the server answers in the foreground, runs this
+# worker's later turns in the foreground; "off" never asks.
+BACKGROUND_MODES = ("auto", "off")
 # A response's statuses that mean it is done (Responses has no requires_action or expired).
 DONE = frozenset({"completed", "failed", "cancelled", "incomplete"})
 
@@ -84,11 +100,22 @@ _MISSING = object()
 class ResponsesBackend:
     name = "responses"
 
-    def __init__(self, client: AsyncOpenAI, tools: ToolRegistry | None = None, default_state: ResponsesState = "conversation") -> None:
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        tools: ToolRegistry | None = None,
+        default_state: ResponsesState = "conversation",
+        background: str = "auto",
+    ) -> None:
+        if background not in BACKGROUND_MODES:
+            raise ValueError(f"unknown background mode {background!r}; choose one of {', '.join(BACKGROUND_MODES)}")
         self.client = client
         self.tools = tools
         # Where a run that continues nothing keeps its context, when its request does not say.
         self.default_state = default_state
+        self.background = background
+        # Turns run in the foreground: configured, or learnt from a server that ignored background.
+        self.foreground = background == "off"
 
     async def check_request(self, request: RunRequest) -> None:
         """Everything the Responses API would refuse is caught by ``RunRequest.check_backend``;
@@ -103,7 +130,9 @@ class ResponsesBackend:
 
     async def start(self, request: RunRequest, thread_id: str | None, key: str, add_messages: bool, io: TurnIO) -> RunSnapshot:
         conversation_id = request.conversation_id
-        if conversation_id is None and request.previous_response_id is None and (request.responses_state or self.default_state) == "conversation":
+        fresh = conversation_id is None and request.previous_response_id is None
+        state = (request.responses_state or self.default_state) if fresh else None
+        if state == "conversation":
             conversation_id = await self._new_conversation(request, io)
         turn = _Turn(
             request=request,
@@ -112,6 +141,7 @@ class ResponsesBackend:
             previous_response_id=request.previous_response_id,
             prior=None,
             key=key,
+            context=[] if state == "stateless" else None,
         )
         return await self._turn(turn, request.mode, io)
 
@@ -123,7 +153,22 @@ class ResponsesBackend:
         if isinstance(recalled, str):
             return recalled
         metadata = {**(request.metadata or {}), TAG_KEY: io.key}
-        conversation = await api_call(self.client.conversations.create(metadata=metadata), "create the run's conversation")
+        try:
+            conversation = await self.client.conversations.create(metadata=metadata)
+        except openai.APIStatusError as exc:
+            if exc.status_code in (404, 405, 501):
+                raise ApplicationError(
+                    f"the model API has no Conversations API (POST /conversations answered {exc.status_code}: "
+                    f"{_message(exc)}); a run that continues nothing keeps its context in a new conversation by default. "
+                    "On this server use responses_state 'chain' (previous_response_id; the server must store responses) "
+                    "or 'stateless' (the run sends its whole context every turn): per request, or for the worker with "
+                    "DA_RESPONSES_STATE",
+                    type="ConversationsUnsupported",
+                    non_retryable=True,
+                ) from None
+            raise to_temporal_error(exc, "create the run's conversation") from None
+        except openai.OpenAIError as exc:
+            raise to_temporal_error(exc, "create the run's conversation") from None
         # Empty: every item after "no head" is this run's.
         io.record(conversation_id=conversation.id, conversation_head=None)
         log.info("conversation created", conversation_id=conversation.id)
@@ -134,13 +179,15 @@ class ResponsesBackend:
     ) -> RunSnapshot:
         if request is None:
             raise ApplicationError("a Responses turn needs the run request's settings", type="InvalidRunRequest", non_retryable=True)
+        stateless = snapshot.context is not None
         turn = _Turn(
             request=request,
             items=[{"type": "function_call_output", "call_id": o["tool_call_id"], "output": o["output"]} for o in outputs],
             conversation_id=snapshot.thread_id,
-            previous_response_id=None if snapshot.thread_id else snapshot.run_id,
+            previous_response_id=None if snapshot.thread_id or stateless else snapshot.run_id,
             prior=snapshot,
             key=io.key,
+            context=snapshot.context,
         )
         return await self._turn(turn, mode, io)
 
@@ -154,19 +201,43 @@ class ResponsesBackend:
         an error output for each, so the conversation can go on (the API refuses a new
         response on a conversation with unanswered calls)."""
         done = snapshot
+        if snapshot.foreground and snapshot.status != "requires_action":
+            # Nothing to cancel or poll: the request that ran it was dropped with the activity.
+            return snapshot.model_copy(update={"status": "cancelled"})
         if snapshot.run_id != UNKNOWN_RESPONSE and snapshot.status != "requires_action":
-            try:
-                await self.client.responses.cancel(snapshot.run_id)
-            except openai.BadRequestError:
-                pass  # not cancellable: it has ended already (or is not a background response)
-            except openai.OpenAIError as exc:
-                raise to_temporal_error(exc, f"cancel response {snapshot.run_id}") from None
+            await self._cancel_call(snapshot.run_id, io)
             done = await self._poll(snapshot.run_id, snapshot.thread_id, _prior_usage(snapshot), io)
         if done.status == "requires_action":
             if done.thread_id is not None and done.tool_calls:
                 await self._answer_stopped(done, reason or "the workflow was cancelled")
             done = done.model_copy(update={"status": "cancelled"})
         return done
+
+    async def _cancel_call(self, response_id: str, io: TurnIO) -> None:
+        """``responses.cancel``; a 4xx means it is not cancellable (ended, or not a background
+        response). A server that answers 5xx (some compatible servers: "not supported") is
+        tried ``CANCEL_TRIES`` times, then the stop goes on without it, failing this activity
+        for good: the run ends saying the API could not cancel the response."""
+        pause = 0.5
+        for tried in range(1, CANCEL_TRIES + 1):
+            try:
+                await self.client.responses.cancel(response_id)
+                return
+            except openai.APIStatusError as exc:
+                if exc.status_code < 500:
+                    return
+                if tried == CANCEL_TRIES:
+                    raise ApplicationError(
+                        f"the API could not cancel response {response_id}: {tried} tries answered {exc.status_code} "
+                        f"({_message(exc)})",
+                        type="ModelApiCancelFailed",
+                        non_retryable=True,
+                    ) from None
+            except openai.OpenAIError as exc:  # a connection error or timeout: retried by the activity
+                raise to_temporal_error(exc, f"cancel response {response_id}") from None
+            io.beat(cancelling=response_id, tried=tried)
+            await asyncio.sleep(pause)
+            pause *= 2
 
     async def _answer_stopped(self, snapshot: RunSnapshot, reason: str) -> None:
         conversation_id = snapshot.thread_id
@@ -189,6 +260,9 @@ class ResponsesBackend:
     # ------------------------------------------------------------------ one turn
 
     async def _turn(self, turn: _Turn, mode: str, io: TurnIO) -> RunSnapshot:
+        # A foreground response is not recorded for adoption (nothing to poll or resume): a
+        # retry of a foreground turn creates the turn's response again (at-least-once).
+        turn.foreground = self.foreground or turn.context is not None  # stateless: store false cannot be background
         recalled_id = io.recalled.get("response_id")
         if recalled_id:
             # An earlier attempt of this activity created the response: adopt it. (What that
@@ -219,7 +293,13 @@ class ResponsesBackend:
 
     async def _create(self, turn: _Turn, items: list[dict[str, Any]], mode: str, io: TurnIO, head: Any = _MISSING) -> RunSnapshot:
         params = turn.params(items, self._registry_tools())
-        where = f"on conversation {turn.conversation_id}" if turn.conversation_id else "in the response chain"
+        if turn.context is not None:
+            turn.sent = list(params.get("input", []))
+        where = (
+            f"on conversation {turn.conversation_id}" if turn.conversation_id
+            else "of the stateless run" if turn.context is not None
+            else "in the response chain"
+        )
         locked_since: float | None = None
         while True:
             if locked_since is not None and io.attempt > 1:
@@ -231,9 +311,15 @@ class ResponsesBackend:
                     return await self._adopt_from_items(turn, head, mode, io)
             try:
                 if mode == "stream":
-                    stream = await self._create_call(params, True, io, turn.conversation_id)
-                    return await self._follow(stream, turn, None, None, io)
-                response = await self._create_call(params, False, io, turn.conversation_id)
+                    created = await self._create_call(params, True, io, turn)
+                    if isinstance(created, Response):
+                        # A streamed create answered with the response as JSON (background with
+                        # stream, on some compatible servers): it runs; poll it.
+                        log.info("the streamed create was answered with JSON; polling", response_id=created.id)
+                        response = created
+                        break
+                    return await self._follow(created, turn, None, None, io)
+                response = await self._create_call(params, False, io, turn)
                 break
             except openai.BadRequestError as exc:
                 if exc.code != LOCKED_CODE:
@@ -251,29 +337,88 @@ class ResponsesBackend:
                 await asyncio.sleep(DEFAULT_POLL_SECONDS / 4)
             except openai.OpenAIError as exc:
                 raise to_temporal_error(exc, f"create a response {where}") from None
-        _own(io, response.id, turn.conversation_id)
-        return await self._poll_from(response, turn.conversation_id, _prior_usage(turn.prior), io)
+        self._learn(response, turn)
+        _own(io, response.id, turn.conversation_id, turn.foreground)
+        try:
+            self._check_chain(turn, response)
+        except ApplicationError:
+            if not turn.foreground and response.status not in DONE:
+                await self._give_up_on(response)
+            raise
+        return await self._poll_from(response, turn.conversation_id, _prior_usage(turn.prior), io, turn.sent)
 
-    async def _create_call(self, params: dict[str, Any], stream: bool, io: TurnIO, conversation_id: str | None) -> Any:
-        """``responses.create``, seen through even if the activity is cancelled meanwhile: a
-        response the server made must be known (``_own``) to be stopped, not left running."""
-        call = self.client.responses.create(**params, stream=True) if stream else self.client.responses.create(**params)
-        task = asyncio.ensure_future(call)
+    async def _create_call(self, params: dict[str, Any], stream: bool, io: TurnIO, turn: _Turn) -> Any:
+        """``responses.create``: the response, or (``stream``) its event stream, or the
+        response if the server answered the streamed create with JSON. A background create is
+        seen through even if the activity is cancelled meanwhile: a response the server made
+        must be known (``_own``) to be stopped, not left running. A foreground one is dropped
+        at once (the server stops it, or finishes it unread: nothing else can stop it)."""
+        timeout = httpx.Timeout(RESPONSE_WAIT_SECONDS if turn.foreground else BACKGROUND_CREATE_SECONDS, connect=CONNECT_SECONDS)
+        task = asyncio.ensure_future(self._raw_create(params, stream, timeout))
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
+            if turn.foreground:
+                task.cancel()
+                raise
             with contextlib.suppress(Exception):
                 created = await task
-                if not stream:
-                    _own(io, created.id, conversation_id)
+                if isinstance(created, Response):
+                    _own(io, created.id, turn.conversation_id)
                 else:
                     async with created:
                         async for event in created:  # the first event carries the response
                             response = getattr(event, "response", None)
                             if response is not None:
-                                _own(io, response.id, conversation_id)
+                                _own(io, response.id, turn.conversation_id, bool(turn.foreground))
                                 break
             raise
+
+    async def _raw_create(self, params: dict[str, Any], stream: bool, timeout: httpx.Timeout) -> Any:
+        if not stream:
+            return await self.client.responses.create(**params, timeout=timeout)
+        raw = await self.client.responses.with_raw_response.create(**params, stream=True, timeout=timeout)
+        if "text/event-stream" in (raw.headers.get("content-type") or ""):
+            return raw.parse()
+        body = await raw.http_response.aread()
+        try:
+            return Response.model_validate_json(body)
+        except pydantic.ValidationError:
+            raise ApplicationError(
+                f"a streamed create was answered with {raw.headers.get('content-type')!r}, neither an event stream nor a "
+                f"response: {body[:300]!r}",
+                type="ModelApiStream",
+            ) from None
+
+    def _learn(self, response: Response, turn: _Turn) -> None:
+        """A response created with ``background: true`` that comes back without it ran in the
+        foreground: the server ignores background mode. The turn is then a foreground one, and
+        in ``auto`` mode this worker runs its later turns in the foreground."""
+        if turn.foreground or getattr(response, "background", None) is True:
+            return
+        turn.foreground = True
+        if not self.foreground:
+            self.foreground = True
+            log.warning(
+                "the model API ran a background response in the foreground; this worker runs Responses turns in the "
+                "foreground from now on (DA_RESPONSES_BACKGROUND=off says so from the start)",
+                response_id=response.id,
+            )
+
+    def _check_chain(self, turn: _Turn, response: Response) -> None:
+        """A response created with ``previous_response_id`` that comes back without it: the
+        server dropped the chain, so the model did not see the earlier turns."""
+        if turn.previous_response_id is None or getattr(response, "previous_response_id", None) is not None:
+            return
+        raise ApplicationError(
+            f"the model API ignored previous_response_id: response {response.id} came back with previous_response_id "
+            f"null although {turn.previous_response_id} was sent, so the model answered without the earlier turns (a "
+            "server that keeps no state between responses). Run with responses_state 'stateless', which sends the whole "
+            "context every turn: per request, or for the worker with DA_RESPONSES_STATE=stateless",
+            {"response_id": response.id, "previous_response_id": turn.previous_response_id},
+            type="ChainDropped",
+            non_retryable=True,
+        )
 
     async def _follow(self, stream: Any, turn: _Turn, response_id: str | None, after: int | None, io: TurnIO) -> RunSnapshot:
         """Read a response's events until it ends; resume after the last event seen when the
@@ -286,7 +431,9 @@ class ResponsesBackend:
                         response = getattr(event, "response", None)
                         if response_id is None and response is not None:
                             response_id = response.id
-                            _own(io, response_id, turn.conversation_id)
+                            self._learn(response, turn)
+                            _own(io, response_id, turn.conversation_id, turn.foreground)
+                            self._check_chain(turn, response)
                         sequence = getattr(event, "sequence_number", None)
                         if event.type == "response.output_text.delta":
                             # The sequence lets followers drop a delta a resumed stream repeats.
@@ -296,13 +443,22 @@ class ResponsesBackend:
                             # A retry resumes after what reached followers: the publisher records that.
                             io.beat(event=event.type)
                         if isinstance(response, Response) and response.status in DONE:
-                            return await self._snapshot(response, turn.conversation_id, prior)
+                            return await self._snapshot(response, turn.conversation_id, prior, turn.sent)
             except openai.APIStatusError as exc:
                 raise to_temporal_error(exc, "read the response stream") from None
+            except ApplicationError:
+                raise
             except Exception as exc:  # a dropped connection: the SDK's or the HTTP library's error
                 log.info("response stream broke; resuming", response_id=response_id, after=after, error=type(exc).__name__)
             if response_id is None:
                 raise ApplicationError("the response stream ended before the response was created", type="ModelApiStream")
+            if turn.foreground:
+                # Only background responses can be resumed or polled: the turn starts again.
+                raise ApplicationError(
+                    f"the stream of response {response_id} broke, and a foreground response can be neither resumed nor "
+                    "polled; the turn is made again",
+                    type="ModelApiStream",
+                )
             if after is None:
                 break
             try:
@@ -316,7 +472,9 @@ class ResponsesBackend:
         response = await api_call(self.client.responses.retrieve(response_id), f"read response {response_id}")
         return await self._poll_from(response, conversation_id, prior, io)
 
-    async def _poll_from(self, response: Response, conversation_id: str | None, prior: Usage | None, io: TurnIO) -> RunSnapshot:
+    async def _poll_from(
+        self, response: Response, conversation_id: str | None, prior: Usage | None, io: TurnIO, sent: list[dict[str, Any]] | None = None
+    ) -> RunSnapshot:
         """Re-read the response until it ends, at the pace the server asks for. One activity, many reads.
 
         Bounded: a response still queued or in progress ``RESPONSE_WAIT_SECONDS`` after it was
@@ -345,7 +503,7 @@ class ResponsesBackend:
             response = raw.parse()
             polls += 1
             delay = poll_delay(raw.headers.get("openai-poll-after-ms"), delay)
-        return await self._snapshot(response, conversation_id, prior)
+        return await self._snapshot(response, conversation_id, prior, sent)
 
     async def _give_up_on(self, response: Response) -> None:
         """Cancel a response the turn stops waiting for: nobody will read what it makes."""
@@ -354,11 +512,27 @@ class ResponsesBackend:
         except openai.OpenAIError as exc:
             log.warning("cancelling the response given up on failed", response_id=response.id, error=f"{type(exc).__name__}: {exc}")
 
-    async def _snapshot(self, response: Response, conversation_id: str | None, prior: Usage | None) -> RunSnapshot:
+    async def _snapshot(
+        self, response: Response, conversation_id: str | None, prior: Usage | None, sent: list[dict[str, Any]] | None = None
+    ) -> RunSnapshot:
+        """``sent``: a stateless turn's whole input; the snapshot then carries it and the
+        response's output as the next turn's context."""
         calls = [item for item in response.output if item.type == "function_call"]
         status: str = response.status or "completed"
         if status == "completed" and calls:
             status = "requires_action"
+        context = None
+        if sent is not None:
+            context = sent + [item.model_dump(mode="json", exclude_none=True) for item in response.output]
+            size = len(json.dumps(context, separators=(",", ":")).encode())
+            if status == "requires_action" and size > MAX_STATELESS_CONTEXT_BYTES:
+                raise ApplicationError(
+                    f"the stateless run's context is {size} bytes after response {response.id}, over the "
+                    f"{MAX_STATELESS_CONTEXT_BYTES} bytes a stateless run carries through Temporal each turn; run it on "
+                    "a conversation or a chain, or with fewer or shorter tool outputs (output_cap_chars)",
+                    type="StatelessContextTooLarge",
+                    non_retryable=True,
+                )
         messages = [item for item in response.output if item.type == "message"]
         final_text = None
         if status in ("completed", "incomplete"):
@@ -381,6 +555,8 @@ class ResponsesBackend:
             incomplete_details=response.incomplete_details.model_dump() if response.incomplete_details else None,
             final_text=final_text,
             message_ids=[m.id for m in messages] if final_text is not None else [],
+            foreground=getattr(response, "background", None) is not True,
+            context=context,
         )
 
     # ------------------------------------------------------------------ conversations
@@ -455,7 +631,7 @@ class ResponsesBackend:
                 )
             params = turn.params([], self._registry_tools())
             try:
-                response = await self._create_call(params, False, io, turn.conversation_id)
+                response = await self._create_call(params, False, io, turn)
             except openai.BadRequestError as exc:
                 if exc.code == LOCKED_CODE:
                     pass  # the earlier response still runs
@@ -528,16 +704,27 @@ class _Turn:
     previous_response_id: str | None
     prior: RunSnapshot | None
     key: str
+    # A stateless run's items so far (None: the server keeps the context).
+    context: list[dict[str, Any]] | None = None
+    # The turn runs in the foreground (no background mode); decided when it is created.
+    foreground: bool = False
+    # A stateless turn's whole input, as sent.
+    sent: list[dict[str, Any]] | None = None
 
     def params(self, items: list[dict[str, Any]], registry_tools: list[dict[str, Any]]) -> dict[str, Any]:
         """``responses.create`` keyword arguments: the request's settings, repeated every turn
         (a response inherits the chain's items, not its instructions or tools)."""
         request = self.request
-        params: dict[str, Any] = {
-            "background": True,
-            "store": True,
-            "metadata": {**(request.metadata or {}), TAG_KEY: self.key},
-        }
+        params: dict[str, Any] = {"metadata": {**(request.metadata or {}), TAG_KEY: self.key}}
+        if not self.foreground:
+            params["background"] = True
+        if self.context is not None:
+            # Nothing is stored; reasoning comes back encrypted, to be sent with the next turn.
+            params["store"] = False
+            params["include"] = ["reasoning.encrypted_content"]
+            items = self.context + items
+        else:
+            params["store"] = True
         if items:
             params["input"] = items
         if self.conversation_id is not None:
@@ -632,9 +819,18 @@ def _outputs(items: list[Any]) -> list[Any]:
     ]
 
 
-def _own(io: TurnIO, response_id: str, conversation_id: str | None) -> None:
-    """This attempt has ``response_id`` under way: a retry adopts it, a cancel stops it."""
-    io.running(RunSnapshot(run_id=response_id, thread_id=conversation_id, backend="responses", status="in_progress"), response_id=response_id)
+def _own(io: TurnIO, response_id: str, conversation_id: str | None, foreground: bool = False) -> None:
+    """This attempt has ``response_id`` under way: a retry adopts it, a cancel stops it. A
+    foreground response is named for a cancel only: a retry cannot adopt it."""
+    snapshot = RunSnapshot(run_id=response_id, thread_id=conversation_id, backend="responses", status="in_progress", foreground=foreground)
+    if foreground:
+        io.running(snapshot)
+    else:
+        io.running(snapshot, response_id=response_id)
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    return " ".join(str(exc.message).split())[:300]
 
 
 def _created(response: Response) -> float:

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--instructions", help="Responses: the instructions (Assistants: overrides the assistant's)")
     enqueue.add_argument("--conversation", help="Responses: continue this conversation (runs on one are queued)")
     enqueue.add_argument("--previous-response", help="Responses: continue from this response")
+    enqueue.add_argument(
+        "--responses-state", choices=["conversation", "chain", "stateless"],
+        help="Responses, continuing nothing: a new conversation, a chain, or stateless (default: the worker's)",
+    )
     enqueue.add_argument("--message", "-m", action="append", default=[], help="a user message to add (repeatable)")
     enqueue.add_argument("--request", help="a RunRequest as JSON, or @file.json (flags above override it)")
     enqueue.add_argument("--mode", choices=["poll", "stream"], help="poll the run or read its stream")
@@ -162,6 +166,7 @@ def request_from(args: argparse.Namespace) -> RunRequest:
         ("assistant", "assistant_id"), ("thread", "thread_id"),
         ("backend", "backend"), ("model", "model"), ("instructions", "instructions"),
         ("conversation", "conversation_id"), ("previous_response", "previous_response_id"), ("mode", "mode"),
+        ("responses_state", "responses_state"),
     ):
         if getattr(args, option, None) is not None:
             data[field] = getattr(args, option)

@@ -33,7 +33,7 @@ def test_a_request_says_which_api_plainly() -> None:
         ({"model": "m", "conversation_id": "conv_1", "responses_state": "chain"}, "responses_state 'chain' does not go with conversation_id ('conv_1')"),
         ({"model": "m", "previous_response_id": "resp_1", "responses_state": "conversation"}, "responses_state 'conversation' does not go with previous_response_id ('resp_1')"),
         ({"assistant_id": "asst_1", "responses_state": "chain"}, "assistant_id belong to the Assistants API and responses_state to the Responses API"),
-        ({"model": "m", "responses_state": "stored"}, "Input should be 'conversation' or 'chain'"),
+        ({"model": "m", "responses_state": "stored"}, "Input should be 'conversation', 'chain' or 'stateless'"),
     ],
 )
 def test_requests_that_mix_or_lack_api_fields_say_what_is_wrong(fields: dict, message: str) -> None:

@@ -37,7 +37,7 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"cancelled", "failed", "completed
 
 # Limits the model APIs enforce, checked when a run is enqueued so that a request that can
 # never work fails at once, naming the field, instead of failing (or retrying) in a workflow.
-MAX_ID_CHARS = 256
+MAX_ID_CHARS = 512  # OpenAI's are short; compatible servers' need not be (one sends 425 characters)
 MAX_MESSAGE_CHARS = 256_000  # a message's text, as the Assistants API takes it
 MAX_METADATA_PAIRS = 16
 MAX_METADATA_KEY_CHARS = 64
@@ -149,8 +149,8 @@ class PromptRef(BaseModel):
 ASSISTANTS_ONLY = ("assistant_id", "thread_id", "thread_metadata", "additional_instructions", "max_prompt_tokens", "truncation_strategy")
 RESPONSES_ONLY = ("conversation_id", "previous_response_id", "prompt", "responses_state")
 # Where a Responses run that continues nothing keeps its context (``RunRequest.responses_state``).
-RESPONSES_STATES = ("conversation", "chain")
-ResponsesState = Literal["conversation", "chain"]
+RESPONSES_STATES = ("conversation", "chain", "stateless")
+ResponsesState = Literal["conversation", "chain", "stateless"]
 
 
 class RunRequest(BaseModel):
@@ -186,7 +186,9 @@ class RunRequest(BaseModel):
         description="Responses API, a run that continues nothing: where its context lives. 'conversation': a new "
         "conversation, which makes every turn exactly-once (a retry finds its input there). 'chain': responses "
         "chained by previous_response_id, at-least-once (a lost create reply makes an orphan response); for servers "
-        "without the Conversations API. Omitted: the worker's default (DA_RESPONSES_STATE, else conversation).",
+        "without the Conversations API. 'stateless': store false, nothing kept by the server; the run carries its "
+        "items and sends them whole every turn (Zero Data Retention; servers that keep no state). "
+        "Omitted: the worker's default (DA_RESPONSES_STATE, else conversation).",
     )
     messages: list[MessageInput] = Field(default_factory=list)
 
@@ -366,6 +368,12 @@ class RunSnapshot(BaseModel):
     message_ids: list[str] = Field(default_factory=list)
     cancel_requested: bool = Field(
         False, description="The workflow was cancelled while this turn ran; the worker stopped the API run."
+    )
+    foreground: bool = Field(
+        False, description="Responses: the turn's response ran in the foreground (no background mode): nothing to poll or cancel."
+    )
+    context: list[dict[str, Any]] | None = Field(
+        None, description="Responses, a stateless run: every item so far (store false), sent whole with the next turn."
     )
 
     @property

@@ -82,6 +82,9 @@ SUMMARY_CHARS = 120
 # counts the tool's own failures against max_attempts (activities/tools.py).
 TOOL_BUDGET = "tool-budget-counts-own-failures"
 RELEASE_FOLLOWERS_ON_FAILURE = "release-followers-on-failure"
+# Before each round the workflow asks Temporal whether it was cancelled: a model activity that
+# finished its turn without hearing the cancel hands back a result, and the run must still stop.
+CANCEL_CHECKED_EACH_ROUND = "cancel-checked-each-round"
 
 
 @workflow.defn(name=RUN_WORKFLOW_NAME)
@@ -166,6 +169,7 @@ class AssistantRunWorkflow:
             assert self._snapshot is not None
             self._observe(self._snapshot)
             while self._snapshot.status == "requires_action":
+                self._raise_if_cancel_requested()
                 self._round += 1
                 outputs = await self._run_round(request, self._snapshot, self._policies)
                 if self._failure is not None:
@@ -258,6 +262,12 @@ class AssistantRunWorkflow:
             raise asyncio.CancelledError() from None
         keep(outcome)
         raise asyncio.CancelledError()
+
+    @staticmethod
+    def _raise_if_cancel_requested() -> None:
+        """The workflow was cancelled (by the server's request), whatever the last step said."""
+        if workflow.cancellation_reason() is not None and workflow.patched(CANCEL_CHECKED_EACH_ROUND):
+            raise asyncio.CancelledError()
 
     @staticmethod
     def _cancels_handled() -> bool:
