@@ -25,8 +25,11 @@ lock: $(STAMP)
 	$(PY) -m pip install --quiet pip-tools
 	$(PY) -m piptools compile --quiet --extra dev --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 
+# Three pytest processes (pytest-xdist), a test module to each at a time: most tests wait on
+# a server, so three share two cores well. TEST_PROCESSES=0 runs it in this process alone.
+TEST_PROCESSES ?= 3
 test: $(STAMP)
-	$(PY) -m pytest -m "not stress" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not stress" -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 # Load tests of many minutes each (a thread with 3,000 waiting runs): run before a release.
 test-stress: $(STAMP)

@@ -90,7 +90,7 @@ FAST_CLI_CASES = [
     pytest.param(request({"thread_id": " "}), 1, ["thread_id: contains ' '"], id="thread-id-space"),
     pytest.param((*A, "--thread", ""), 1, ["thread_id: must not be empty (got '')"], id="thread-flag-empty"),
     pytest.param((*A, "--thread", "thread_1?x=1"), 1, ["thread_id: contains '?'"], id="thread-flag-question-mark"),
-    pytest.param((*A, "--thread", "t" * 257), 1, ["thread_id: is 257 characters long"], id="thread-id-too-long"),
+    pytest.param((*A, "--thread", "t" * 513), 1, ["thread_id: is 513 characters long"], id="thread-id-too-long"),
     pytest.param(("enqueue", "--model", "m", "--request", '{"assistant_id": ""}'), 1, ["assistant_id: must not be empty"], id="assistant-id-empty"),
     pytest.param(("enqueue", "--assistant", "", "-m", "hi"), 1, ["assistant_id: must not be empty (got '')"], id="assistant-flag-empty"),
     pytest.param(("enqueue", "--model", "m", "--conversation", "", "-m", "hi"), 1, ["conversation_id: must not be empty"], id="conversation-id-empty"),
