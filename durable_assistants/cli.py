@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from workflows.models import DEFAULT_TASK_QUEUE, LiveSnapshot, ProgressEvent, RunRequest, RunResult
+from workflows.models import DEFAULT_TASK_QUEUE, THREAD_QUEUE_WORKFLOW_NAME, LiveSnapshot, ProgressEvent, RunRequest, RunResult
 
 PROG = "durable-assistants"
 
@@ -105,12 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("workflow_id")
     cancel.add_argument("--timeout", type=positive_seconds, default=30.0, help="how long to wait for the run to stop (default 30)")
 
-    listing = commands.add_parser("list", help="list runs through Temporal visibility")
-    listing.add_argument("--assistant")
+    listing = commands.add_parser(
+        "list",
+        help="list runs through Temporal visibility, queued ones first",
+        description="List runs through Temporal visibility. Runs waiting in a thread's queue come first, in queue "
+        "order, with status `queued` (from the queues' QueuedRuns search attribute: the first 100 or so of each "
+        "queue); then the runs that started, newest first.",
+    )
+    listing.add_argument("--assistant", help="an assistant ID (queued runs are not listed: their queue does not say)")
     listing.add_argument("--thread", help="a thread (Assistants) or conversation (Responses) ID")
     listing.add_argument("--conversation", dest="thread", help="the same as --thread")
-    listing.add_argument("--status", help="the API run's status, e.g. requires_action, completed")
-    listing.add_argument("--limit", type=positive_int, default=20, help="at most this many runs (default 20)")
+    listing.add_argument(
+        "--status", help="the API run's status, e.g. requires_action, completed; `queued`: only the runs waiting in a queue"
+    )
+    listing.add_argument("--limit", type=positive_int, default=20, help="at most this many runs, queued ones included (default 20)")
     listing.add_argument("--json", action="store_true")
 
     sync = commands.add_parser("sync-tools", help="make an assistant's function tools match the registry")
@@ -409,32 +417,81 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+QUEUED = "queued"
+QUEUES_LISTED = 1_000  # running queues looked at for queued runs
+
+
+def _clause(field: str, value: str) -> str:
+    if "'" in value or '"' in value:
+        raise CliError(f"invalid value for {field}: {value!r}")
+    return f"{field} = '{value}'"
+
+
 def visibility_query(args: argparse.Namespace) -> str:
     clauses = ["WorkflowType = 'AssistantRun'"]
     for field, value in (("AssistantId", args.assistant), ("ThreadId", args.thread), ("RunStatus", args.status)):
         if value:
-            if "'" in value or '"' in value:
-                raise CliError(f"invalid value for {field}: {value!r}")
-            clauses.append(f"{field} = '{value}'")
+            clauses.append(_clause(field, value))
     return " AND ".join(clauses)
+
+
+def queues_query(args: argparse.Namespace) -> str | None:
+    """The running thread queues whose waiting runs ``list`` shows; None when the filters
+    exclude queued runs (another status, or an assistant: a queue does not say whose runs wait)."""
+    if args.assistant or (args.status and args.status != QUEUED):
+        return None
+    clauses = [f"WorkflowType = '{THREAD_QUEUE_WORKFLOW_NAME}'", "ExecutionStatus = 'Running'"]
+    if args.thread:
+        clauses.append(_clause("ThreadId", args.thread))
+    return " AND ".join(clauses)
+
+
+async def _queued_rows(client: Client, query: str, limit: int) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    async for queue in client.list_workflows(query, limit=QUEUES_LISTED):
+        attributes = queue.typed_search_attributes
+        for position, workflow_id in enumerate(_attribute(attributes, "QueuedRuns") or [], start=1):
+            if len(rows) >= limit:
+                return rows
+            rows.append(
+                {
+                    "workflow_id": workflow_id,
+                    "workflow_status": QUEUED,  # its workflow starts when its turn comes
+                    "run_status": QUEUED,
+                    "thread_id": _attribute(attributes, "ThreadId"),
+                    "started": None,
+                    "queue": queue.id,
+                    "position": position,
+                }
+            )
+    return rows
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
     query = visibility_query(args)  # a bad value fails before connecting
+    queues = queues_query(args)
     client = await connect()
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
-        async for execution in client.list_workflows(query, limit=args.limit):
-            attributes = execution.typed_search_attributes
-            rows.append(
-                {
-                    "workflow_id": execution.id,
-                    "workflow_status": execution.status.name.lower() if execution.status else None,
-                    "run_status": _attribute(attributes, "RunStatus"),
-                    "thread_id": _attribute(attributes, "ThreadId"),
-                    "started": execution.start_time.isoformat() if execution.start_time else None,
-                }
-            )
+        if queues is not None:
+            rows = await _queued_rows(client, queues, args.limit)
+        if args.status != QUEUED and len(rows) < args.limit:
+            started = []
+            async for execution in client.list_workflows(query, limit=args.limit):
+                attributes = execution.typed_search_attributes
+                started.append(
+                    {
+                        "workflow_id": execution.id,
+                        "workflow_status": execution.status.name.lower() if execution.status else None,
+                        "run_status": _attribute(attributes, "RunStatus"),
+                        "thread_id": _attribute(attributes, "ThreadId"),
+                        "started": execution.start_time.isoformat() if execution.start_time else None,
+                    }
+                )
+            # A run that just started may still be listed by its queue (visibility lags): once.
+            began = {row["workflow_id"] for row in started}
+            rows = [row for row in rows if row["workflow_id"] not in began] + started
+            rows = rows[: args.limit]
     except RPCError as exc:
         raise CliError(f"listing failed: {exc.message} (are the search attributes registered?)") from None
     if args.json:

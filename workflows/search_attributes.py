@@ -1,5 +1,6 @@
 """The custom search attributes that make runs findable in the Temporal UI
-(``ThreadId = "thread_..."``, ``RunStatus = "requires_action"``).
+(``ThreadId = "thread_..."``, ``RunStatus = "requires_action"``), and a thread's queue with
+the runs waiting in it (``QueuedRuns = "assistant-run/..."``).
 
 The local stack registers them on its dev server; a production namespace registers them
 once: ``temporal operator search-attribute create --name AssistantId --type Keyword`` (and so
@@ -16,6 +17,7 @@ SEARCH_ATTRIBUTE_TYPES: dict[str, str] = {
     "ApiRunId": "Keyword",  # "RunId" is taken: Temporal reserves it for the workflow run
     "RunStatus": "Keyword",
     "ToolNames": "KeywordList",
+    "QueuedRuns": "KeywordList",  # on a ThreadQueue: the workflow IDs of the runs waiting in it
 }
 
 
@@ -24,3 +26,10 @@ THREAD_ID = SearchAttributeKey.for_keyword("ThreadId")
 RUN_ID = SearchAttributeKey.for_keyword("ApiRunId")
 RUN_STATUS = SearchAttributeKey.for_keyword("RunStatus")
 TOOL_NAMES = SearchAttributeKey.for_keyword_list("ToolNames")
+QUEUED_RUNS = SearchAttributeKey.for_keyword_list("QueuedRuns")
+
+# QueuedRuns holds the first waiting runs only: at most this many, taking at most this many
+# bytes as JSON (Temporal refuses a search attribute value over 2 KB by default,
+# frontend.searchAttributesSizeOfValueLimit, and a refused upsert fails the workflow task).
+QUEUED_RUNS_MAX = 100
+VALUE_MAX_BYTES = 1_800

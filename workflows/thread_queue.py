@@ -13,19 +13,25 @@ queue can restore and without default values, at most ``MAX_WAITING`` of them ta
 ``MAX_WAITING_BYTES`` (an enqueue beyond either is refused, by the update's validator, with a
 ``QueueFull`` error: nothing is recorded), and the request IDs it remembers for deduplication
 (``REMEMBERED_REQUESTS``, at most ``REMEMBERED_BYTES``). Temporal refuses a payload over 2 MB.
+
+What an operator sees of it (docs/ui.md): its ``ThreadId`` search attribute from its first
+workflow task, ``QueuedRuns`` listing the runs waiting (the first ``QUEUED_RUNS_MAX``), and its
+current details: the run under way and the requests waiting, or that it is idle.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import deque
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
+    from workflows import search_attributes as sa
     from workflows.models import (
         IDEMPOTENCY_CONFLICT,
         QUEUE_FULL,
@@ -58,6 +64,11 @@ MAX_WAITING_BYTES = 1_100_000
 # Runs start as children that never reuse a workflow ID (a request ID is one run, ever) and
 # carry their request's fingerprint in the memo, as runs started directly do.
 ONE_RUN_PER_REQUEST_ID = "one-run-per-request-id"
+# The queue upserts its ThreadId and QueuedRuns search attributes (histories recorded before
+# this have no such commands, so they replay without them).
+QUEUE_SEARCH_ATTRIBUTES = "queue-search-attributes"
+# The waiting requests its current details list; the rest are counted.
+DETAILS_WAITING_SHOWN = 20
 
 
 def queue_workflow_id(thread_id: str) -> str:
@@ -87,6 +98,13 @@ class ThreadQueueWorkflow:
             if item.fingerprint is not None:
                 self._fingerprints[item.request_id] = item.fingerprint
         self._waiting_bytes = sum(self._carried_size(item) for item in self._pending)
+        # For the current details: when each waiting request was accepted (requests carried
+        # over from the previous run have no time here) and when the current run started.
+        self._enqueued_at: dict[str, datetime] = {}
+        self._current_since: datetime | None = None
+        self._findable: bool | None = None  # decided once per run (see _search_attributes_on)
+        self._queued_runs_shown: list[str] = []
+        self._keeper: asyncio.Task[None] | None = None
 
     @workflow.update(name="enqueue")
     def enqueue(self, item: EnqueueRequest) -> EnqueueReceipt:
@@ -99,12 +117,14 @@ class ThreadQueueWorkflow:
         self._pending.append(item)
         self._waiting_bytes += self._carried_size(item)
         self._seen[item.request_id] = item.run_workflow_id
+        self._enqueued_at[item.request_id] = workflow.now()
         if item.fingerprint is not None:
             self._fingerprints[item.request_id] = item.fingerprint
         while len(self._seen) > REMEMBERED_REQUESTS:
             oldest = next(iter(self._seen))
             del self._seen[oldest]
             self._fingerprints.pop(oldest, None)
+        self._show()
         return EnqueueReceipt(run_workflow_id=item.run_workflow_id, position=len(self._pending), sequence=item.sequence)
 
     @enqueue.validator
@@ -151,6 +171,10 @@ class ThreadQueueWorkflow:
     @workflow.run
     async def run(self, input: ThreadQueueInput) -> int:
         runs_here = 0
+        if self._search_attributes_on():
+            self._upsert_first()
+            self._keeper = asyncio.create_task(self._keep_queued_runs())  # ends with the run
+        self._show()
         while True:
             if not await self._next_or_idle():
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -160,7 +184,9 @@ class ThreadQueueWorkflow:
             item = self._pending.popleft()
             self._waiting_bytes -= self._carried_size(item)
             self._current = item
-            workflow.set_current_details(f"running `{item.run_workflow_id}` · {len(self._pending)} waiting · {self._finished} done")
+            self._current_since = workflow.now()
+            self._enqueued_at.pop(item.request_id, None)
+            self._show()
             once: dict[str, object] = {}
             if workflow.patched(ONE_RUN_PER_REQUEST_ID):
                 once = {
@@ -186,11 +212,86 @@ class ThreadQueueWorkflow:
             except ApplicationError as exc:
                 workflow.logger.warning("run %s could not start: %s", item.run_workflow_id, exc)
             self._current = None
+            self._current_since = None
             self._finished += 1
             runs_here += 1
+            self._show()
             if runs_here >= RUNS_PER_HISTORY or workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(self._carried_state())
+
+    # ------------------------------------------------------------------ what operators see (docs/ui.md)
+
+    def _search_attributes_on(self) -> bool:
+        """Whether this run of the queue upserts its search attributes: the patch, taken in its
+        first workflow task (a worker can keep it off with a ``patch_activation_callback``, e.g.
+        for a namespace without the attributes, where an upsert fails the workflow task)."""
+        if self._findable is None:
+            self._findable = workflow.patched(QUEUE_SEARCH_ATTRIBUTES)
+        return self._findable
+
+    def _upsert_first(self) -> None:
+        """ThreadId (unless carried over from the previous run already) and QueuedRuns."""
+        carried = workflow.info().typed_search_attributes
+        self._queued_runs_shown = list(carried.get(sa.QUEUED_RUNS) or [])
+        updates: list = []
+        if carried.get(sa.THREAD_ID) != self._thread_id and len(json.dumps(self._thread_id)) <= sa.VALUE_MAX_BYTES:
+            updates.append(sa.THREAD_ID.value_set(self._thread_id))
+        queued = self._queued_runs()
+        if queued != self._queued_runs_shown:
+            updates.append(sa.QUEUED_RUNS.value_set(queued) if queued else sa.QUEUED_RUNS.value_unset())
+            self._queued_runs_shown = queued
+        if updates:
+            workflow.upsert_search_attributes(updates)
+
+    async def _keep_queued_runs(self) -> None:
+        """Upsert QueuedRuns when the runs it lists change: once per workflow task at most (a
+        burst of enqueues is one upsert), and not at all while only runs beyond it change."""
+        while True:
+            await workflow.wait_condition(lambda: self._queued_runs() != self._queued_runs_shown)
+            queued = self._queued_runs()
+            workflow.upsert_search_attributes([sa.QUEUED_RUNS.value_set(queued) if queued else sa.QUEUED_RUNS.value_unset()])
+            self._queued_runs_shown = queued
+
+    def _queued_runs(self) -> list[str]:
+        """The first waiting runs' workflow IDs, as many as fit in one search attribute value."""
+        queued: list[str] = []
+        size = 2  # []
+        for item in self._pending:
+            cost = len(json.dumps(item.run_workflow_id)) + 1
+            if len(queued) >= sa.QUEUED_RUNS_MAX or size + cost > sa.VALUE_MAX_BYTES:
+                break
+            queued.append(item.run_workflow_id)
+            size += cost
+        return queued
+
+    def _show(self) -> None:
+        workflow.set_current_details(self._details())
+
+    def _details(self) -> str:
+        """The queue's current details (markdown): the run under way, then the requests waiting
+        (the first DETAILS_WAITING_SHOWN of them), or that it has nothing to do."""
+        done = f"{self._finished} run{'' if self._finished == 1 else 's'} done"
+        if self._current is None and not self._pending:
+            return f"idle: nothing running or waiting; ends after {_minutes(IDLE_TIMEOUT)} idle · {done}"
+        lines = []
+        if self._current is not None:
+            since = f", since {_when(self._current_since)}" if self._current_since else ""
+            lines.append(f"**running** {_code(self._current.run_workflow_id)} (request {_code(self._current.request_id)}{since})")
+        else:
+            lines.append("**running** nothing yet: the next request starts now")
+        lines.append(f"**waiting** {len(self._pending)} · {done}")
+        if self._pending:
+            lines += ["", "| # | request | run | enqueued |", "|---:|---|---|---|"]
+            for position, item in enumerate(self._pending, start=1):
+                if position > DETAILS_WAITING_SHOWN:
+                    break
+                at = self._enqueued_at.get(item.request_id)
+                enqueued = _when(at) if at else "before the queue continued as new"
+                lines.append(f"| {position} | {_code(item.request_id)} | {_code(item.run_workflow_id)} | {enqueued} |")
+            if len(self._pending) > DETAILS_WAITING_SHOWN:
+                lines += ["", f"and {len(self._pending) - DETAILS_WAITING_SHOWN} more"]
+        return "\n".join(lines)
 
     async def _next_or_idle(self) -> bool:
         try:
@@ -265,3 +366,16 @@ class ThreadQueueWorkflow:
             if item.run_workflow_id == run_workflow_id:
                 return index, item.sequence
         return 0, 0
+
+
+def _code(text: str) -> str:
+    return "`" + text.replace("`", "'").replace("|", "/") + "`"
+
+
+def _when(at: datetime) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _minutes(delta: timedelta) -> str:
+    minutes = delta.total_seconds() / 60
+    return f"{minutes:g} min"
