@@ -28,7 +28,7 @@ from temporalio.exceptions import ApplicationError
 from tools import ToolPolicy, ToolRegistry
 from workflows.models import Backend, RunRequest, RunSnapshot
 
-from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
+from workflows.search_attributes import RUN_ATTRIBUTES
 
 from .backend import ModelBackend, OnText, TurnIO
 from .progress import ProgressPublisher
@@ -236,7 +236,7 @@ class ModelActivities:
             except Exception as exc:  # e.g. no permission to list them: run without
                 log.warning("cannot list search attributes", error=f"{type(exc).__name__}: {exc}")
                 present = set()
-            missing = sorted(set(SEARCH_ATTRIBUTE_TYPES) - present)
+            missing = sorted(set(RUN_ATTRIBUTES) - present)
             if missing:
                 log.warning("search attributes missing; runs won't be searchable by them", missing=missing)
             self._namespaces_with_attributes[namespace] = not missing

@@ -18,13 +18,15 @@ import asyncio
 import contextlib
 import hashlib
 import random
+import re
 import uuid
 import weakref
 from datetime import timedelta, timezone
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 from temporalio.api.enums.v1 import PendingActivityState, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
@@ -33,16 +35,20 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import CancelledError as TemporalCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.models import (
     DEFAULT_TASK_QUEUE,
     PROGRESS_TOPIC,
+    RUN_EXPIRED,
+    RUN_FAILED,
     RUN_WORKFLOW_NAME,
     THREAD_QUEUE_WORKFLOW_NAME,
     EnqueueReceipt,
@@ -57,6 +63,7 @@ from workflows.models import (
     ThreadQueueInput,
     ThreadQueueState,
 )
+from workflows.search_attributes import QUEUE_ATTRIBUTES
 from workflows.thread_queue import queue_workflow_id
 
 WAIT_FOR_START = timedelta(milliseconds=250)
@@ -158,6 +165,21 @@ def run_workflow_id(request_id: str) -> str:
     return f"assistant-run/{request_id}"
 
 
+def readable_request_id(request: RunRequest) -> str:
+    """A request ID for a caller that gave none, readable in the Temporal UI's list: the agent,
+    the first words of the first message, and a unique suffix, e.g.
+    ``asst_abc123-plan-my-week-5f0c2a9e``. (It shows message words in the workflow ID, which
+    no payload codec encrypts: give your own request ID where that matters.)"""
+    agent = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.prompt.id if request.prompt else request.agent_label)[:40].strip("-")
+    text = ""
+    if request.messages:
+        content = request.messages[0].content
+        text = content if isinstance(content, str) else " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    words = re.findall(r"[a-z0-9]+", text.lower())[:4]
+    slug = "-".join(words)[:32].strip("-")
+    return "-".join(part for part in (agent or "run", slug, uuid.uuid4().hex[:8]) if part)
+
+
 def request_fingerprint(request: RunRequest) -> str:
     """What makes two requests with one request ID the same request: everything but where it
     runs (a caller may name the thread the first enqueue created) and the workflow's own state."""
@@ -251,12 +273,18 @@ class RunHandle:
             pause = min(pause * 1.5, MAX_WAIT_FOR_START.total_seconds())  # a long queue: fewer looks
 
     async def result(self) -> RunResult:
-        """The run's result once it ends. Raises ``RunFailedError`` (its message the root cause)
-        if the workflow failed, ``RunNotFoundError`` if there is no such run."""
+        """The run's result once it ends: completed, incomplete, failed, expired or cancelled
+        alike (the workflow's own status says the same: Failed for a failed or expired run,
+        Canceled for a cancelled one, Completed otherwise). Raises ``RunFailedError`` (its
+        message the root cause) if the workflow failed without a result (an invalid request,
+        a model API that refused the run), ``RunNotFoundError`` if there is no such run."""
         await self.started()
         try:
             return await self._handle.result()
         except WorkflowFailureError as exc:
+            found = await run_result_of(self._handle, exc)
+            if found is not None:
+                return found
             raise RunFailedError(self.workflow_id, exc) from exc.cause
 
     async def status(self) -> LiveSnapshot | str:
@@ -348,6 +376,33 @@ def server_snapshot(description: WorkflowExecutionDescription, pending: list[Pen
     )
 
 
+async def run_result_of(handle: WorkflowHandle[Any, Any], failure: WorkflowFailureError) -> RunResult | None:
+    """The ``RunResult`` of a run whose workflow failed or was cancelled because of the run's
+    outcome: a failed or expired run's is the failure's details[0] (an ``ApplicationError`` of
+    type ``RunFailed`` or ``RunExpired``); a cancelled run's is read with the workflow's
+    ``result`` query (a Canceled workflow carries none), or, with no worker to answer, told
+    from what the server knows. None for any other failure."""
+    cause = failure.cause
+    if isinstance(cause, ApplicationError) and cause.type in (RUN_FAILED, RUN_EXPIRED) and cause.details:
+        return RunResult.model_validate(cause.details[0])
+    if not isinstance(cause, TemporalCancelledError):
+        return None
+    try:
+        found = await handle.query("result", result_type=RunResult, rpc_timeout=QUERY_TIMEOUT)
+    except (RPCError, WorkflowQueryFailedError):
+        found = None
+    if isinstance(found, RunResult):
+        return found
+    description = await handle.describe()
+    attributes = {pair.key.name: pair.value for pair in description.typed_search_attributes}
+    return RunResult(
+        status="cancelled",
+        run_id=str(attributes.get("ApiRunId") or ""),
+        thread_id=attributes.get("ThreadId"),  # type: ignore[arg-type]
+        failure="the workflow was cancelled (no worker answered for the rest of its result)",
+    )
+
+
 def is_repeat(event: ProgressEvent, seen: dict[str, int]) -> bool:
     """Whether ``event`` is a text delta already seen: a retried activity resumes a response's
     stream from the position its last heartbeat recorded, which can be a few deltas behind
@@ -374,14 +429,16 @@ async def enqueue_run(
     for arguments of the wrong type and ``ValueError`` for a request that can never run."""
     _check_arguments(client, request, request_id, task_queue)
     explicit = request_id is not None
-    request_id = request_id or uuid.uuid4().hex
+    request_id = request_id or readable_request_id(request)
     workflow_id = run_workflow_id(request_id)
     context = request.context_id  # a thread or a conversation: its runs take turns
     fingerprint = request_fingerprint(request)
     memo = {MEMO_FINGERPRINT: fingerprint, MEMO_CONTEXT: context}
     if summary is None:
         implied = request.implied_backend()
-        where = context or {"assistants": "a new thread", "responses": "a new response chain"}.get(implied or "", "a new thread or chain")
+        fresh = {None: "a new conversation", "conversation": "a new conversation", "chain": "a new response chain", "stateless": "a stateless run"}
+        responses = f"the chain of {request.previous_response_id}" if request.previous_response_id else fresh[request.responses_state]
+        where = context or {"assistants": "a new thread", "responses": responses}.get(implied or "", "a new thread or conversation")
         summary = f"{request.agent_label} on {where}"
     if context is None:
         try:
@@ -404,10 +461,12 @@ async def enqueue_run(
         # through a queue that has since gone idle and ended (a new queue remembers nothing).
         if await _same_request(client, workflow_id, request_id, fingerprint, context):
             return RunHandle(client, workflow_id, EnqueueReceipt(run_workflow_id=workflow_id, position=0, duplicate=True))
+    queue_attributes = await _namespace_has(client, QUEUE_ATTRIBUTES)
+
     def start() -> WithStartWorkflowOperation[Any, Any]:
         return WithStartWorkflowOperation(
             THREAD_QUEUE_WORKFLOW_NAME,
-            ThreadQueueInput(thread_id=context),
+            ThreadQueueInput(thread_id=context, search_attributes=queue_attributes),
             id=queue_workflow_id(context),
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -466,6 +525,25 @@ class _Gate:
 
 
 # Per event loop (asyncio primitives belong to one), per thread or conversation; a gate goes when unused.
+# Per client: the namespaces' custom search attributes, listed once.
+_attributes: "weakref.WeakKeyDictionary[Client, dict[str, frozenset[str]]]" = weakref.WeakKeyDictionary()
+
+
+async def _namespace_has(client: Client, names: Sequence[str]) -> bool:
+    """Whether the client's namespace has every custom search attribute in ``names`` (listed
+    once per client; a client that may not list them gets False: nothing is upserted)."""
+    known = _attributes.setdefault(client, {})
+    if client.namespace not in known:
+        try:
+            response = await client.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace=client.namespace), timeout=QUERY_TIMEOUT
+            )
+            known[client.namespace] = frozenset(response.custom_attributes)
+        except RPCError:
+            known[client.namespace] = frozenset()
+    return set(names) <= known[client.namespace]
+
+
 _gates: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Gate]]" = weakref.WeakKeyDictionary()
 
 

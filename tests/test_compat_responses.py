@@ -24,7 +24,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 import tests.worker_tools  # noqa: F401  (registers the test tools)
 import tools.examples  # noqa: F401
 import worker
-from tests.conftest import script
+from tests.conftest import OutcomeHandle, script
 from tests.test_compat_servers import ENDS_WITHIN, ended, switch_on
 from tests.test_worker_lifecycle import wait_for
 from tools import registry
@@ -69,9 +69,9 @@ def request(text: str, **fields: Any) -> RunRequest:
 
 
 async def start(client: Client, task_queue: str, req: RunRequest) -> WorkflowHandle[Any, RunResult]:
-    return await client.start_workflow(
+    return OutcomeHandle.of(client, await client.start_workflow(
         AssistantRunWorkflow.run, req, id=f"run-{uuid.uuid4()}", task_queue=task_queue, result_type=RunResult
-    )
+    ))
 
 
 def responses_created(admin: httpx.Client) -> int:

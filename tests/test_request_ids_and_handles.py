@@ -4,6 +4,7 @@ cannot happen (no such run, no worker to answer, a model API that is down)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from typing import Any
@@ -16,13 +17,15 @@ from temporalio.client import Client
 from durable_assistants.client import (
     IdempotencyConflictError,
     RunNotFoundError,
+    check_request_id,
     enqueue_run,
     get_run,
+    readable_request_id,
     run_workflow_id,
 )
 from tests.conftest import script
 from tests.test_worker_runs import TOOLS, message
-from workflows.models import LiveSnapshot, RunRequest
+from workflows.models import LiveSnapshot, MessageInput, RunRequest
 from workflows.thread_queue import queue_workflow_id
 
 # Bounds for "answers at once": generous for a loaded 2-core machine, far below "forever".
@@ -206,6 +209,17 @@ async def test_a_failed_run_raises_with_the_root_cause(temporal_client: Client, 
 
 async def test_run_workflow_ids_follow_the_request_id() -> None:
     assert run_workflow_id("order-1") == "assistant-run/order-1"
+
+
+def test_a_run_with_no_request_id_gets_a_readable_unique_one() -> None:
+    """The agent, the first words of the first message, a unique suffix: readable in the UI's list."""
+    request = RunRequest(assistant_id="asst_abc", messages=[message("Plan my week, please! In Oslo")])
+    first, second = readable_request_id(request), readable_request_id(request)
+    assert re.fullmatch(r"asst_abc-plan-my-week-please-[0-9a-f]{8}", first) and first != second
+    assert re.fullmatch(r"gpt-4o-[0-9a-f]{8}", readable_request_id(RunRequest(model="gpt-4o")))
+    parts = RunRequest(model="gpt 4o/mini", messages=[MessageInput(content=[{"type": "text", "text": "Héllo wörld"}])])
+    assert re.fullmatch(r"gpt-4o-mini-h-llo-w-rld-[0-9a-f]{8}", readable_request_id(parts))
+    check_request_id(readable_request_id(parts))  # a valid request ID
 
 
 async def test_a_queued_run_whose_queue_cannot_answer_is_still_queued_not_missing(

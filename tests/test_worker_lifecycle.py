@@ -26,7 +26,7 @@ from activities.responses import ResponsesBackend
 from devstack.temporal import TemporalDevServer
 from emulator.server import die_with_parent, stop_process
 from tests.apis import Api, Seen
-from tests.conftest import script
+from tests.conftest import script, workflow_outcome
 from tests.test_worker_runs import TOOLS, message, start
 from tests.worker_tools import CANCELLED
 from tools import registry
@@ -72,16 +72,20 @@ async def test_a_tool_that_would_outlast_the_run(
         expiry_policy=policy,  # type: ignore[arg-type]
         expiry_margin_seconds=1.5,
     )
-    result = await (await start(temporal_client, task_queue, request)).result()
+    handle = await start(temporal_client, task_queue, request)
+    result = await handle.result()
     slow = result.tool_calls[0]
     assert slow.name == "slow" and slow.error == "slow did not finish before the run's deadline"
     if policy == "submit_errors":
         # The model got an error output in time and the run went on to its answer.
         assert result.status == "completed" and result.failure is None
         assert "- slow: Error: slow did not finish before the run's deadline." in (result.final_text or "")
+        assert (await workflow_outcome(temporal_client, handle.id))[0] == "COMPLETED"
     else:
         assert result.status == "expired"
         assert result.failure == "tool slow would outlast the run: slow did not finish before the run's deadline"
+        status, failure_type, details = await workflow_outcome(temporal_client, handle.id)
+        assert (status, failure_type) == ("FAILED", "RunExpired") and details is not None and details["status"] == "expired"
         api_run = client.beta.threads.runs.retrieve(thread_id=result.thread_id, run_id=result.run_id)
         assert api_run.status == "cancelled"
 
@@ -98,6 +102,8 @@ async def test_cancelling_the_workflow_cancels_its_tools_and_the_run(
 
     assert result.status == "cancelled" and result.failure == "the workflow was cancelled"
     assert api.api_status(result) == api.status_after_stop
+    # Canceled, once the tool's cancellation was recorded: nothing left pending (workflow_outcome checks).
+    assert (await workflow_outcome(temporal_client, handle.id))[0] == "CANCELED"
     call_id = marker.read_text().split()[0].split(":")[1]
     await wait_for(lambda: call_id in CANCELLED, "the slow tool to hear its cancellation")
 
@@ -257,7 +263,7 @@ async def test_worker_killed_mid_tool_and_restarted_creates_nothing_twice(
 
 
 async def test_recorded_histories_replay_without_nondeterminism(
-    temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI
+    temporal_client: Client, task_queue: str, workers: None, assistant_id: str, client: OpenAI, tmp_path: Path
 ) -> None:
     """Replays every committed history (recorded by earlier versions of the workflows) and
     the histories of fresh runs. Set DA_RECORD_HISTORIES=1 to (re)record the fresh ones."""
@@ -288,6 +294,13 @@ async def test_recorded_histories_replay_without_nondeterminism(
         except WorkflowFailureError:
             assert name == "start-fails"
         fresh.append((name, await handle.fetch_history()))
+    # A run cancelled while its tool runs (the workflow ends Canceled once the tool's cancellation is recorded).
+    marker = tmp_path / "replay-cancel"
+    handle = await start(temporal_client, task_queue, RunRequest(assistant_id=assistant_id, messages=[message(script(rounds=slow_round(60, marker)))]))
+    await wait_for(marker.exists, "the slow tool to start")
+    await handle.cancel()
+    assert (await handle.result()).status == "cancelled"
+    fresh.append(("cancel-mid-tool", await handle.fetch_history()))
     # Two runs taking turns on one thread, through its ThreadQueue (still open, idling: replayed as far as it went).
     thread_id = client.beta.threads.create().id
     queued = [

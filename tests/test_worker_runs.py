@@ -21,7 +21,7 @@ from activities.assistants import AGENT_TAG_KEY, AssistantsBackend
 from activities.progress import TEXT_BATCHES
 from durable_assistants import enqueue_run
 from tests.apis import Api, Seen
-from tests.conftest import script
+from tests.conftest import OutcomeHandle, script, workflow_outcome
 from tests.worker_tools import HEAVY_QUEUE
 from tools import registry
 from workflows.models import MessageInput, RunRequest, RunResult
@@ -48,9 +48,10 @@ def assistant_id(client: OpenAI) -> str:
 
 
 async def start(client: Client, task_queue: str, request: RunRequest | dict[str, Any]) -> WorkflowHandle[Any, RunResult]:
-    return await client.start_workflow(
+    """A run started directly (no queue); its handle's result() is the RunResult of any outcome."""
+    return OutcomeHandle.of(client, await client.start_workflow(
         AssistantRunWorkflow.run, request, id=f"run-{uuid.uuid4()}", task_queue=task_queue, result_type=RunResult
-    )
+    ))
 
 
 async def history_events(handle: WorkflowHandle[Any, Any]) -> list[Any]:
@@ -224,6 +225,12 @@ async def test_fail_run_policy_stops_the_run(
     result = await handle.result()
     assert result.status == "failed" and result.failure == f"tool {tool_name} failed: boom"
     assert api.api_status(result) == api.status_after_stop
+    # The workflow's status is the outcome: Failed, the RunResult in the failure's details.
+    status, failure_type, details = await workflow_outcome(temporal_client, handle.id)
+    assert (status, failure_type) == ("FAILED", "RunFailed")
+    assert details is not None and RunResult.model_validate(details) == result
+    described = await handle.describe()
+    assert {p.key.name: p.value for p in described.typed_search_attributes}["RunStatus"] == "failed"
     # Assistants: the run is cancelled. Responses: the response had ended, but the
     # conversation gets an output for each call it left unanswered.
     assert scheduled_activities(await history_events(handle)).count("cancel_run") == 1

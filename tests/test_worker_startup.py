@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from devstack.temporal import TemporalDevServer
 from emulator.server import die_with_parent, stop_process
-from tests.conftest import script
+from tests.conftest import OutcomeHandle, script
 from workflows.models import MessageInput, RunRequest, RunResult
 from workflows.run import AssistantRunWorkflow
 
@@ -233,9 +233,9 @@ async def start_run(client: Client, task_queue: str, tool: str, arguments: dict[
     """A Responses run (an inline agent: no assistant needed) whose model calls ``tool`` once."""
     rounds = [[{"name": tool, "arguments": arguments}]]
     request = RunRequest(backend="responses", model="gpt-4o", messages=[MessageInput(content=script(rounds=rounds))])
-    return await client.start_workflow(
+    return OutcomeHandle.of(client, await client.start_workflow(
         AssistantRunWorkflow.run, request, id=f"run-{uuid.uuid4()}", task_queue=task_queue, result_type=RunResult
-    )
+    ))
 
 
 async def wait_until_running(handle: WorkflowHandle[Any, Any], tool: str, limit: float = 60) -> None:

@@ -392,6 +392,11 @@ class ToolCallRecord(BaseModel):
     error: str | None = None
 
 
+# The failure types a run that ended failed or expired fails its workflow with (details[0]: the RunResult).
+RUN_FAILED = "RunFailed"
+RUN_EXPIRED = "RunExpired"
+
+
 class RunResult(BaseModel):
     status: RunStatus
     run_id: str = Field(description="The run (Assistants) or the last response (Responses).")
@@ -543,6 +548,11 @@ class ThreadQueueInput(BaseModel):
     )
     accepted: int = 0
     finished: int = 0
+    search_attributes: bool = Field(
+        False,
+        description="The namespace has ThreadId and QueuedRuns (the client that started the queue checked): only then "
+        "does the queue upsert them. Callers in other languages may set it after registering them.",
+    )
     # The form earlier versions carried (every field of every waiting request, full fingerprints):
     # read, no longer written. ``pending`` is written as null so that an earlier version, which
     # requires a list, fails on this input (and retries) instead of dropping the waiting requests.

@@ -44,6 +44,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as sa
     from workflows.models import (
         PROGRESS_TOPIC,
+        RUN_EXPIRED,
+        RUN_FAILED,
         RUN_WORKFLOW_NAME,
         LiveSnapshot,
         PendingToolCall,
@@ -85,6 +87,11 @@ RELEASE_FOLLOWERS_ON_FAILURE = "release-followers-on-failure"
 # Before each round the workflow asks Temporal whether it was cancelled: a model activity that
 # finished its turn without hearing the cancel hands back a result, and the run must still stop.
 CANCEL_CHECKED_EACH_ROUND = "cancel-checked-each-round"
+# The workflow's own status is the run's outcome: a run that ends failed or expired fails the
+# workflow (its RunResult in the failure's details), a cancelled one ends it Canceled; and a
+# cancelled run waits until its tools' cancellation is recorded (no pending activity after).
+OUTCOME_IS_WORKFLOW_STATUS = "outcome-is-workflow-status"
+TOOLS_WAIT_FOR_CANCEL = "tools-wait-for-cancel"
 
 
 @workflow.defn(name=RUN_WORKFLOW_NAME)
@@ -116,6 +123,13 @@ class AssistantRunWorkflow:
         # at any time, also after the run ended.
         self._stream = WorkflowStream(prior_state=request.resume.stream_state if request.resume else None)
         self._progress = self._stream.topic(PROGRESS_TOPIC, type=ProgressEvent)
+        self._final: RunResult | None = None
+
+    @workflow.query(name="result")
+    def final_result(self) -> RunResult | None:
+        """The run's result once it has ended, whatever the workflow's status: how a caller
+        reads the result of a cancelled run (a Canceled workflow carries none)."""
+        return self._final
 
     @workflow.query(name="snapshot")
     def snapshot(self) -> LiveSnapshot:
@@ -144,15 +158,32 @@ class AssistantRunWorkflow:
             raise ApplicationError(f"invalid run request: {self._invalid}", type="InvalidRunRequest", non_retryable=True)
         try:
             result = await self._run(self._request)
-        except (Exception, asyncio.CancelledError):
+        except (Exception, asyncio.CancelledError) as exc:
             # A run that fails releases its followers too (else their polls are left open, and
             # the SDK warns of unfinished handlers). Runs recorded before this replay as they ran.
             # (Not BaseException: a workflow evicted from the cache is closed with GeneratorExit,
             # outside the workflow's event loop, where nothing of the workflow may run.)
             if workflow.patched(RELEASE_FOLLOWERS_ON_FAILURE):
                 await self._release_followers()
+            if isinstance(exc, ApplicationError) and self._search_attributes and workflow.patched(OUTCOME_IS_WORKFLOW_STATUS):
+                workflow.upsert_search_attributes([sa.RUN_STATUS.value_set("failed")])  # the workflow fails with it
             raise
         await self._release_followers()
+        self._final = result
+        if result.status in ("failed", "expired", "cancelled") and workflow.patched(OUTCOME_IS_WORKFLOW_STATUS):
+            if self._search_attributes:
+                # The run's outcome, not its API run's last status (a failed run's API run was cancelled).
+                workflow.upsert_search_attributes([sa.RUN_STATUS.value_set(result.status)])
+            if result.status == "cancelled":
+                if workflow.cancellation_reason() is not None:
+                    raise asyncio.CancelledError(result.failure or "the workflow was cancelled")
+            else:
+                raise ApplicationError(
+                    f"run {result.status}: {result.failure or _api_reason(result) or 'no reason given'}",
+                    result,
+                    type=RUN_FAILED if result.status == "failed" else RUN_EXPIRED,
+                    non_retryable=True,
+                )
         return result
 
     async def _release_followers(self) -> None:
@@ -450,6 +481,11 @@ class AssistantRunWorkflow:
                     non_retryable_error_types=list(policy.non_retryable_errors),
                 ),
                 summary=_summary(call),
+                # A cancelled run closes once its tools' cancellation is recorded: no activity
+                # is left pending on a closed workflow.
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+                if workflow.patched(TOOLS_WAIT_FOR_CANCEL)
+                else workflow.ActivityCancellationType.TRY_CANCEL,
             )
         except ActivityError as exc:
             cause = exc.cause
@@ -620,6 +656,16 @@ class AssistantRunWorkflow:
             incomplete_details=snapshot.incomplete_details,
             failure=self._failure,
         )
+
+
+def _api_reason(result: RunResult) -> str | None:
+    """What the API said of a run that ended failed or expired (its last_error), briefly."""
+    error = result.last_error or {}
+    message = error.get("message") if isinstance(error, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    if message or code:
+        return f"the model API's run ended {result.status}" + (f" ({code})" if code else "") + (f": {message}" if message else "")
+    return f"the model API's run ended {result.status}" if result.status == "expired" else None
 
 
 def _cut(text: str, limit: int) -> str:

@@ -32,4 +32,8 @@ QUEUED_RUNS = SearchAttributeKey.for_keyword_list("QueuedRuns")
 # bytes as JSON (Temporal refuses a search attribute value over 2 KB by default,
 # frontend.searchAttributesSizeOfValueLimit, and a refused upsert fails the workflow task).
 QUEUED_RUNS_MAX = 100
+# What each workflow upserts: it does so only where the namespace has all of its own (an
+# upsert of an attribute the namespace lacks fails the workflow task, again and again).
+RUN_ATTRIBUTES = ("AssistantId", "ThreadId", "ApiRunId", "RunStatus", "ToolNames")
+QUEUE_ATTRIBUTES = ("ThreadId", "QueuedRuns")
 VALUE_MAX_BYTES = 1_800

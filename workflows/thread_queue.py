@@ -103,6 +103,7 @@ class ThreadQueueWorkflow:
         self._enqueued_at: dict[str, datetime] = {}
         self._current_since: datetime | None = None
         self._findable: bool | None = None  # decided once per run (see _search_attributes_on)
+        self._namespace_has_attributes = input.search_attributes
         self._queued_runs_shown: list[str] = []
         self._keeper: asyncio.Task[None] | None = None
 
@@ -227,7 +228,9 @@ class ThreadQueueWorkflow:
         first workflow task (a worker can keep it off with a ``patch_activation_callback``, e.g.
         for a namespace without the attributes, where an upsert fails the workflow task)."""
         if self._findable is None:
-            self._findable = workflow.patched(QUEUE_SEARCH_ATTRIBUTES)
+            # Only where the namespace has them (the starting client checked): an upsert of an
+            # attribute the namespace lacks fails the workflow task, again and again.
+            self._findable = self._namespace_has_attributes and workflow.patched(QUEUE_SEARCH_ATTRIBUTES)
         return self._findable
 
     def _upsert_first(self) -> None:
@@ -330,6 +333,7 @@ class ThreadQueueWorkflow:
             run_workflow_ids=run_workflow_ids,
             accepted=self._accepted,
             finished=self._finished,
+            search_attributes=self._namespace_has_attributes,
             pending=None,
         )
 
