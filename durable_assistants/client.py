@@ -46,6 +46,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from workflows.models import (
     DEFAULT_TASK_QUEUE,
+    default_summary,
     PROGRESS_TOPIC,
     RUN_EXPIRED,
     RUN_FAILED,
@@ -439,7 +440,7 @@ async def enqueue_run(
         fresh = {None: "a new conversation", "conversation": "a new conversation", "chain": "a new response chain", "stateless": "a stateless run"}
         responses = f"the chain of {request.previous_response_id}" if request.previous_response_id else fresh[request.responses_state]
         where = context or {"assistants": "a new thread", "responses": responses}.get(implied or "", "a new thread or conversation")
-        summary = f"{request.agent_label} on {where}"
+        summary = default_summary(request, where)
     if context is None:
         try:
             await client.start_workflow(

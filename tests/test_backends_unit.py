@@ -104,3 +104,16 @@ def test_every_turn_repeats_the_settings_and_tags_what_it_creates() -> None:
     # A stored prompt brings its own tools: the registry's are not added.
     prompted = _Turn(RunRequest(prompt={"id": "pmpt_1", "version": "2"}), [], None, None, None, "k").params([], registry_tools)  # type: ignore[arg-type]
     assert prompted["prompt"] == {"id": "pmpt_1", "version": "2"} and "tools" not in prompted and "model" not in prompted
+
+
+def test_a_run_summary_names_the_agent_where_and_the_start_of_the_message() -> None:
+    from workflows.models import SUMMARY_EXCERPT_CHARS, default_summary
+
+    short = RunRequest(assistant_id="asst_1", messages=[{"content": "Plan  my\nweek"}])  # type: ignore[list-item]
+    assert default_summary(short, "thread_x") == 'asst_1 on thread_x: "Plan my week"'
+    long = RunRequest(model="gpt-4o", messages=[{"content": [{"type": "text", "text": "word " * 40}]}])  # type: ignore[list-item]
+    summary = default_summary(long, "a new conversation")
+    excerpt = summary.split(": ", 1)[1].strip('"')
+    assert summary.startswith("gpt-4o on a new conversation: \"word word") and excerpt.endswith("…")
+    assert len(excerpt) <= SUMMARY_EXCERPT_CHARS
+    assert default_summary(RunRequest(model="gpt-4o"), "a new thread") == "gpt-4o on a new thread"

@@ -19,6 +19,7 @@ import tools.examples  # noqa: F401
 import worker
 from activities.assistants import AGENT_TAG_KEY, AssistantsBackend
 from activities.progress import TEXT_BATCHES
+from activities.tools import PROGRESS_EVENT_SECONDS
 from durable_assistants import enqueue_run
 from tests.apis import Api, Seen
 from tests.conftest import OutcomeHandle, script, workflow_outcome
@@ -364,6 +365,25 @@ async def test_a_long_streamed_reply_costs_a_bounded_number_of_signals(
     )
     assert 3 <= len(signals) <= TEXT_BATCHES + 1, [e.event_time.ToDatetime() for e in signals]
     assert len([e for e in signals if e.event_id < turn_ended]) >= 3  # live, not all at the end
+
+
+async def test_a_tool_reporting_progress_often_costs_few_history_events(
+    temporal_client: Client, task_queue: str, workers: None
+) -> None:
+    """`slow` reports progress every 50 ms for 7 s. Its heartbeats carry every report to the
+    UI at once; followers get the newest every PROGRESS_EVENT_SECONDS and the last one at the
+    end: a handful of signals, where each report once cost one (about 30 here)."""
+    rounds = [[{"name": "slow", "arguments": {"seconds": 7, "marker": ""}}]]
+    request = RunRequest(backend="responses", model="gpt-4o", messages=[message(script(rounds=rounds))])
+    handle = await enqueue_run(temporal_client, request, task_queue=task_queue)
+    result = await handle.result()
+    assert result.status == "completed" and result.tool_calls[0].output_preview == "slept 7.0"
+    progress = [e async for e in handle.progress() if e.kind == "tool_progress"]
+    assert 2 <= len(progress) <= 7 / PROGRESS_EVENT_SECONDS + 2, [e.progress for e in progress]
+    assert progress[-1].progress["elapsed"] >= 6.9  # the last report, whatever the pace
+    events = await history_events(temporal_client.get_workflow_handle(handle.workflow_id))
+    signals = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+    assert len(signals) <= 7 / PROGRESS_EVENT_SECONDS + 2
 
 
 async def test_a_lost_create_reply_on_a_response_chain_leaves_one_orphan(

@@ -392,6 +392,23 @@ class ToolCallRecord(BaseModel):
     error: str | None = None
 
 
+SUMMARY_EXCERPT_CHARS = 60
+
+
+def default_summary(request: "RunRequest", where: str) -> str:
+    """A run's summary in the Temporal UI when its caller gives none: who answers, where, and
+    the start of the first message (``asst_x on thread_y: "Plan my week…"``)."""
+    summary = f"{request.agent_label} on {where}"
+    if request.messages:
+        content = request.messages[0].content
+        text = content if isinstance(content, str) else " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        text = " ".join(text.split())
+        if text:
+            excerpt = text if len(text) <= SUMMARY_EXCERPT_CHARS else text[: SUMMARY_EXCERPT_CHARS - 1].rstrip() + "…"
+            summary += f': "{excerpt}"'
+    return summary
+
+
 # The failure types a run that ended failed or expired fails its workflow with (details[0]: the RunResult).
 RUN_FAILED = "RunFailed"
 RUN_EXPIRED = "RunExpired"

@@ -124,6 +124,7 @@ class AssistantRunWorkflow:
         self._stream = WorkflowStream(prior_state=request.resume.stream_state if request.resume else None)
         self._progress = self._stream.topic(PROGRESS_TOPIC, type=ProgressEvent)
         self._final: RunResult | None = None
+        self._finished_in_round = 0  # tool calls of this round that have ended (for the details)
 
     @workflow.query(name="result")
     def final_result(self) -> RunResult | None:
@@ -167,9 +168,13 @@ class AssistantRunWorkflow:
                 await self._release_followers()
             if isinstance(exc, ApplicationError) and self._search_attributes and workflow.patched(OUTCOME_IS_WORKFLOW_STATUS):
                 workflow.upsert_search_attributes([sa.RUN_STATUS.value_set("failed")])  # the workflow fails with it
+            if isinstance(exc, ApplicationError):
+                workflow.set_current_details(f"**failed** · {self._request.agent_label} · round {self._round}\n\nreason: {exc.message}")
             raise
         await self._release_followers()
         self._final = result
+        if self._snapshot is not None and result.status != self._snapshot.status:
+            self._set_details(self._snapshot, result.status)  # "failed", not the cancelled API run's status
         if result.status in ("failed", "expired", "cancelled") and workflow.patched(OUTCOME_IS_WORKFLOW_STATUS):
             if self._search_attributes:
                 # The run's outcome, not its API run's last status (a failed run's API run was cancelled).
@@ -387,15 +392,20 @@ class AssistantRunWorkflow:
             workflow.upsert_search_attributes(updates)
         self._set_details(snapshot)
 
-    def _set_details(self, snapshot: RunSnapshot) -> None:
+    def _set_details(self, snapshot: RunSnapshot, status: str | None = None) -> None:
+        """The UI's current details: ``status`` (the run's outcome once it has one), else the
+        API run's status."""
         if snapshot.backend == "responses":
             where = f"conversation `{snapshot.thread_id}` · " if snapshot.thread_id else ""
             who = f"{self._request.agent_label} · {where}response `{snapshot.run_id}`"
         else:
             who = f"{self._request.agent_label} · thread `{snapshot.thread_id}` · run `{snapshot.run_id}`"
-        lines = [f"**{snapshot.status}** · round {self._round} · {self._records_dropped + len(self._records)} tool calls done", who]
+        done = self._records_dropped + len(self._records) + self._finished_in_round
+        lines = [f"**{status or snapshot.status}** · round {self._round} · {done} tool calls done", who]
         if self._pending:
-            lines.append("running: " + ", ".join(_summary(call) for call, _ in self._pending.values()))
+            lines.append("running: " + ", ".join(
+                f"{_summary(call)} since {_clock(started)}" for call, started in self._pending.values()
+            ) + " (progress: the pending activity's heartbeat)")
         if self._failure:
             lines.append(f"stopped: {self._failure}")
         workflow.set_current_details("\n\n".join(lines))
@@ -406,8 +416,10 @@ class AssistantRunWorkflow:
         deadline = None
         if snapshot.expires_at is not None:
             deadline = snapshot.expires_at - request.expiry_margin_seconds
+        self._finished_in_round = 0
         calls = [self._call_tool(request, snapshot, call, policies.get(call.name), deadline) for call in snapshot.tool_calls]
         finished = await asyncio.gather(*calls)
+        self._finished_in_round = 0
         self._records.extend(record for _, record in finished)  # in call order, not finishing order
         return [output for output, _ in finished]
 
@@ -438,6 +450,9 @@ class AssistantRunWorkflow:
             return await self._execute_tool(request, snapshot, call, policy, deadline, started)
         finally:
             del self._pending[call.id]
+            self._finished_in_round += 1
+            if self._snapshot is not None:
+                self._set_details(self._snapshot)  # the UI's details drop it from "running" at once
 
     async def _execute_tool(
         self,
@@ -656,6 +671,12 @@ class AssistantRunWorkflow:
             incomplete_details=snapshot.incomplete_details,
             failure=self._failure,
         )
+
+
+def _clock(timestamp: float) -> str:
+    """A time of day in UTC, for the UI's details."""
+    seconds = int(timestamp) % 86_400
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d} UTC"
 
 
 def _api_reason(result: RunResult) -> str | None:

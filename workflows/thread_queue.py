@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         IDEMPOTENCY_CONFLICT,
         QUEUE_FULL,
         RUN_WORKFLOW_ID_PREFIX,
+        default_summary,
         RUN_WORKFLOW_NAME,
         THREAD_QUEUE_WORKFLOW_NAME,
         EnqueueReceipt,
@@ -339,7 +340,7 @@ class ThreadQueueWorkflow:
 
     def _carried(self, item: EnqueueRequest) -> WaitingRequest:
         """``item`` as carried: without what the queue restores (see ``_restored``)."""
-        default_summary = f"{item.request.agent_label} on {self._thread_id}"
+        default = default_summary(item.request, self._thread_id)
         return WaitingRequest(
             request_id=item.request_id,
             request=item.request,
@@ -347,7 +348,7 @@ class ThreadQueueWorkflow:
             fingerprint=item.fingerprint,
             run_workflow_id=None if item.run_workflow_id == RUN_WORKFLOW_ID_PREFIX + item.request_id else item.run_workflow_id,
             task_queue=None if item.task_queue == workflow.info().task_queue else item.task_queue,
-            summary=None if item.summary == default_summary else item.summary or "",
+            summary=None if item.summary == default else item.summary or "",
         )
 
     def _restored(self, waiting: WaitingRequest) -> EnqueueRequest:
@@ -356,7 +357,7 @@ class ThreadQueueWorkflow:
             run_workflow_id=waiting.run_workflow_id or RUN_WORKFLOW_ID_PREFIX + waiting.request_id,
             request=waiting.request,
             task_queue=waiting.task_queue,  # None runs it on the queue's own task queue
-            summary=f"{waiting.request.agent_label} on {self._thread_id}" if waiting.summary is None else waiting.summary or None,
+            summary=default_summary(waiting.request, self._thread_id) if waiting.summary is None else waiting.summary or None,
             sequence=waiting.sequence,
             fingerprint=waiting.fingerprint,
         )
