@@ -188,7 +188,10 @@ async def workflow_outcome(client: Client, workflow_id: str) -> tuple[str, str |
     failed, and asserts that no activity is left pending on it."""
     handle = client.get_workflow_handle(workflow_id)
     description = await handle.describe()
-    assert not description.raw_description.pending_activities, description.raw_description.pending_activities
+    if description.raw_description.pending_activities:  # say what happened, for the next time it does
+        events = [f"#{e.event_id} {e.event_type}" for e in (await handle.fetch_history()).events]
+        pending = [(p.activity_type.name, p.state, p.attempt) for p in description.raw_description.pending_activities]
+        raise AssertionError(f"activities left pending on a closed workflow: {pending}; history: {events}")
     status = description.status.name if description.status else "UNKNOWN"
     if status != "FAILED":
         return status, None, None

@@ -12,13 +12,14 @@ The backend tests drive ``ResponsesBackend`` directly, as ``test_responses_backe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator, Literal
+from typing import Any, AsyncIterator, Callable, Literal
 
 import httpx
 import pytest
@@ -341,6 +342,35 @@ def test_the_background_heartbeat_interval_is_a_fraction_of_the_heartbeat_timeou
 # ---------------------------------------------------------------------------- a retry killed in turn
 
 
+@contextlib.asynccontextmanager
+async def start_run_on_a_worker_process(
+    client: Client, server: TemporalDevServer, emulator: Any, task_queue: str, log: Path, request: RunRequest
+) -> AsyncIterator[tuple[WorkflowHandle[Any, StepsResult], Callable[[], None]]]:
+    """The test workflow's start_run, its activity served by a real worker process (output in
+    ``log``): yields the workflow's handle and ``kill_and_replace()``, which SIGKILLs that
+    process and starts another. Every process is stopped on the way out."""
+    activity_queue = f"{task_queue}-activities"
+    processes = [spawn_worker(server, emulator, activity_queue, log, "responses")]
+
+    def kill_and_replace() -> None:
+        processes[-1].send_signal(signal.SIGKILL)
+        processes[-1].wait()
+        processes.append(spawn_worker(server, emulator, activity_queue, log, "responses"))
+
+    model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0)
+    try:
+        async with model_worker(client, model, task_queue, activities=False):
+            steps = Steps(request=request, steps=["start_run"], activity_task_queue=activity_queue)
+            handle = await client.start_workflow(
+                ModelStepsWorkflow.run, steps, id=f"steps-{uuid.uuid4()}", task_queue=task_queue, result_type=StepsResult
+            )
+            yield handle, kill_and_replace
+    finally:
+        await model.close()
+        for process in processes:
+            stop_process(process)
+
+
 async def first_heartbeat_of_attempt(handle: WorkflowHandle[Any, Any], attempt: int) -> dict[str, Any]:
     """The details of the first heartbeat the given attempt of the workflow's activity sent
     (as Temporal holds them: what a retry would recall)."""
@@ -368,38 +398,26 @@ async def test_a_retry_killed_while_it_waits_for_the_earlier_response_leaves_the
     conversation is locked by it); its worker is SIGKILLed the moment attempt 2 first
     heartbeats. Before: that heartbeat carried only its progress, not the head attempt 1 had
     recorded, so attempt 3 could not recognise the message and sent it a second time."""
-    activity_queue = f"{task_queue}-activities"
     conversation = client.conversations.create().id
     admin.post("/faults", json={"operation": "responses.create", "nth": 1, "action": "drop", "when": "after"}).raise_for_status()
     text = script(reply="the only answer", turn_seconds=6)
     request = RunRequest(model=MODEL, conversation_id=conversation, messages=[MessageInput(content=text)])
     log = tmp_path / "workers.log"
-    first = spawn_worker(temporal_server, emulator, activity_queue, log, "responses")
-    second = None
-    model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0)
-    try:
-        async with model_worker(temporal_client, model, task_queue, activities=False):
-            steps = Steps(request=request, steps=["start_run"], activity_task_queue=activity_queue)
-            handle = await temporal_client.start_workflow(
-                ModelStepsWorkflow.run, steps, id=f"steps-{uuid.uuid4()}", task_queue=task_queue, result_type=StepsResult
-            )
-            beat = await first_heartbeat_of_attempt(handle, 2)
-            first.send_signal(signal.SIGKILL)
-            first.wait()
-            second = spawn_worker(temporal_server, emulator, activity_queue, log, "responses")
-            result = await asyncio.wait_for(handle.result(), DOES_NOT_HANG)
-    finally:
-        await model.close()
-        for process in (first, second):
-            if process is not None:
-                stop_process(process)
+    async with start_run_on_a_worker_process(temporal_client, temporal_server, emulator, task_queue, log, request) as (handle, kill_and_replace):
+        beat = await first_heartbeat_of_attempt(handle, 2)
+        kill_and_replace()
+        result = await asyncio.wait_for(handle.result(), DOES_NOT_HANG)
 
     assert result.snapshot is not None and result.snapshot.final_text == "the only answer", log.read_text()[-3000:]
     items = client.conversations.items.list(conversation, order="asc", limit=100).data
     assert [(i.role, i.content[0].text) for i in items if i.type == "message"] == [  # type: ignore[union-attr]
         ("user", text), ("assistant", "the only answer"),
     ]
-    assert admin.get("/stats").json()["threads"][conversation]["responses_created"] == 1
+    # One response answered. A retry continuing the conversation just as that response ended
+    # can make a second, which it cancels at once, before it adds anything (the race that
+    # docs/responses-backend.md, point 2, describes; more likely on a loaded machine).
+    statuses = sorted(client.responses.retrieve(rid).status or "" for rid in responses_created(admin.get("/stats").json()))
+    assert statuses.count("completed") == 1 and set(statuses) <= {"completed", "cancelled"}, statuses
     assert "conversation_head" in beat and await attempts(handle) == [("start_run", 3)]
 
 
@@ -410,40 +428,24 @@ async def test_a_stream_resumed_after_a_kill_gives_followers_every_delta_once(
     resumes the response's stream after the last delta that reached the workflow (recorded
     once each paced batch is delivered, activities/progress.py), so a delta received but not
     yet delivered is streamed again, not lost, and followers see the reply exactly once."""
-    activity_queue = f"{task_queue}-activities"
     reply = "Every word of this reply reaches the follower once. " * 6
     request = RunRequest(
         backend="responses", model=MODEL, mode="stream", tool_choice="none",
         messages=[MessageInput(content=script(reply=reply, chunk_chars=3, chars_per_second=40))],
     )
     log = tmp_path / "workers.log"
-    first = spawn_worker(temporal_server, emulator, activity_queue, log, "responses")
-    second = None
-    model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0)
-    try:
-        async with model_worker(temporal_client, model, task_queue, activities=False):
-            steps = Steps(request=request, steps=["start_run"], activity_task_queue=activity_queue)
-            handle = await temporal_client.start_workflow(
-                ModelStepsWorkflow.run, steps, id=f"steps-{uuid.uuid4()}", task_queue=task_queue, result_type=StepsResult
-            )
-            seen = ""
-            async for event in RunHandle(temporal_client, handle.id).progress():
-                seen += event.text or ""
-                if len(seen) >= 100:  # the batch ~3.3 s into the text; the next comes ~1.9 s later
-                    break
-            # Killed between two batches, more than a heartbeat throttle after the last one:
-            # text has come in (and been heartbeated as received) since it was delivered.
-            await asyncio.sleep(1.5)
-            first.send_signal(signal.SIGKILL)
-            first.wait()
-            second = spawn_worker(temporal_server, emulator, activity_queue, log, "responses")
-            result = await asyncio.wait_for(handle.result(), DOES_NOT_HANG)
-            streamed = [e async for e in RunHandle(temporal_client, handle.id).progress() if e.kind == "text"]
-    finally:
-        await model.close()
-        for process in (first, second):
-            if process is not None:
-                stop_process(process)
+    async with start_run_on_a_worker_process(temporal_client, temporal_server, emulator, task_queue, log, request) as (handle, kill_and_replace):
+        seen = ""
+        async for event in RunHandle(temporal_client, handle.id).progress():
+            seen += event.text or ""
+            if len(seen) >= 100:  # the batch ~3.3 s into the text; the next comes ~1.9 s later
+                break
+        # Killed between two batches, more than a heartbeat throttle after the last one:
+        # text has come in (and been heartbeated as received) since it was delivered.
+        await asyncio.sleep(1.5)
+        kill_and_replace()
+        result = await asyncio.wait_for(handle.result(), DOES_NOT_HANG)
+        streamed = [e async for e in RunHandle(temporal_client, handle.id).progress() if e.kind == "text"]
 
     assert result.snapshot is not None and result.snapshot.final_text == reply, log.read_text()[-3000:]
     assert "".join(e.text or "" for e in streamed) == reply
@@ -478,7 +480,9 @@ async def test_a_retry_that_waited_for_the_conversation_does_not_send_its_input_
     user = [i for i in items if i.type == "message" and i.role == "user"]  # type: ignore[union-attr]
     assert len(user) == 1
     stats = admin.get("/stats").json()
-    assert stats["threads"][conversation]["responses_created"] == 1
+    # One response answered; one the retry made while the first was ending is cancelled at once (see above).
+    statuses = sorted(client.responses.retrieve(rid).status or "" for rid in responses_created(stats))
+    assert statuses.count("completed") == 1 and set(statuses) <= {"completed", "cancelled"}, statuses
     assert stats["responses"]["responses.create 400"] >= 1  # the retry did wait for the lock
 
 

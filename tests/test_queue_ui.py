@@ -18,30 +18,13 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
 
 from durable_assistants.client import enqueue_run
-from tests.conftest import script
 from tests.test_cli import cli  # noqa: F401  (fixture)
-from tests.test_worker_runs import TOOLS, message
-from workflows.models import RunRequest
+from tests.test_queue_limits import assistant_id, blocker, small  # noqa: F401  (assistant_id: a fixture)
 from workflows.thread_queue import DETAILS_WAITING_SHOWN, QUEUE_SEARCH_ATTRIBUTES, queue_workflow_id
 
 WAITING = DETAILS_WAITING_SHOWN + 2  # more than the details list
 
 
-@pytest.fixture
-def assistant_id(client: OpenAI) -> str:
-    import tests.worker_tools  # noqa: F401  (the slow tool the blocker calls)
-
-    return client.beta.assistants.create(model="gpt-4o", tools=TOOLS).id  # type: ignore[arg-type]
-
-
-def small(assistant_id: str, thread: str, text: str) -> RunRequest:
-    return RunRequest(assistant_id=assistant_id, thread_id=thread, messages=[message(text)], tool_choice="none")
-
-
-def blocker(assistant_id: str, thread: str, marker: Path) -> RunRequest:
-    """A run that holds the thread (a slow tool) until the test cancels it."""
-    rounds = [[{"name": "slow", "arguments": {"seconds": 600, "marker": str(marker)}}]]
-    return RunRequest(assistant_id=assistant_id, thread_id=thread, messages=[message(script(rounds=rounds))])
 
 
 async def eventually(probe: Any, check: Any, what: str, limit: float = 30.0) -> Any:
