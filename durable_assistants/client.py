@@ -38,7 +38,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.exceptions import CancelledError as TemporalCancelledError
@@ -64,7 +64,8 @@ from workflows.models import (
     ThreadQueueInput,
     ThreadQueueState,
 )
-from workflows.search_attributes import QUEUE_ATTRIBUTES
+from workflows import search_attributes as sa
+from workflows.search_attributes import QUEUE_ATTRIBUTES, RUN_ATTRIBUTES
 from workflows.thread_queue import queue_workflow_id
 
 WAIT_FOR_START = timedelta(milliseconds=250)
@@ -442,6 +443,14 @@ async def enqueue_run(
         where = context or {"assistants": "a new thread", "responses": responses}.get(implied or "", "a new thread or conversation")
         summary = default_summary(request, where)
     if context is None:
+        # Findable from its first event (also if it fails before its API run exists): the
+        # agent and RunStatus "starting", where the namespace has the run's attributes.
+        attributes = None
+        if await _namespace_has(client, RUN_ATTRIBUTES):
+            pairs: list[SearchAttributePair[Any]] = [SearchAttributePair(sa.RUN_STATUS, "starting")]
+            if request.assistant_id is not None:
+                pairs.append(SearchAttributePair(sa.ASSISTANT_ID, request.assistant_id))
+            attributes = TypedSearchAttributes(pairs)
         try:
             await client.start_workflow(
                 RUN_WORKFLOW_NAME,
@@ -452,6 +461,7 @@ async def enqueue_run(
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 memo=memo,
                 static_summary=summary,
+                search_attributes=attributes,
             )
         except WorkflowAlreadyStartedError:
             await _same_request(client, workflow_id, request_id, fingerprint, context)

@@ -205,6 +205,10 @@ async def test_a_failed_run_raises_with_the_root_cause(temporal_client: Client, 
         await asyncio.wait_for(handle.result(), ANSWERS_WITHIN)
     assert "No assistant found with id 'asst_missing'" in str(failed.value)
     assert "\n" not in failed.value.reason
+    # Findable although it failed before its API run existed: started with its attributes.
+    described = await temporal_client.get_workflow_handle(handle.workflow_id).describe()
+    attributes = {pair.key.name: pair.value for pair in described.typed_search_attributes}
+    assert attributes["AssistantId"] == "asst_missing" and attributes["RunStatus"] == "failed", attributes
 
 
 async def test_run_workflow_ids_follow_the_request_id() -> None:

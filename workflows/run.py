@@ -157,6 +157,10 @@ class AssistantRunWorkflow:
     async def run(self, request: dict[str, Any]) -> RunResult:
         if self._invalid is not None:
             raise ApplicationError(f"invalid run request: {self._invalid}", type="InvalidRunRequest", non_retryable=True)
+        if workflow.info().typed_search_attributes.get(sa.RUN_STATUS) is not None:
+            # Started with the run's attributes (enqueue_run checked the namespace has them):
+            # a failure before the first model step can set RunStatus too.
+            self._search_attributes = True
         try:
             result = await self._run(self._request)
         except (Exception, asyncio.CancelledError) as exc:
