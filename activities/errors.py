@@ -47,14 +47,18 @@ def retry_after(headers: object) -> timedelta | None:
         return min(timedelta(seconds=max(0.0, parsed.timestamp() - time.time())), MAX_RETRY_AFTER)
 
 
+def api_message(exc: openai.APIStatusError) -> str:
+    """The API's own message for an error answer (its body's ``message``, else the SDK's)."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    return body["message"] if isinstance(body.get("message"), str) else exc.message
+
+
 def to_temporal_error(exc: openai.OpenAIError, what: str) -> ApplicationError:
     """``what`` says which call failed, e.g. ``create run on thread_abc``."""
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         request_id = exc.request_id or "none"
-        body = exc.body if isinstance(exc.body, dict) else {}
-        api_message = body.get("message") if isinstance(body.get("message"), str) else exc.message
-        message = f"{what}: HTTP {status} {api_message} (request ID {request_id})"
+        message = f"{what}: HTTP {status} {api_message(exc)} (request ID {request_id})"
         # A 429 for an exhausted quota is not a rate limit: waiting won't bring the money back.
         retryable = (status in RETRYABLE_STATUSES or status >= 500) and exc.code not in PERMANENT_CODES
         return ApplicationError(

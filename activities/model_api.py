@@ -22,12 +22,12 @@ from typing import Any, AsyncIterator, Awaitable, Literal
 import structlog
 from pydantic import BaseModel, Field
 from temporalio import activity
-from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.exceptions import ApplicationError
 
 from tools import ToolPolicy, ToolRegistry
 from workflows.models import Backend, RunRequest, RunSnapshot
 
+from durable_assistants.client import namespace_search_attributes
 from workflows.search_attributes import RUN_ATTRIBUTES
 
 from .backend import ModelBackend, OnText, TurnIO
@@ -228,16 +228,11 @@ class ModelActivities:
         """Checked once per namespace: upserting attributes a namespace lacks would fail the workflow."""
         namespace = activity.info().namespace
         if namespace not in self._namespaces_with_attributes:
-            try:
-                response = await activity.client().operator_service.list_search_attributes(
-                    ListSearchAttributesRequest(namespace=namespace)
-                )
-                present = set(response.custom_attributes)
-            except Exception as exc:  # e.g. no permission to list them: run without
-                log.warning("cannot list search attributes", error=f"{type(exc).__name__}: {exc}")
-                present = set()
-            missing = sorted(set(RUN_ATTRIBUTES) - present)
-            if missing:
+            present = await namespace_search_attributes(activity.client())
+            if present is None:  # e.g. no permission to list them: run without
+                log.warning("cannot list search attributes; runs won't be searchable by them")
+            missing = sorted(set(RUN_ATTRIBUTES) - (present or frozenset()))
+            if present is not None and missing:
                 log.warning("search attributes missing; runs won't be searchable by them", missing=missing)
             self._namespaces_with_attributes[namespace] = not missing
         return self._namespaces_with_attributes[namespace]

@@ -58,7 +58,7 @@ from tools import ToolRegistry
 from workflows.models import MessageInput, ResponsesState, RunRequest, RunSnapshot, ToolCall, Usage
 
 from .backend import DEFAULT_POLL_SECONDS, POLL_FLOOR_SECONDS, TurnIO, api_call, poll_delay
-from .errors import to_temporal_error
+from .errors import api_message, to_temporal_error
 
 TAG_KEY = "durable_assistants_key"
 ITEM_LOOKBACK = 100
@@ -159,7 +159,7 @@ class ResponsesBackend:
             if exc.status_code in (404, 405, 501):
                 raise ApplicationError(
                     f"the model API has no Conversations API (POST /conversations answered {exc.status_code}: "
-                    f"{_message(exc)}); a run that continues nothing keeps its context in a new conversation by default. "
+                    f"{_said(exc)}); a run that continues nothing keeps its context in a new conversation by default. "
                     "On this server use responses_state 'chain' (previous_response_id; the server must store responses) "
                     "or 'stateless' (the run sends its whole context every turn): per request, or for the worker with "
                     "DA_RESPONSES_STATE",
@@ -229,7 +229,7 @@ class ResponsesBackend:
                 if tried == CANCEL_TRIES:
                     raise ApplicationError(
                         f"the API could not cancel response {response_id}: {tried} tries answered {exc.status_code} "
-                        f"({_message(exc)})",
+                        f"({_said(exc)})",
                         type="ModelApiCancelFailed",
                         non_retryable=True,
                     ) from None
@@ -370,7 +370,7 @@ class ResponsesBackend:
                         async for event in created:  # the first event carries the response
                             response = getattr(event, "response", None)
                             if response is not None:
-                                _own(io, response.id, turn.conversation_id, bool(turn.foreground))
+                                _own(io, response.id, turn.conversation_id)
                                 break
             raise
 
@@ -829,9 +829,6 @@ def _own(io: TurnIO, response_id: str, conversation_id: str | None, foreground: 
         io.running(snapshot, response_id=response_id)
 
 
-def _message(exc: openai.APIStatusError) -> str:
-    return " ".join(str(exc.message).split())[:300]
-
 
 def _created(response: Response) -> float:
     """When the server created ``response`` (epoch seconds); now, if it sent nothing usable."""
@@ -852,3 +849,7 @@ def _add_usage(prior: Usage | None, prompt: int, completion: int) -> Usage:
         total_tokens=base.total_tokens + prompt + completion,
     )
 
+
+def _said(exc: openai.APIStatusError) -> str:
+    """The API's message for an error, on one line and cut to 300 characters."""
+    return " ".join(api_message(exc).split())[:300]

@@ -173,11 +173,7 @@ def readable_request_id(request: RunRequest) -> str:
     ``asst_abc123-plan-my-week-5f0c2a9e``. (It shows message words in the workflow ID, which
     no payload codec encrypts: give your own request ID where that matters.)"""
     agent = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.prompt.id if request.prompt else request.agent_label)[:40].strip("-")
-    text = ""
-    if request.messages:
-        content = request.messages[0].content
-        text = content if isinstance(content, str) else " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    words = re.findall(r"[a-z0-9]+", text.lower())[:4]
+    words = re.findall(r"[a-z0-9]+", request.first_text().lower())[:4]
     slug = "-".join(words)[:32].strip("-")
     return "-".join(part for part in (agent or "run", slug, uuid.uuid4().hex[:8]) if part)
 
@@ -536,23 +532,29 @@ class _Gate:
 
 
 # Per event loop (asyncio primitives belong to one), per thread or conversation; a gate goes when unused.
-# Per client: the namespaces' custom search attributes, listed once.
-_attributes: "weakref.WeakKeyDictionary[Client, dict[str, frozenset[str]]]" = weakref.WeakKeyDictionary()
+# Per client: the namespace's custom search attributes, listed once (None: it could not list them).
+_attributes: "weakref.WeakKeyDictionary[Client, frozenset[str] | None]" = weakref.WeakKeyDictionary()
 
 
-async def _namespace_has(client: Client, names: Sequence[str]) -> bool:
-    """Whether the client's namespace has every custom search attribute in ``names`` (listed
-    once per client; a client that may not list them gets False: nothing is upserted)."""
-    known = _attributes.setdefault(client, {})
-    if client.namespace not in known:
+async def namespace_search_attributes(client: Client) -> frozenset[str] | None:
+    """The custom search attributes of the client's namespace, listed once per client; None
+    if it may not list them (then nothing should be upserted). The enqueueing client and the
+    worker's model activities both ask this before a workflow upserts any."""
+    if client not in _attributes:
         try:
             response = await client.operator_service.list_search_attributes(
                 ListSearchAttributesRequest(namespace=client.namespace), timeout=QUERY_TIMEOUT
             )
-            known[client.namespace] = frozenset(response.custom_attributes)
+            _attributes[client] = frozenset(response.custom_attributes)
         except RPCError:
-            known[client.namespace] = frozenset()
-    return set(names) <= known[client.namespace]
+            _attributes[client] = None
+    return _attributes[client]
+
+
+async def _namespace_has(client: Client, names: Sequence[str]) -> bool:
+    """Whether the client's namespace has every custom search attribute in ``names``."""
+    present = await namespace_search_attributes(client)
+    return present is not None and set(names) <= present
 
 
 _gates: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Gate]]" = weakref.WeakKeyDictionary()

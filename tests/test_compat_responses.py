@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from typing import Any, AsyncIterator
 
 import httpx
@@ -24,12 +23,12 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 import tests.worker_tools  # noqa: F401  (registers the test tools)
 import tools.examples  # noqa: F401
 import worker
-from tests.conftest import OutcomeHandle, script
+from tests.conftest import script
 from tests.test_compat_servers import ENDS_WITHIN, ended, switch_on
 from tests.test_worker_lifecycle import wait_for
+from tests.test_worker_runs import start
 from tools import registry
 from workflows.models import MessageInput, RunRequest, RunResult
-from workflows.run import AssistantRunWorkflow
 
 MODEL = "gpt-4o"
 # Every switch the gateway of issue 21 showed, at once.
@@ -66,12 +65,6 @@ async def serving(client: Client, emulator: Any, task_queue: str, **options: Any
 
 def request(text: str, **fields: Any) -> RunRequest:
     return RunRequest(model=MODEL, instructions="Be brief.", messages=[MessageInput(content=text)], **fields)
-
-
-async def start(client: Client, task_queue: str, req: RunRequest) -> WorkflowHandle[Any, RunResult]:
-    return OutcomeHandle.of(client, await client.start_workflow(
-        AssistantRunWorkflow.run, req, id=f"run-{uuid.uuid4()}", task_queue=task_queue, result_type=RunResult
-    ))
 
 
 def responses_created(admin: httpx.Client) -> int:

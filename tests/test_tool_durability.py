@@ -549,17 +549,15 @@ async def test_a_run_whose_tool_worker_is_killed_three_times_gives_the_model_the
     """The issue's reproduction through AssistantRun: one default-policy tool (3 attempts) of
     4 s, its worker killed with SIGKILL 1 s into each of three attempts. The run completes
     and the model is told the tool's output, not that the tool failed."""
-    from workflows.models import MessageInput, RunRequest, RunResult
-    from workflows.run import AssistantRunWorkflow
+    from workflows.models import MessageInput, RunRequest
     from tests.conftest import script
+    from tests.test_worker_runs import start
 
     marker = tmp_path / "starts"
     rounds = [[{"name": "durability_sleep", "arguments": {"seconds": 4, "marker": str(marker)}}]]
     request = RunRequest(backend="responses", model="gpt-4o", messages=[MessageInput(content=script(rounds=rounds, reply="got: {outputs}"))])
     process = spawn(task_queue)
-    handle = await temporal_client.start_workflow(
-        AssistantRunWorkflow.run, request, id=f"run-{uuid.uuid4()}", task_queue=task_queue, result_type=RunResult
-    )
+    handle = await start(temporal_client, task_queue, request)
     await kill_one_second_into_each_attempt(spawn, task_queue, process, marker, kills=3)
     result = await asyncio.wait_for(handle.result(), 120)
 
@@ -575,17 +573,15 @@ async def test_a_run_whose_tool_keeps_failing_says_so_after_its_own_attempts(
 ) -> None:
     """Own failures still end the call after max_attempts (3), lost attempts not counted: the
     model gets the tool's last error, and the record says 3 attempts."""
-    from workflows.models import MessageInput, RunRequest, RunResult
-    from workflows.run import AssistantRunWorkflow
+    from workflows.models import MessageInput, RunRequest
     from tests.conftest import script
+    from tests.test_worker_runs import start
 
     marker = tmp_path / "starts"
     rounds = [[{"name": "durability_fail", "arguments": {"hang_on_attempt": 2, "marker": str(marker)}}]]
     request = RunRequest(backend="responses", model="gpt-4o", messages=[MessageInput(content=script(rounds=rounds, reply="got: {outputs}"))])
     process = spawn(task_queue)
-    handle = await temporal_client.start_workflow(
-        AssistantRunWorkflow.run, request, id=f"run-{uuid.uuid4()}", task_queue=task_queue, result_type=RunResult
-    )
+    handle = await start(temporal_client, task_queue, request)
     await wait_for(lambda: len(lines(marker)) >= 2, "attempt 2 to start")
     process.send_signal(signal.SIGKILL)
     process.wait()

@@ -21,7 +21,8 @@ from temporalio.client import Client, WorkflowHandle
 
 from devstack.temporal import TemporalDevServer
 from emulator.server import die_with_parent, stop_process
-from tests.conftest import OutcomeHandle, script
+from tests.conftest import script
+from tests.test_worker_runs import start
 from workflows.models import MessageInput, RunRequest, RunResult
 from workflows.run import AssistantRunWorkflow
 
@@ -233,9 +234,7 @@ async def start_run(client: Client, task_queue: str, tool: str, arguments: dict[
     """A Responses run (an inline agent: no assistant needed) whose model calls ``tool`` once."""
     rounds = [[{"name": tool, "arguments": arguments}]]
     request = RunRequest(backend="responses", model="gpt-4o", messages=[MessageInput(content=script(rounds=rounds))])
-    return OutcomeHandle.of(client, await client.start_workflow(
-        AssistantRunWorkflow.run, request, id=f"run-{uuid.uuid4()}", task_queue=task_queue, result_type=RunResult
-    ))
+    return await start(client, task_queue, request)
 
 
 async def wait_until_running(handle: WorkflowHandle[Any, Any], tool: str, limit: float = 60) -> None:

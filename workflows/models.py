@@ -325,6 +325,14 @@ class RunRequest(BaseModel):
             return f"prompt {self.prompt.id}" + (f"@{self.prompt.version}" if self.prompt.version else "")
         return self.model or "the default model"
 
+    def first_text(self) -> str:
+        """The text of the first message (its text parts joined), whitespace collapsed; '' if none."""
+        if not self.messages:
+            return ""
+        content = self.messages[0].content
+        text = content if isinstance(content, str) else " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        return " ".join(text.split())
+
     @property
     def context_id(self) -> str | None:
         """The thread or conversation the run continues, if any: runs on one are queued in order."""
@@ -399,13 +407,10 @@ def default_summary(request: "RunRequest", where: str) -> str:
     """A run's summary in the Temporal UI when its caller gives none: who answers, where, and
     the start of the first message (``asst_x on thread_y: "Plan my week…"``)."""
     summary = f"{request.agent_label} on {where}"
-    if request.messages:
-        content = request.messages[0].content
-        text = content if isinstance(content, str) else " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        text = " ".join(text.split())
-        if text:
-            excerpt = text if len(text) <= SUMMARY_EXCERPT_CHARS else text[: SUMMARY_EXCERPT_CHARS - 1].rstrip() + "…"
-            summary += f': "{excerpt}"'
+    text = request.first_text()
+    if text:
+        excerpt = text if len(text) <= SUMMARY_EXCERPT_CHARS else text[: SUMMARY_EXCERPT_CHARS - 1].rstrip() + "…"
+        summary += f': "{excerpt}"'
     return summary
 
 
