@@ -108,6 +108,58 @@ async def test_cancelling_the_workflow_cancels_its_tools_and_the_run(
     await wait_for(lambda: call_id in CANCELLED, "the slow tool to hear its cancellation")
 
 
+async def test_a_tool_result_that_lands_with_the_cancel_still_waits_for_the_other_tools(
+    temporal_client: Client, task_queue: str, emulator: Any, assistant_id: str, tmp_path: Path
+) -> None:
+    """One tool's result and the workflow's cancel reach the workflow in one task: that call
+    ends at once, and the run still waits for the other tool's cancellation to be recorded
+    before it stops the API run and closes (patch round-stops-together)."""
+    import tests.worker_tools  # noqa: F401  (registers slow)
+
+    model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0, timeout=5)
+    activities = ModelActivities([AssistantsBackend(model, registry), ResponsesBackend(model, registry)], registry)
+    activity_worker = Worker(
+        temporal_client,
+        task_queue=task_queue,
+        activities=[activities.create_thread, activities.start_run, activities.submit_tool_outputs, activities.cancel_run, *worker.tool_activities(registry, None)],
+        max_heartbeat_throttle_interval=worker.HEARTBEAT_THROTTLE,
+    )
+
+    def workflow_worker() -> Worker:
+        return Worker(temporal_client, task_queue=task_queue, workflows=[AssistantRunWorkflow], max_cached_workflows=0)
+
+    marker = tmp_path / "started"
+    rounds = [[{"name": "slow", "arguments": {"seconds": 60, "marker": str(marker)}},
+               {"name": "slow", "arguments": {"seconds": 2, "marker": str(marker)}}]]
+    async with activity_worker:
+        async with workflow_worker():
+            handle = await start(temporal_client, task_queue, RunRequest(assistant_id=assistant_id, messages=[message(script(rounds=rounds))]))
+            await wait_for(lambda: marker.exists() and len(marker.read_text().splitlines()) == 2, "both tools to start")
+        # No workflow worker now: the short tool's result waits in the history for the next task.
+        async def completed() -> int:
+            return sum(e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED for e in (await handle.fetch_history()).events)
+
+        before = await completed()  # create_thread and start_run
+        deadline = time.monotonic() + 30
+        while await completed() == before:
+            assert time.monotonic() < deadline, "the short tool did not complete"
+            await asyncio.sleep(0.1)
+        await handle.cancel()
+        async with workflow_worker():
+            result = await handle.result()
+    await model.close()
+
+    assert result.status == "cancelled" and result.failure == "the workflow was cancelled"
+    # workflow_outcome asserts that no activity is left pending on the closed workflow.
+    assert (await workflow_outcome(temporal_client, handle.id))[0] == "CANCELED"
+    events = [e.event_type for e in (await handle.fetch_history()).events]
+    cancelled = events.index(EventType.EVENT_TYPE_ACTIVITY_TASK_CANCELED)
+    stop_scheduled = [i for i, e in enumerate(events) if e == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED][-1]
+    assert cancelled < stop_scheduled, "the API run was stopped before the long tool's cancellation was recorded"
+    call_ids = [line.split()[0].split(":")[1] for line in marker.read_text().splitlines()]
+    assert len(set(call_ids) & set(CANCELLED)) == 1  # the long tool heard its cancellation
+
+
 @pytest.mark.parametrize("during", ["the first turn", "the turn after the tools"])
 async def test_cancelling_the_workflow_mid_turn_stops_the_api_run(
     api: Api, during: str, temporal_client: Client, task_queue: str, workers: None, admin: httpx.Client

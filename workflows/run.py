@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import json
 from datetime import timedelta
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Coroutine, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -92,6 +92,10 @@ CANCEL_CHECKED_EACH_ROUND = "cancel-checked-each-round"
 # cancelled run waits until its tools' cancellation is recorded (no pending activity after).
 OUTCOME_IS_WORKFLOW_STATUS = "outcome-is-workflow-status"
 TOOLS_WAIT_FOR_CANCEL = "tools-wait-for-cancel"
+# A round that ends early (the workflow is cancelled, a tool would outlast the run) stops and
+# waits for every call of the round before it goes on: a call whose result landed in the same
+# workflow task as the cancel ends at once, and asyncio.gather alone then left the others pending.
+ROUND_STOPS_TOGETHER = "round-stops-together"
 
 
 @workflow.defn(name=RUN_WORKFLOW_NAME)
@@ -422,7 +426,10 @@ class AssistantRunWorkflow:
             deadline = snapshot.expires_at - request.expiry_margin_seconds
         self._finished_in_round = 0
         calls = [self._call_tool(request, snapshot, call, policies.get(call.name), deadline) for call in snapshot.tool_calls]
-        finished = await asyncio.gather(*calls)
+        if workflow.patched(ROUND_STOPS_TOGETHER):
+            finished = await _all_calls(calls)
+        else:
+            finished = await asyncio.gather(*calls)  # as recorded before the patch
         self._finished_in_round = 0
         self._records.extend(record for _, record in finished)  # in call order, not finishing order
         return [output for output, _ in finished]
@@ -675,6 +682,24 @@ class AssistantRunWorkflow:
             incomplete_details=snapshot.incomplete_details,
             failure=self._failure,
         )
+
+
+async def _all_calls(calls: "list[Coroutine[Any, Any, T]]") -> list[T]:
+    """``asyncio.gather`` that ends only when every call has: if the round ends early (the
+    workflow's cancel, or an error such as a tool outlasting the run), the calls still going are
+    cancelled and waited for (tool activities wait for their cancellation to be recorded), then
+    the error goes on. Plain gather returns at the first call that ends cancelled, which happens
+    when a tool's result and the workflow's cancel land in one workflow task."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except (Exception, asyncio.CancelledError):
+        going = [task for task in tasks if not task.done()]
+        for task in going:
+            task.cancel()  # a no-op for the calls the workflow's cancel already reached
+        if going:
+            await workflow.wait(going)
+        raise
 
 
 def _clock(timestamp: float) -> str:
