@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml requirements.lock
 
 lock: $(STAMP)
 	$(PY) -m pip install --quiet pip-tools
-	$(PY) -m piptools compile --quiet --extra dev --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+	$(PY) -m piptools compile --quiet --all-extras --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
 
 # Three pytest processes (pytest-xdist), a test module to each at a time: most tests wait on
 # a server, so three share two cores well. TEST_PROCESSES=0 runs it in this process alone.
