@@ -19,6 +19,8 @@ from datetime import timedelta
 import openai
 from temporalio.exceptions import ApplicationError
 
+from . import metrics
+
 RETRYABLE_STATUSES = frozenset({408, 429})
 PERMANENT_CODES = frozenset({"insufficient_quota"})
 MAX_RETRY_AFTER = timedelta(minutes=5)
@@ -61,6 +63,7 @@ def to_temporal_error(exc: openai.OpenAIError, what: str) -> ApplicationError:
         message = f"{what}: HTTP {status} {api_message(exc)} (request ID {request_id})"
         # A 429 for an exhausted quota is not a rate limit: waiting won't bring the money back.
         retryable = (status in RETRYABLE_STATUSES or status >= 500) and exc.code not in PERMANENT_CODES
+        metrics.model_api_error(str(status), retryable)
         return ApplicationError(
             message,
             {"status": status, "request_id": exc.request_id, "code": exc.code, "param": exc.param},
@@ -69,7 +72,9 @@ def to_temporal_error(exc: openai.OpenAIError, what: str) -> ApplicationError:
             next_retry_delay=retry_after(exc.response.headers) if retryable else None,
         )
     if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
+        metrics.model_api_error("connection", True)
         return ApplicationError(f"{what}: {type(exc).__name__}: {exc}", type="ModelApiConnection")
+    metrics.model_api_error("other", False)
     return ApplicationError(f"{what}: {type(exc).__name__}: {exc}", type="ModelApiError", non_retryable=True)
 
 

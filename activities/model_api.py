@@ -30,6 +30,7 @@ from workflows.models import Backend, RunRequest, RunSnapshot
 from durable_assistants.client import namespace_search_attributes
 from workflows.search_attributes import RUN_ATTRIBUTES
 
+from . import tracing
 from .backend import ModelBackend, OnText, TurnIO
 from .progress import ProgressPublisher
 
@@ -180,9 +181,12 @@ def _bind(**ids: str | None) -> None:
     info = activity.info()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(workflow_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt, **ids)
+    tracing.annotate({f"durable_assistants.{key}": value for key, value in ids.items()})
 
 
 def _ended(snapshot: RunSnapshot) -> RunSnapshot:
+    tracing.annotate({"durable_assistants.run_id": snapshot.run_id, "durable_assistants.thread_id": snapshot.thread_id,
+                      "durable_assistants.status": snapshot.status})
     log.info("run is waiting for tools" if snapshot.status == "requires_action" else "run ended",
              run_id=snapshot.run_id, status=snapshot.status, tool_calls=len(snapshot.tool_calls))
     return snapshot

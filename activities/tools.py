@@ -49,6 +49,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from tools import Tool, ToolContext, ToolRegistry
 from tools.registry import type_name
 
+from . import metrics, tracing
 from .progress import ProgressPublisher
 
 log = structlog.get_logger("tools")
@@ -69,12 +70,17 @@ class ToolCallInput(BaseModel):
     thread_id: str | None = Field(description="The thread or conversation; None on a response chain.")
     call_id: str
     name: str
-    arguments: str
+    # A JSON object, so that the Temporal UI shows the activity's input as one readable object;
+    # the text the model sent is accepted too (activities scheduled by earlier versions).
+    arguments: dict[str, Any] | str
     output_cap_chars: int = 16_000
 
 
 class ToolCallOutput(BaseModel):
-    output: str
+    # A tool's structured return value stays structured (the UI shows it as JSON, not as a
+    # string of JSON); the model gets ``output_text(output)``. Text, or anything cut at the
+    # cap, is a string.
+    output: str | dict[str, Any] | list[Any]
     attempt: int = Field(
         description="The attempt that produced the output, as the tool's retry budget counts: 1 + the earlier attempts "
         "that raised (attempts lost with a worker don't count). Under a retry policy with maximum_attempts set, "
@@ -115,6 +121,24 @@ def render_output(value: Any, cap: int, tool: str = "the tool") -> tuple[str, bo
         return text, False
     marker = f"…[truncated {len(text) - cap} of {len(text)} characters]"
     return text[: max(0, cap - len(marker))] + marker, True
+
+
+def render_value(value: Any, cap: int, tool: str = "the tool") -> tuple[str | dict[str, Any] | list[Any], bool]:
+    """What the activity hands back for a tool's return value: a dict or list as plain JSON
+    values when its text fits ``cap`` (``output_text`` gives the very text ``render_output``
+    would), else ``render_output``'s text."""
+    text, truncated = render_output(value, cap, tool)
+    if truncated or isinstance(value, str):
+        return text, truncated
+    plain = _json_value(value, "$")
+    return (plain, False) if isinstance(plain, (dict, list)) else (text, False)
+
+
+def output_text(output: str | dict[str, Any] | list[Any]) -> str:
+    """The model's text for a ``ToolCallOutput.output`` (deterministic: the workflow calls it)."""
+    if isinstance(output, str):
+        return output
+    return json.dumps(output, ensure_ascii=False, allow_nan=False)
 
 
 class _NotJson(Exception):
@@ -196,9 +220,23 @@ async def execute(tool: Tool, call: ToolCallInput, executor: concurrent.futures.
         workflow_id=info.workflow_id, run_id=call.run_id, thread_id=call.thread_id,
         tool=tool.name, call_id=call.call_id, attempt=info.attempt,
     )
+    tracing.annotate({"durable_assistants.run_id": call.run_id, "durable_assistants.thread_id": call.thread_id,
+                      "durable_assistants.tool": tool.name, "durable_assistants.call_id": call.call_id})
+    started = time.monotonic()
+    outcome = "error"
     try:
-        return await _execute(tool, call, info, executor)
+        result = await _execute(tool, call, info, executor)
+        outcome = "ok"
+        return result
+    except asyncio.CancelledError:
+        outcome = "cancelled"
+        raise
+    except ApplicationError as exc:
+        if exc.type == INVALID_ARGUMENTS:
+            outcome = "invalid_arguments"
+        raise
     finally:
+        metrics.tool_call(tool.name, outcome, datetime.timedelta(seconds=time.monotonic() - started))
         structlog.contextvars.clear_contextvars()
 
 
@@ -249,7 +287,10 @@ async def _execute(
     tool: Tool, call: ToolCallInput, info: activity.Info, executor: concurrent.futures.Executor | None
 ) -> ToolCallOutput:
     try:
-        raw = json.loads(call.arguments) if call.arguments.strip() else {}
+        if isinstance(call.arguments, dict):
+            raw: Any = call.arguments
+        else:
+            raw = json.loads(call.arguments) if call.arguments.strip() else {}
         if not isinstance(raw, dict):
             raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
         parsed = tool.parse_arguments(raw)
@@ -310,12 +351,12 @@ async def _execute(
         stop.set()
         await asyncio.shield(heartbeater)
     try:
-        output, truncated = render_output(value, call.output_cap_chars, tool.name)
+        output, truncated = render_value(value, call.output_cap_chars, tool.name)
     except OutputNotJson as exc:
         # The same value would come back on every retry: a bug in the tool, told once.
         log.warning("tool output not JSON", error=str(exc))
         raise ApplicationError(str(exc), type=OUTPUT_NOT_JSON, non_retryable=True) from None
-    log.info("tool finished", output_chars=len(output), truncated=truncated)
+    log.info("tool finished", output_chars=len(output_text(output)), truncated=truncated)
     attempt = failures + 1 if ours else info.attempt
     return ToolCallOutput(output=output, attempt=attempt, truncated=truncated, executions=info.attempt)
 

@@ -469,11 +469,12 @@ async def enqueue_run(
         if await _same_request(client, workflow_id, request_id, fingerprint, context):
             return RunHandle(client, workflow_id, EnqueueReceipt(run_workflow_id=workflow_id, position=0, duplicate=True))
     queue_attributes = await _namespace_has(client, QUEUE_ATTRIBUTES)
+    run_attributes = await _namespace_has(client, RUN_ATTRIBUTES)
 
     def start() -> WithStartWorkflowOperation[Any, Any]:
         return WithStartWorkflowOperation(
             THREAD_QUEUE_WORKFLOW_NAME,
-            ThreadQueueInput(thread_id=context, search_attributes=queue_attributes),
+            ThreadQueueInput(thread_id=context, search_attributes=queue_attributes, run_search_attributes=run_attributes),
             id=queue_workflow_id(context),
             task_queue=task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

@@ -14,7 +14,9 @@ Two session-wide rules live here too:
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from typing import Any, Iterator
 
 import httpx
@@ -180,6 +182,18 @@ class OutcomeHandle(WorkflowHandle[Any, RunResult]):
             if found is None:
                 raise
             return found
+
+
+async def eventually(probe: Any, check: Any, what: str, limit: float = 30.0) -> Any:
+    """Poll ``probe`` (async) until ``check`` accepts what it returns: visibility and current
+    details follow the history by a moment."""
+    deadline = time.monotonic() + limit
+    while True:
+        got = await probe()
+        if check(got):
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}; last: {got!r}"
+        await asyncio.sleep(0.2)
 
 
 async def workflow_outcome(client: Client, workflow_id: str) -> tuple[str, str | None, dict[str, Any] | None]:

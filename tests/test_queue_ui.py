@@ -18,6 +18,7 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
 
 from durable_assistants.client import enqueue_run
+from tests.conftest import eventually
 from tests.test_cli import cli  # noqa: F401  (fixture)
 from tests.test_queue_limits import assistant_id, blocker, small  # noqa: F401  (assistant_id: a fixture)
 from workflows.thread_queue import DETAILS_WAITING_SHOWN, QUEUE_SEARCH_ATTRIBUTES, queue_workflow_id
@@ -25,18 +26,6 @@ from workflows.thread_queue import DETAILS_WAITING_SHOWN, QUEUE_SEARCH_ATTRIBUTE
 WAITING = DETAILS_WAITING_SHOWN + 2  # more than the details list
 
 
-
-
-async def eventually(probe: Any, check: Any, what: str, limit: float = 30.0) -> Any:
-    """Poll ``probe`` (async) until ``check`` accepts what it returns: visibility and current
-    details follow the history by a moment."""
-    deadline = time.monotonic() + limit
-    while True:
-        got = await probe()
-        if check(got):
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}; last: {got!r}"
-        await asyncio.sleep(0.2)
 
 
 async def details(handle: WorkflowHandle[Any, Any]) -> str:
@@ -98,9 +87,15 @@ async def test_a_queue_shows_its_thread_its_waiting_runs_and_when_it_is_idle(
     assert code == 0, err
     lines = out.splitlines()
     assert [line.split()[0] for line in lines] == waiting_ids and all(line.split()[1:3] == ["queued", "queued"] for line in lines)
-    code, out, err = await cli("list", "--thread", thread, "--status", "requires_action", "--json")
-    assert code == 0, err
-    assert [r["workflow_id"] for r in json.loads(out)] in ([running.workflow_id], [])  # never the queued ones
+
+    async def listed(status: str) -> list[str]:
+        code, out, err = await cli("list", "--thread", thread, "--status", status, "--json")
+        assert code == 0, err
+        return [r["workflow_id"] for r in json.loads(out)]
+
+    # The run under way is at its tools (never the queued ones); nothing waits to be submitted.
+    await eventually(lambda: listed("running_tools"), lambda ids: ids == [running.workflow_id], "the run under way as running_tools")
+    assert await listed("requires_action") == []
 
     # Release the thread: everything runs, and the queue says it is idle, with no run listed as waiting.
     await running.cancel()

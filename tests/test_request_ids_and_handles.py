@@ -4,6 +4,7 @@ cannot happen (no such run, no worker to answer, a model API that is down)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 import uuid
@@ -195,20 +196,30 @@ async def test_status_shows_a_model_api_that_keeps_failing(
     await temporal_client.get_workflow_handle(handle.workflow_id).terminate("test over")
 
 
-async def test_a_failed_run_raises_with_the_root_cause(temporal_client: Client, task_queue: str, workers: None) -> None:
+@pytest.mark.parametrize("where", ["a new thread", "a thread's queue"])
+async def test_a_failed_run_raises_with_the_root_cause(where: str, temporal_client: Client, task_queue: str, workers: None, client: OpenAI) -> None:
     from durable_assistants.client import RunFailedError
 
+    thread_id = client.beta.threads.create().id if where == "a thread's queue" else None
     handle = await enqueue_run(
-        temporal_client, RunRequest(assistant_id="asst_missing", messages=[message("hi")]), request_id=new_id("missing-assistant"), task_queue=task_queue
+        temporal_client, RunRequest(assistant_id="asst_missing", thread_id=thread_id, messages=[message("hi")]),
+        request_id=new_id("missing-assistant"), task_queue=task_queue,
     )
     with pytest.raises(RunFailedError) as failed:
         await asyncio.wait_for(handle.result(), ANSWERS_WITHIN)
     assert "No assistant found with id 'asst_missing'" in str(failed.value)
     assert "\n" not in failed.value.reason
-    # Findable although it failed before its API run existed: started with its attributes.
-    described = await temporal_client.get_workflow_handle(handle.workflow_id).describe()
+    # Findable although it failed before its API run existed: started with its attributes
+    # (by enqueue_run, or by its thread's queue), in its first event.
+    run = temporal_client.get_workflow_handle(handle.workflow_id)
+    described = await run.describe()
     attributes = {pair.key.name: pair.value for pair in described.typed_search_attributes}
     assert attributes["AssistantId"] == "asst_missing" and attributes["RunStatus"] == "failed", attributes
+    first = [e async for e in run.fetch_history_events()][0].workflow_execution_started_event_attributes
+    at_start = {k: json.loads(v.data) for k, v in first.search_attributes.indexed_fields.items()}
+    assert at_start["AssistantId"] == "asst_missing" and at_start["RunStatus"] == "starting", at_start
+    if thread_id is not None:
+        assert attributes["ThreadId"] == at_start["ThreadId"] == thread_id
 
 
 async def test_run_workflow_ids_follow_the_request_id() -> None:

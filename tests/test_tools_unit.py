@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError, CancelledError as TemporalCa
 from temporalio.testing import ActivityEnvironment
 
 from activities.errors import retry_after, to_temporal_error
-from activities.tools import ToolCallInput, execute, render_output
+from activities.tools import ToolCallInput, execute, output_text, render_output, render_value
 from tools import ToolContext, ToolRegistry
 
 
@@ -93,7 +93,15 @@ async def test_executor_validates_runs_and_renders() -> None:
     registry = make_registry()
     env = ActivityEnvironment()
     result = await env.run(execute, registry.get("move"), call("move", {"point": {"x": 1, "y": 2}, "unit": "km"}))
-    assert json.loads(result.output) == {"moved": {"x": 1, "y": 2}, "unit": "km", "key": "run_1:call_1", "attempt": 1}
+    # A structured return value stays structured (the Temporal UI shows an object, not a string
+    # of JSON); the model's text is what render_output makes of it.
+    expected = {"moved": {"x": 1, "y": 2}, "unit": "km", "key": "run_1:call_1", "attempt": 1}
+    assert result.output == expected
+    assert output_text(result.output) == render_output(expected, 16_000)[0]
+    # The arguments as an object (what the workflow sends now) and as the model's text (activities
+    # scheduled by earlier versions) run the same.
+    as_object = call("move", {"point": {"x": 1, "y": 2}, "unit": "km"}).model_copy(update={"arguments": {"point": {"x": 1, "y": 2}, "unit": "km"}})
+    assert (await env.run(execute, registry.get("move"), as_object)).output == expected
 
     for arguments, fragment in [
         ({"point": {"x": "one", "y": 2}}, "point.x: Input should be a valid integer"),
@@ -104,6 +112,16 @@ async def test_executor_validates_runs_and_renders() -> None:
         with pytest.raises(ApplicationError) as exc:
             await env.run(execute, registry.get("move"), call("move", arguments))
         assert exc.value.type == "InvalidToolArguments" and exc.value.non_retryable and fragment in exc.value.message
+
+
+def test_structured_values_stay_structured_until_they_are_cut() -> None:
+    value = {"rows": [{"city": "Zürich", "n": 1.5}], "ok": True}
+    kept, truncated = render_value(value, 1000)
+    assert kept == value and not truncated and output_text(kept) == render_output(value, 1000)[0]
+    cut, truncated = render_value(value, 20)
+    assert isinstance(cut, str) and truncated and cut == render_output(value, 20)[0]
+    assert render_value("text", 1000) == ("text", False)
+    assert render_value(42, 1000) == ("42", False)  # a scalar is its text
 
 
 async def test_progress_is_heartbeated() -> None:

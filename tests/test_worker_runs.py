@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import httpx
@@ -22,7 +23,7 @@ from activities.progress import TEXT_BATCHES
 from activities.tools import PROGRESS_EVENT_SECONDS
 from durable_assistants import enqueue_run
 from tests.apis import Api, Seen
-from tests.conftest import OutcomeHandle, script, workflow_outcome
+from tests.conftest import OutcomeHandle, eventually, script, workflow_outcome
 from tests.worker_tools import HEAVY_QUEUE
 from tools import registry
 from workflows.models import MessageInput, RunRequest, RunResult
@@ -53,6 +54,12 @@ async def start(client: Client, task_queue: str, request: RunRequest | dict[str,
     return OutcomeHandle.of(client, await client.start_workflow(
         AssistantRunWorkflow.run, request, id=f"run-{uuid.uuid4()}", task_queue=task_queue, result_type=RunResult
     ))
+
+
+def _async(probe: Any) -> Any:
+    async def call() -> Any:
+        return probe()
+    return call
 
 
 async def history_events(handle: WorkflowHandle[Any, Any]) -> list[Any]:
@@ -213,6 +220,30 @@ async def test_tool_problems_become_error_outputs_the_model_sees(
     # Unknown tools and unparsable arguments never reach an activity.
     activities = scheduled_activities(await history_events(handle))
     assert "no_such_tool" not in activities and activities.count("get_weather") == 1
+
+
+async def test_run_status_tells_running_tools_from_outputs_waiting_to_be_submitted(
+    api: Api, temporal_client: Client, task_queue: str, workers: None, admin: httpx.Client, tmp_path: Path
+) -> None:
+    """RunStatus: running_tools while the round's tools run; requires_action once their outputs
+    wait to be submitted (here: the model API refuses the submit for a while)."""
+    marker = tmp_path / "started"
+    submit = "runs.submit_tool_outputs" if api.name == "assistants" else "responses.create"
+    rounds = [[{"name": "slow", "arguments": {"seconds": 3, "marker": str(marker)}}]]
+    handle = await start(temporal_client, task_queue, api.request([script(rounds=rounds, reply="done")]))
+
+    async def run_status() -> Any:
+        return {p.key.name: p.value for p in (await handle.describe()).typed_search_attributes}.get("RunStatus")
+
+    await eventually(_async(marker.exists), bool, "the tool to start")
+    await eventually(run_status, lambda s: s == "running_tools", "RunStatus running_tools")
+    # Submits fail from now on (for Responses the next turn's create is the submit; the first turn's is done).
+    admin.post("/faults", json={"operation": submit, "rate": 1.0, "status": 500}).raise_for_status()
+    await eventually(run_status, lambda s: s == "requires_action", "RunStatus requires_action")
+    admin.delete("/faults").raise_for_status()
+    result = await handle.result()
+    assert result.status == "completed" and result.final_text == "done"
+    assert await run_status() == "completed"
 
 
 @pytest.mark.parametrize(("tool_name", "override"), [("critical", None), ("always_fails", "fail_run")])

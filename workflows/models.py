@@ -575,6 +575,12 @@ class ThreadQueueInput(BaseModel):
         description="The namespace has ThreadId and QueuedRuns (the client that started the queue checked): only then "
         "does the queue upsert them. Callers in other languages may set it after registering them.",
     )
+    run_search_attributes: bool = Field(
+        False,
+        description="The namespace has the run's attributes (AssistantId, ThreadId, ApiRunId, RunStatus, ToolNames): "
+        "the queue starts each run with AssistantId, ThreadId and RunStatus 'starting' set, so that it is findable "
+        "from its first event, also when it fails before its API run exists.",
+    )
     # The form earlier versions carried (every field of every waiting request, full fingerprints):
     # read, no longer written. ``pending`` is written as null so that an earlier version, which
     # requires a list, fails on this input (and retries) instead of dropping the waiting requests.

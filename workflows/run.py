@@ -39,7 +39,8 @@ with workflow.unsafe.imports_passed_through():
         SubmitInput,
         ToolOutput,
     )
-    from activities.tools import INVALID_ARGUMENTS, TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput
+    from activities import metrics
+    from activities.tools import INVALID_ARGUMENTS, TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput, output_text
     from tools import ToolPolicy
     from workflows import search_attributes as sa
     from workflows.models import (
@@ -96,6 +97,10 @@ TOOLS_WAIT_FOR_CANCEL = "tools-wait-for-cancel"
 # waits for every call of the round before it goes on: a call whose result landed in the same
 # workflow task as the cancel ends at once, and asyncio.gather alone then left the others pending.
 ROUND_STOPS_TOGETHER = "round-stops-together"
+# RunStatus says "running_tools" while a round's tools run, and "requires_action" only once
+# their outputs wait to be submitted (a submit that cannot get through shows as that).
+RUNNING_TOOLS_STATUS = "running-tools-status"
+RUNNING_TOOLS = "running_tools"
 
 
 @workflow.defn(name=RUN_WORKFLOW_NAME)
@@ -165,9 +170,14 @@ class AssistantRunWorkflow:
             # Started with the run's attributes (enqueue_run checked the namespace has them):
             # a failure before the first model step can set RunStatus too.
             self._search_attributes = True
+        # The API as the request names it ("default": the worker's), the same label at the end.
+        api = self._request.implied_backend() or "default"
+        if self._request.resume is None:
+            metrics.run_started(workflow.metric_meter(), api)
         try:
             result = await self._run(self._request)
         except (Exception, asyncio.CancelledError) as exc:
+            self._count_end(api, "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed", None)
             # A run that fails releases its followers too (else their polls are left open, and
             # the SDK warns of unfinished handlers). Runs recorded before this replay as they ran.
             # (Not BaseException: a workflow evicted from the cache is closed with GeneratorExit,
@@ -181,6 +191,7 @@ class AssistantRunWorkflow:
             raise
         await self._release_followers()
         self._final = result
+        self._count_end(api, result.status, result)
         if self._snapshot is not None and result.status != self._snapshot.status:
             self._set_details(self._snapshot, result.status)  # "failed", not the cancelled API run's status
         if result.status in ("failed", "expired", "cancelled") and workflow.patched(OUTCOME_IS_WORKFLOW_STATUS):
@@ -198,6 +209,13 @@ class AssistantRunWorkflow:
                     non_retryable=True,
                 )
         return result
+
+    def _count_end(self, api: str, status: str, result: RunResult | None) -> None:
+        usage = result.usage if result is not None else None
+        metrics.run_ended(
+            workflow.metric_meter(), api, status, self._round, self._request.model or ("assistant" if self._request.assistant_id else None),
+            usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0,
+        )
 
     async def _release_followers(self) -> None:
         """Release followers' long polls before the run closes; they read the rest by query."""
@@ -218,6 +236,8 @@ class AssistantRunWorkflow:
                 outputs = await self._run_round(request, self._snapshot, self._policies)
                 if self._failure is not None:
                     return await self._stop(request, "failed")
+                if self._search_attributes and workflow.patched(RUNNING_TOOLS_STATUS):
+                    workflow.upsert_search_attributes([sa.RUN_STATUS.value_set("requires_action")])  # outputs to submit
                 self._snapshot = await self._submit(request, self._snapshot, outputs)
                 self._observe(self._snapshot)
                 if self._snapshot.status == "requires_action" and workflow.info().is_continue_as_new_suggested():
@@ -389,7 +409,10 @@ class AssistantRunWorkflow:
             self._response_ids.append(snapshot.run_id)
         self._emit("status", status=snapshot.status, run_id=snapshot.run_id, thread_id=snapshot.thread_id)
         if self._search_attributes:
-            updates = [sa.RUN_ID.value_set(snapshot.run_id), sa.RUN_STATUS.value_set(snapshot.status)]
+            status = snapshot.status
+            if status == "requires_action" and workflow.patched(RUNNING_TOOLS_STATUS):
+                status = RUNNING_TOOLS  # the round starts in this same workflow task
+            updates = [sa.RUN_ID.value_set(snapshot.run_id), sa.RUN_STATUS.value_set(status)]
             if self._request.assistant_id is not None:
                 updates.append(sa.ASSISTANT_ID.value_set(self._request.assistant_id))
             if snapshot.thread_id is not None:
@@ -489,7 +512,7 @@ class AssistantRunWorkflow:
                     thread_id=snapshot.thread_id,
                     call_id=call.id,
                     name=call.name,
-                    arguments=call.arguments,
+                    arguments=json.loads(call.arguments),  # a JSON object (checked above): readable in the UI
                     output_cap_chars=request.output_cap_chars,
                 ),
                 result_type=ToolCallOutput,
@@ -535,7 +558,7 @@ class AssistantRunWorkflow:
             if on_failure == "fail_run" and self._failure is None:
                 self._failure = f"tool {call.name} failed: {message}"
             return self._record(call, f"Error: tool {call.name} failed: {message}", started, attempts=attempts, error=message)
-        return self._record(call, result.output, started, attempts=result.attempt, error=None)
+        return self._record(call, output_text(result.output), started, attempts=result.attempt, error=None)
 
     def _out_of_time(self, request: RunRequest, call: ToolCall, started: object, why: str) -> tuple[ToolOutput, ToolCallRecord]:
         output, record = self._record(call, f"Error: {why}.", started, attempts=0, error=why)

@@ -27,7 +27,7 @@ from collections import deque
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
@@ -105,6 +105,7 @@ class ThreadQueueWorkflow:
         self._current_since: datetime | None = None
         self._findable: bool | None = None  # decided once per run (see _search_attributes_on)
         self._namespace_has_attributes = input.search_attributes
+        self._run_attributes = input.run_search_attributes
         self._queued_runs_shown: list[str] = []
         self._keeper: asyncio.Task[None] | None = None
 
@@ -202,6 +203,7 @@ class ThreadQueueWorkflow:
                     id=item.run_workflow_id,
                     task_queue=item.task_queue or workflow.info().task_queue,
                     static_summary=item.summary,
+                    search_attributes=self._first_run_attributes(item),
                     **once,  # type: ignore[arg-type]
                 )
             except WorkflowAlreadyStartedError:
@@ -233,6 +235,19 @@ class ThreadQueueWorkflow:
             # attribute the namespace lacks fails the workflow task, again and again.
             self._findable = self._namespace_has_attributes and workflow.patched(QUEUE_SEARCH_ATTRIBUTES)
         return self._findable
+
+    def _first_run_attributes(self, item: EnqueueRequest) -> TypedSearchAttributes | None:
+        """The run's AssistantId, ThreadId and RunStatus "starting" from its first event, as a
+        run started directly has (a child start's search attributes are not a command of
+        their own: histories from before replay unchanged)."""
+        if not self._run_attributes:
+            return None
+        pairs: list[SearchAttributePair[str]] = [SearchAttributePair(sa.RUN_STATUS, "starting")]
+        if len(json.dumps(self._thread_id)) <= sa.VALUE_MAX_BYTES:
+            pairs.append(SearchAttributePair(sa.THREAD_ID, self._thread_id))
+        if item.request.assistant_id is not None:
+            pairs.append(SearchAttributePair(sa.ASSISTANT_ID, item.request.assistant_id))
+        return TypedSearchAttributes(pairs)
 
     def _upsert_first(self) -> None:
         """ThreadId (unless carried over from the previous run already) and QueuedRuns."""
@@ -335,6 +350,7 @@ class ThreadQueueWorkflow:
             accepted=self._accepted,
             finished=self._finished,
             search_attributes=self._namespace_has_attributes,
+            run_search_attributes=self._run_attributes,
             pending=None,
         )
 
