@@ -9,6 +9,10 @@ stack stays up for inspection until Ctrl-C or SIGTERM; `--once` exits after the 
 `--backend responses` runs the same pipeline on the Responses API (no assistant: the request
 carries the model and instructions, the worker sends its registry's tools).
 
+With DA_CODEC_KEYS (or DA_CODEC_KEYS_FILE) set, payloads are encrypted (docs/encryption.md):
+the stack also starts the codec server on a free loopback port and points the UI at it
+(`--ui-codec-endpoint`), so the UI shows decrypted payloads; it stops with the rest.
+
 One stack per state directory (`.local`, or `$DA_STATE_DIR`): a second one refuses to start
 and names the running one, since two dev servers on one SQLite file break each other.
 """
@@ -37,6 +41,8 @@ from temporalio.client import Client
 from devstack.temporal import TemporalDevServer, free_port
 from durable_assistants.cli import render_progress
 from durable_assistants.client import enqueue_run
+from durable_assistants.codec import CodecConfigError, KeyRing, data_converter, keys_from_env
+from durable_assistants.codec_server import TOKEN_VARIABLE, CodecServerProcess
 from emulator.server import EmulatorProcess, die_with_parent, stop_process
 from workflows.models import MessageInput, RunRequest
 
@@ -194,6 +200,20 @@ async def demo_request(backend: str, base_url: str, api_key: str, admin_url: str
     )
 
 
+def start_codec_server(stack: contextlib.ExitStack, keys: KeyRing, ui_port: int, state: Path) -> list[str]:
+    """The codec server for the UI on ``ui_port``, stopped by ``stack``; the dev server's
+    arguments that point its UI at it. It listens on loopback and asks for no token: the UI
+    can't send a fixed one (``DA_CODEC_TOKEN`` is for servers others can reach)."""
+    origins = [f"http://127.0.0.1:{ui_port}", f"http://localhost:{ui_port}"]
+    env = {name: value for name, value in os.environ.items() if name != TOKEN_VARIABLE}
+    print("codec server … ", end="", flush=True)
+    codec = stack.enter_context(
+        CodecServerProcess(*(arg for origin in origins for arg in ("--cors-origin", origin)), env=env, log_file=state / "codec-server.log")
+    )
+    print(f"{codec.url} (payloads encrypted with key {keys.current_id!r}; the UI decrypts them through it)")
+    return ["--ui-codec-endpoint", codec.url]
+
+
 async def run_demo(args: argparse.Namespace) -> int:
     # SIGTERM (a service manager, `kill`) stops the stack the way Ctrl-C does: cancelling this
     # task unwinds the ExitStack, which stops every process it started.
@@ -201,13 +221,17 @@ async def run_demo(args: argparse.Namespace) -> int:
     state = state_dir()
     state.mkdir(parents=True, exist_ok=True)
     real_api = os.environ.get("OPENAI_BASE_URL")
+    keys = keys_from_env()  # bad keys stop the stack before anything starts
     with contextlib.ExitStack() as stack:
         lock = stack.enter_context(StackLock(state / "dev.lock"))
         # Registered before the processes, so it runs after every one of them has stopped.
         stack.callback(lambda: print("stopped; nothing left running", flush=True))
+        ui_port = port_or_free(8233)
+        # Started before the dev server (its UI must know the endpoint), so stopped after it.
+        codec_args = start_codec_server(stack, keys, ui_port, state) if keys is not None else []
         server = TemporalDevServer(
-            port=port_or_free(7233), ui=True, ui_port=port_or_free(8233),
-            db_filename=state / "temporal.db", log_file=state / "temporal.log",
+            port=port_or_free(7233), ui=True, ui_port=ui_port,
+            db_filename=state / "temporal.db", log_file=state / "temporal.log", extra_args=codec_args,
         )
         print("Temporal dev server … ", end="", flush=True)
         stack.enter_context(server)
@@ -227,21 +251,23 @@ async def run_demo(args: argparse.Namespace) -> int:
             "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "sk-local"),
             "DA_LOG_FORMAT": "json",
         }
+        if env.get("DA_CODEC_KEYS_FILE"):  # the worker runs in the repository, maybe not in this directory
+            env["DA_CODEC_KEYS_FILE"] = os.path.abspath(env["DA_CODEC_KEYS_FILE"])
         worker = stack.enter_context(worker_process(env, state))
         lock.describe(temporal=server.address, ui=server.ui_url, model_api=base_url)
         print(f"worker: pid {worker.pid}, log {state / 'worker.log'}")
         if args.stack_only:
             print("\nThe stack is up. In another shell:")
             print(f"  export TEMPORAL_ADDRESS={server.address} OPENAI_BASE_URL={base_url} OPENAI_API_KEY={env['OPENAI_API_KEY']}")
+            if keys is not None:
+                print("  export DA_CODEC_KEYS=...   # payloads are encrypted: the same keys as this shell (or its DA_CODEC_KEYS_FILE)")
             print("  durable-assistants enqueue --assistant <id> --message 'Hello' --follow")
             print("Ctrl-C (or SIGTERM) stops everything.", flush=True)
             await _until_interrupted()
             return 0
 
         request = await demo_request(args.backend, base_url, env["OPENAI_API_KEY"], admin_url)
-        from temporalio.contrib.pydantic import pydantic_data_converter
-
-        client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+        client = await Client.connect(server.address, data_converter=data_converter())
         handle = await enqueue_run(client, request, request_id=f"demo-{uuid.uuid4().hex[:8]}", summary=f"make demo ({args.backend})")
         workflow_id = handle.workflow_id
         print(f"\n{request.agent_label} ({args.backend} API): {QUESTION}")
@@ -282,6 +308,9 @@ def main(argv: list[str] | None = None, prog: str = "durable-assistants dev") ->
     except StackRunning as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1
+    except CodecConfigError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # Whoever read our output is gone (`dev | tee`, stopped by the same Ctrl-C). The stack
         # has stopped; don't let the final flush at exit fail again with a traceback.
