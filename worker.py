@@ -45,6 +45,17 @@ The worker's own settings (a flag wins over its variable; an empty variable coun
     DA_ACTIVITY_POLLERS         concurrent activity task polls of each worker (default 5)
     DA_WORKFLOW_POLLERS         concurrent workflow task polls (default 5; at least 2, one for
                                 the worker's sticky queue)
+    DA_METRICS_ADDRESS          host:port of a Prometheus /metrics endpoint: the Temporal SDK's
+                                metrics (temporal_*) and the project's own (durable_assistants_*:
+                                runs, rounds, tool calls and their durations, model API errors,
+                                tokens; activities/metrics.py). Unset: no endpoint.
+    DA_HEALTH_ADDRESS           host:port of GET /livez (the event loop answers) and GET /readyz
+                                (every worker polls, not shutting down), for Kubernetes probes;
+                                `durable-assistants healthcheck` probes it. Unset: no endpoint.
+    DA_TRACING                  off | otel: OpenTelemetry traces of enqueue, the workflow, model
+                                steps and tools (the `tracing` extra; your tracer provider)
+    DA_CODEC_KEYS               encrypt payloads (AES-256-GCM): id:base64key,... (the last one
+                                encrypts); or DA_CODEC_KEYS_FILE naming a file that holds them
     DA_STARTUP_RETRY_SECONDS    at start the worker reads the model API once (an authenticated
                                 list); a 408, a 429 (not an exhausted quota), a 5xx, a timeout or
                                 a connection error is retried with backoff and jitter (0.5 s
@@ -66,6 +77,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import importlib
 import itertools
@@ -85,16 +97,18 @@ import openai
 import structlog
 from openai import AsyncOpenAI
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
-from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, PrometheusConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
+from activities import tracing
 from activities.assistants import AssistantsBackend
 from activities.errors import to_temporal_error
 from activities.model_api import ModelActivities
 from activities.responses import BACKGROUND_MODES, ResponsesBackend
 from activities.tools import running_tools, tool_activities
+from durable_assistants import codec
+from durable_assistants.health import Health, parse_address, serving
 from tools import ToolRegistry, registry as default_registry
 from workflows.models import BACKENDS, DEFAULT_TASK_QUEUE, RESPONSES_STATES
 from workflows.run import AssistantRunWorkflow
@@ -145,6 +159,8 @@ class WorkerSettings:
     activity_pollers: int = DEFAULT_POLLERS
     workflow_pollers: int = DEFAULT_POLLERS
     startup_retry_seconds: float = DEFAULT_STARTUP_RETRY_SECONDS
+    metrics_address: str | None = None
+    health_address: str | None = None
 
     @classmethod
     def from_env(cls, **overrides: Any) -> "WorkerSettings":
@@ -169,6 +185,8 @@ class WorkerSettings:
             "activity_pollers": lambda: _env_count("DA_ACTIVITY_POLLERS", DEFAULT_POLLERS, 1),
             "workflow_pollers": lambda: _env_count("DA_WORKFLOW_POLLERS", DEFAULT_POLLERS, 2),
             "startup_retry_seconds": lambda: _env_seconds("DA_STARTUP_RETRY_SECONDS", DEFAULT_STARTUP_RETRY_SECONDS),
+            "metrics_address": lambda: _env_address("DA_METRICS_ADDRESS"),
+            "health_address": lambda: _env_address("DA_HEALTH_ADDRESS"),
         }
         return cls(**{key: given[key] if key in given else read() for key, read in readers.items()})
 
@@ -188,6 +206,16 @@ def _env(name: str) -> str | None:
 
 def _modules(text: str | None) -> tuple[str, ...]:
     return tuple(m.strip() for m in (text or "").split(",") if m.strip())
+
+
+def _env_address(name: str) -> str | None:
+    value = _env(name)
+    if value is not None:
+        try:
+            parse_address(value, name)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    return value
 
 
 def _env_choice(name: str, default: str, choices: Sequence[str]) -> str:
@@ -258,20 +286,28 @@ def _not_worker_failed(record: logging.LogRecord) -> bool:
 
 
 async def connect_temporal(**overrides: Any) -> Client:
-    """A Temporal client from the standard environment configuration, with the pydantic converter."""
+    """A Temporal client from the standard environment configuration, with the pydantic
+    converter (encrypting payloads when DA_CODEC_KEYS is set) and the interceptors DA_TRACING
+    asks for (workers built on the client use them too)."""
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     config.setdefault("target_host", "localhost:7233")
     config.update({k: v for k, v in overrides.items() if v is not None})
-    config.setdefault("runtime", temporal_runtime())
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
+    if "runtime" not in config:
+        config["runtime"] = temporal_runtime()
+    if "interceptors" not in config:
+        config["interceptors"] = tracing.interceptors()
+    if "data_converter" not in config:
+        config["data_converter"] = codec.data_converter()
+    return await Client.connect(**config)
 
 
 CORE_LOG_CHARS = 2000
 
 
 @functools.cache
-def temporal_runtime() -> Runtime:
-    """The process's one Temporal runtime (each runtime starts its own thread pool).
+def temporal_runtime(metrics_address: str | None = None) -> Runtime:
+    """The process's one Temporal runtime (each runtime starts its own thread pool), with a
+    Prometheus endpoint on ``metrics_address`` (the worker's DA_METRICS_ADDRESS) if given.
 
     The SDK's Rust core otherwise prints its own log lines, in colour, on stdout (a payload
     size warning once came with a 1 MB message), which breaks a command's ``--json`` output.
@@ -281,7 +317,12 @@ def temporal_runtime() -> Runtime:
     core_log.addFilter(_shorten)
     forwarding = LogForwardingConfig(logger=core_log)
     core_filter = TelemetryFilter(core_level="WARN", other_level="ERROR")
-    return Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=core_filter, forwarding=forwarding)))
+    metrics = None
+    if metrics_address is not None:
+        host, port = parse_address(metrics_address, "DA_METRICS_ADDRESS")
+        # Seconds, as Prometheus has it; counters with _total, as OpenMetrics has it.
+        metrics = PrometheusConfig(bind_address=f"{host}:{port}", durations_as_seconds=True, counters_total_suffix=True)
+    return Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=core_filter, forwarding=forwarding), metrics=metrics))
 
 
 def _shorten(record: logging.LogRecord) -> bool:
@@ -422,6 +463,7 @@ def build_workers(
             [AssistantsBackend(model, registry), ResponsesBackend(model, registry, default_state=responses_state, background=responses_background)],  # type: ignore[arg-type]
             registry,
             default_backend=backend,
+            private=client.data_converter.payload_codec is not None,
         )
         executor = _tool_pool(task_queue, slots)
         main = Worker(
@@ -461,12 +503,20 @@ class WorkerFailure:
 
 
 async def run_workers(
-    workers: list[Worker], stop: asyncio.Event, on_failure: Callable[[WorkerFailure], None] | None = None
+    workers: list[Worker],
+    stop: asyncio.Event,
+    on_failure: Callable[[WorkerFailure], None] | None = None,
+    health: Health | None = None,
 ) -> WorkerFailure | None:
     """Run ``workers`` until ``stop`` is set, or until one of them stops by itself: then say so
-    in one log line, call ``on_failure`` and shut the others down too. Returns that failure."""
+    in one log line, call ``on_failure`` and shut the others down too. Returns that failure.
+    ``health`` is ready while they run, and not from the moment they stop."""
     async with WorkerGroup(workers) as group:
+        if health is not None:
+            health.set_ready(True, f"polling {', '.join(sorted({w.task_queue for w in workers}))}")
         failure = await group.wait(stop)
+        if health is not None:
+            health.set_ready(False, "shutting down" if failure is None else f"worker on {failure.task_queue} stopped: {_one_line(failure.error)}")
         if failure is None:
             log.info("worker stopping", tools_running=running_tools())
         else:
@@ -517,7 +567,18 @@ class WorkerGroup:
 
 async def serve(settings: WorkerSettings, registry: ToolRegistry = default_registry) -> int:
     try:
-        client = await connect_temporal()
+        converter = codec.data_converter()
+        interceptors = tracing.interceptors()
+    except ValueError as exc:  # a key or a mode the worker can't use
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
+    try:
+        runtime = temporal_runtime(settings.metrics_address)
+    except Exception as exc:  # the metrics port is taken, say
+        print(f"worker: cannot serve metrics on {settings.metrics_address}: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    try:
+        client = await connect_temporal(runtime=runtime, data_converter=converter, interceptors=interceptors)
     except Exception as exc:  # one clear line, not a traceback
         print(f"worker: cannot connect to Temporal ({_temporal_target()}): {_one_line(exc)}", file=sys.stderr)
         return 2
@@ -550,13 +611,27 @@ async def serve(settings: WorkerSettings, registry: ToolRegistry = default_regis
         responses_state=settings.responses_state,
         responses_background=settings.responses_background,
         shutdown_grace_seconds=settings.shutdown_grace_seconds,
+        metrics=settings.metrics_address,
+        encrypted=converter.payload_codec is not None,
+        tracing=bool(interceptors),
         max_activities=settings.max_activities,
         max_workflow_tasks=settings.max_workflow_tasks,
         activity_pollers=settings.activity_pollers,
         workflow_pollers=settings.workflow_pollers,
     )
-    # A worker that stopped by itself: the others are shut down as on SIGTERM, within the same limit.
-    failure = await run_workers(workers, stop, on_failure=lambda _: watchdog.arm())
+    health = Health()
+    with contextlib.ExitStack() as endpoints:
+        if settings.health_address is not None:
+            try:
+                bound = endpoints.enter_context(serving(health, settings.health_address))
+            except OSError as exc:
+                print(f"worker: cannot serve health on {settings.health_address}: {exc}", file=sys.stderr)
+                return 2
+            log.info("health endpoints", address=f"{bound[0]}:{bound[1]}", paths=["/livez", "/readyz"])
+        ticking = asyncio.create_task(health.tick())
+        # A worker that stopped by itself: the others are shut down as on SIGTERM, within the same limit.
+        failure = await run_workers(workers, stop, on_failure=lambda _: watchdog.arm(), health=health)
+        ticking.cancel()
     code = 1 if failure is not None else 0
     abandoned = running_tools()
     if abandoned:

@@ -53,6 +53,10 @@ class StartResult(BaseModel):
     search_attributes: bool = Field(
         False, description="Whether the namespace has the project's search attributes, so the workflow may upsert them."
     )
+    private: bool = Field(
+        False, description="The worker encrypts payloads: what the workflow shows in plain text (activity summaries) "
+        "names tools and sizes, never arguments.",
+    )
 
 
 class ToolOutput(BaseModel):
@@ -199,7 +203,10 @@ class ModelActivities:
     worker's ``default_backend``. Snapshots carry their backend, so later steps use the same one.
     """
 
-    def __init__(self, backends: ModelBackend | list[ModelBackend], tools: ToolRegistry, default_backend: str | None = None) -> None:
+    def __init__(
+        self, backends: ModelBackend | list[ModelBackend], tools: ToolRegistry, default_backend: str | None = None, private: bool = False
+    ) -> None:
+        self.private = private
         listed = backends if isinstance(backends, list) else [backends]
         self.backends: dict[str, ModelBackend] = {b.name: b for b in listed}
         self.default_backend = default_backend or listed[0].name
@@ -263,7 +270,7 @@ class ModelActivities:
                 await backend.check_request(request)
             snapshot = await _cancellable(backend, io, backend.start(request, input.thread_id, input.key, input.add_messages, io))
             search_attributes = await self._has_search_attributes()
-        return StartResult(snapshot=_ended(snapshot), tools=self.tools.policies(), search_attributes=search_attributes)
+        return StartResult(snapshot=_ended(snapshot), tools=self.tools.policies(), search_attributes=search_attributes, private=self.private)
 
     @activity.defn(name="submit_tool_outputs")
     async def submit_tool_outputs(self, input: SubmitInput) -> RunSnapshot:

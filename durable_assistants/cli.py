@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--once", action="store_true", help="with --demo: exit after the run")
 
     commands.add_parser("emulator", help="run the Assistants API emulator (options: see `emulator --help`)", add_help=False)
+    commands.add_parser("codec-server", help="decrypt payloads for the Temporal UI and CLI (options: see `codec-server --help`)", add_help=False)
+
+    commands.add_parser("healthcheck", help="exit 0 if the worker on DA_HEALTH_ADDRESS is ready (options: see `healthcheck --help`)", add_help=False)
 
     enqueue = commands.add_parser("enqueue", help="enqueue a run")
     enqueue.add_argument("--assistant", help="assistant ID")
@@ -116,7 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--thread", help="a thread (Assistants) or conversation (Responses) ID")
     listing.add_argument("--conversation", dest="thread", help="the same as --thread")
     listing.add_argument(
-        "--status", help="the API run's status, e.g. requires_action, completed; `queued`: only the runs waiting in a queue"
+        "--status",
+        help="the run's RunStatus: starting, in_progress, running_tools (its tools run), requires_action (outputs wait "
+        "to be submitted), completed, incomplete, failed, cancelled, expired; `queued`: only the runs waiting in a queue",
     )
     listing.add_argument("--limit", type=positive_int, default=20, help="at most this many runs, queued ones included (default 20)")
     listing.add_argument("--json", action="store_true")
@@ -125,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--assistant", required=True, help="assistant ID")
     sync.add_argument("--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"), help="modules that register tools")
     sync.add_argument("--check", action="store_true", help="only report drift; exit 1 if there is any")
+
+    commands.add_parser(
+        "setup-namespace",
+        help="register the search attributes in the namespace of TEMPORAL_ADDRESS/TEMPORAL_NAMESPACE (idempotent)",
+    )
+    doctor = commands.add_parser("doctor", help="check Temporal, the search attributes, the pollers, the model API and the codec key")
+    doctor.add_argument("--task-queue", default=os.environ.get("DA_TASK_QUEUE") or DEFAULT_TASK_QUEUE, help="the run workflow's task queue")
+    doctor.add_argument("--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"), help="modules that register tools (their task queues are checked too)")
+    doctor.add_argument("--backend", choices=["assistants", "responses"], default=os.environ.get("DA_BACKEND") or "assistants", help="the model API to check")
 
     assistant = commands.add_parser("assistant", help="manage assistants on the model API (Assistants protocol)")
     assistant_commands = assistant.add_subparsers(dest="assistant_command", required=True, metavar="ACTION")
@@ -143,12 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
 CONNECT_TIMEOUT = 10.0
 
 
-async def connect() -> Client:
+async def connect(**overrides: Any) -> Client:
     from worker import connect_temporal
 
     address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
     try:
-        return await asyncio.wait_for(connect_temporal(), CONNECT_TIMEOUT)
+        return await asyncio.wait_for(connect_temporal(**overrides), CONNECT_TIMEOUT)
     except asyncio.TimeoutError:
         raise CliError(f"cannot connect to Temporal at {address}: no answer within {CONNECT_TIMEOUT:.0f} s") from None
     except Exception as exc:
@@ -570,6 +584,53 @@ async def cmd_assistant(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_setup_namespace(args: argparse.Namespace) -> int:
+    from durable_assistants.operate import SetupError, setup_namespace
+
+    client = await connect()
+    try:
+        added = await setup_namespace(client)
+    except SetupError as exc:
+        raise CliError(str(exc)) from None
+    if added:
+        print(f"registered in namespace {client.namespace}: {', '.join(added)}")
+    else:
+        print(f"namespace {client.namespace} has every search attribute already")
+    return 0
+
+
+async def cmd_doctor(args: argparse.Namespace) -> int:
+    import worker
+    from durable_assistants import codec
+    from durable_assistants.operate import doctor, temporal_target
+
+    _load_tools(args.tools)
+    from tools import registry
+
+    tool_queues = sorted({t.policy.task_queue for t in registry if t.policy.task_queue and t.policy.task_queue != args.task_queue})
+
+    async def check_model() -> str:
+        settings = worker.WorkerSettings.from_env(backend=args.backend)
+        model = worker.openai_client(settings)
+        try:
+            await worker.check_model_api(model, args.backend, retry_seconds=0)
+        except worker.ModelApiUnavailable as exc:
+            raise RuntimeError(str(exc)) from None
+        finally:
+            await model.close()
+        return f"{model.base_url} answers the {args.backend} API with this key"
+
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    # The codec has a check of its own: a bad key must not hide what the connection is like.
+    checks = await doctor(
+        lambda: connect(data_converter=pydantic_data_converter), temporal_target(), args.task_queue, tool_queues, check_model, codec.data_converter
+    )
+    for check in checks:
+        print(check.line())
+    return 0 if all(c.ok for c in checks) else 1
+
+
 def _load_tools(modules: str) -> None:
     from worker import ToolLoadError, load_tools
 
@@ -603,6 +664,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from emulator.server import main as emulator_main
 
         return emulator_main(argv[1:])
+    if argv[:1] == ["codec-server"]:
+        from durable_assistants.codec_server import main as codec_server_main
+
+        return codec_server_main(argv[1:])
+    if argv[:1] == ["healthcheck"]:
+        from durable_assistants.health import main as healthcheck_main
+
+        return healthcheck_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "dev":
         if args.once and not args.demo:
@@ -618,6 +687,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "list": cmd_list,
         "sync-tools": cmd_sync_tools,
         "assistant": cmd_assistant,
+        "setup-namespace": cmd_setup_namespace,
+        "doctor": cmd_doctor,
     }[args.command]
     try:
         return asyncio.run(runner(args))

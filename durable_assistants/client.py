@@ -167,13 +167,13 @@ def run_workflow_id(request_id: str) -> str:
     return f"assistant-run/{request_id}"
 
 
-def readable_request_id(request: RunRequest) -> str:
+def readable_request_id(request: RunRequest, private: bool = False) -> str:
     """A request ID for a caller that gave none, readable in the Temporal UI's list: the agent,
     the first words of the first message, and a unique suffix, e.g.
-    ``asst_abc123-plan-my-week-5f0c2a9e``. (It shows message words in the workflow ID, which
-    no payload codec encrypts: give your own request ID where that matters.)"""
+    ``asst_abc123-plan-my-week-5f0c2a9e``. ``private`` (payloads are encrypted: no codec
+    encrypts a workflow ID) leaves the message's words out."""
     agent = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.prompt.id if request.prompt else request.agent_label)[:40].strip("-")
-    words = re.findall(r"[a-z0-9]+", request.first_text().lower())[:4]
+    words = [] if private else re.findall(r"[a-z0-9]+", request.first_text().lower())[:4]
     slug = "-".join(words)[:32].strip("-")
     return "-".join(part for part in (agent or "run", slug, uuid.uuid4().hex[:8]) if part)
 
@@ -427,7 +427,10 @@ async def enqueue_run(
     for arguments of the wrong type and ``ValueError`` for a request that can never run."""
     _check_arguments(client, request, request_id, task_queue)
     explicit = request_id is not None
-    request_id = request_id or readable_request_id(request)
+    # Payloads are encrypted: the workflow ID and summary (metadata operators read without the
+    # codec) carry no words of the message.
+    private = client.data_converter.payload_codec is not None
+    request_id = request_id or readable_request_id(request, private)
     workflow_id = run_workflow_id(request_id)
     context = request.context_id  # a thread or a conversation: its runs take turns
     fingerprint = request_fingerprint(request)
@@ -437,7 +440,7 @@ async def enqueue_run(
         fresh = {None: "a new conversation", "conversation": "a new conversation", "chain": "a new response chain", "stateless": "a stateless run"}
         responses = f"the chain of {request.previous_response_id}" if request.previous_response_id else fresh[request.responses_state]
         where = context or {"assistants": "a new thread", "responses": responses}.get(implied or "", "a new thread or conversation")
-        summary = default_summary(request, where)
+        summary = default_summary(request, where, excerpt=not private)
     if context is None:
         # Findable from its first event (also if it fails before its API run exists): the
         # agent and RunStatus "starting", where the namespace has the run's attributes.

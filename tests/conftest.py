@@ -279,7 +279,8 @@ SERVER_FIXTURES = frozenset({"emulator", "temporal_server", "cli_children", "key
 # dev server subprocesses); every test in them is marked. (A module can also say
 # ``pytestmark = pytest.mark.server`` itself.)
 SERVER_MODULES = frozenset(
-    {"test_cli.py", "test_contract.py", "test_worker_lifecycle.py", "test_emulator_bad_input.py", "test_worker_startup.py"}
+    {"test_cli.py", "test_contract.py", "test_worker_lifecycle.py", "test_emulator_bad_input.py", "test_worker_startup.py",
+     "test_observability.py", "test_operate.py", "test_many_workers.py"}
 )
 
 

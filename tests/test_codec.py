@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 import os
 import signal
 import subprocess
@@ -287,14 +288,6 @@ def _message_fields(message: Message) -> Iterator[tuple[FieldDescriptor, Message
             yield field, value
 
 
-def _without_search_attributes(message: Message) -> None:
-    for field, value in list(message.ListFields()):
-        if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.full_name == "temporal.api.common.v1.SearchAttributes":
-            message.ClearField(field.name)
-    for _, child in _message_fields(message):
-        _without_search_attributes(child)
-
-
 def payloads_in(message: Message, path: str = "") -> Iterator[tuple[str, Payload]]:
     """Every ``Payload`` in ``message`` and where it is, except those of search attributes
     and headers (which payload codecs don't touch: the server must read search attributes)."""
@@ -313,9 +306,9 @@ async def run_encrypted(client: Client, task_queue: str, openai: OpenAI) -> tupl
         messages=[MessageInput(content=MESSAGE + "\n" + script(rounds=[[{"name": "get_weather", "arguments": {"city": CITY}}]], reply="Answer:\n{outputs}"))],
         mode="stream",  # text batches and progress travel as signals and updates too
     )
-    # An explicit request ID: the readable one made from the message's first words would put
-    # them in the workflow ID, which no codec encrypts (docs/encryption.md).
-    handle = await enqueue_run(client, request, request_id=f"codec-{uuid.uuid4().hex[:12]}", task_queue=task_queue)
+    # No request ID: the readable one enqueue_run makes leaves the message's words out of the
+    # workflow ID when the client encrypts (no codec encrypts a workflow ID).
+    handle = await enqueue_run(client, request, task_queue=task_queue)
     return handle.workflow_id, await handle.result()
 
 
@@ -334,19 +327,15 @@ async def test_a_run_with_a_tool_call_leaves_no_message_argument_or_output_in_pl
     secrets = {"message": MESSAGE.encode(), "tool argument": CITY.encode(), "tool output": OUTPUT_KEY.encode()}
 
     # Every byte of every event: payloads, memo, activity and workflow summaries (user_metadata),
-    # failures, everything but search attributes.
-    # TODO(issue 14, the engineer making workflows/run.py show names and sizes when encryption is
-    # on): search attributes are left out because the server must read them; once the workflow
-    # keeps message text and tool arguments out of them, scan them too. (Summaries are already in
-    # this scan: temporalio 1.35 sends user_metadata summaries through the payload codec.)
+    # failures and the search attributes (plain text, which the server must read: IDs, tool
+    # names and statuses only). And the workflow ID, which no codec encrypts.
     leaks = []
     for event in events:
-        scanned = HistoryEvent()
-        scanned.CopyFrom(event)
-        _without_search_attributes(scanned)
-        raw = scanned.SerializeToString()
+        raw = event.SerializeToString()
         leaks += [f"{what} in event #{event.event_id} ({event.WhichOneof('attributes')})" for what, text in secrets.items() if text in raw]
     assert not leaks, leaks
+    words = [w for w in MESSAGE.lower().split() if len(w) > 3]
+    assert not any(w in workflow_id.lower() for w in words), workflow_id
 
     # Patch markers (workflow.patched) carry the patch's ID, which the SDK's core writes itself.
     patches = [e for e in events if e.marker_recorded_event_attributes.marker_name == "core_patch"]
@@ -359,6 +348,12 @@ async def test_a_run_with_a_tool_call_leaves_no_message_argument_or_output_in_pl
     assert {p.metadata[KEY_ID_METADATA] for p in payloads} == {b"new-2025"}
     summaries = [e.user_metadata.summary for e in events if e.HasField("user_metadata") and e.user_metadata.HasField("summary")]
     assert summaries and all(s.metadata["encoding"] == ENCODING for s in summaries)
+    # Even decrypted, summaries (read by operators who may not see payloads) name tools and
+    # sizes, not arguments or the message.
+    shown = [json.loads(p.data) for p in await EncryptionCodec(KeyRing.parse(KEYS)).decode(summaries)]
+    assert any(re.fullmatch(r"get_weather\(\d+ bytes of arguments\)", text) for text in shown), shown
+    assert any(re.search(r"\(\d+ characters of message\)$", text) for text in shown), shown
+    assert not [text for text in shown if CITY in text or any(w in text.lower() for w in words)], shown
 
     # The scan looked where the secrets are: decrypted, the same payloads hold all three.
     codec = EncryptionCodec(KeyRing.parse(KEYS))

@@ -403,12 +403,15 @@ class ToolCallRecord(BaseModel):
 SUMMARY_EXCERPT_CHARS = 60
 
 
-def default_summary(request: "RunRequest", where: str) -> str:
+def default_summary(request: "RunRequest", where: str, excerpt: bool = True) -> str:
     """A run's summary in the Temporal UI when its caller gives none: who answers, where, and
-    the start of the first message (``asst_x on thread_y: "Plan my week…"``)."""
+    the start of the first message (``asst_x on thread_y: "Plan my week…"``); without
+    ``excerpt`` (payloads are encrypted) its length instead."""
     summary = f"{request.agent_label} on {where}"
     text = request.first_text()
-    if text:
+    if text and not excerpt:
+        summary += f" ({len(text)} characters of message)"
+    elif text:
         excerpt = text if len(text) <= SUMMARY_EXCERPT_CHARS else text[: SUMMARY_EXCERPT_CHARS - 1].rstrip() + "…"
         summary += f': "{excerpt}"'
     return summary
@@ -442,6 +445,7 @@ class RunProgress(BaseModel):
     """Where a run that continued as new picks up: the state its history held."""
 
     thread_id: str | None
+    private: bool = False
     snapshot: RunSnapshot
     tools: dict[str, ToolPolicy]
     records: list[ToolCallRecord]

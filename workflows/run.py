@@ -126,6 +126,7 @@ class AssistantRunWorkflow:
         self._failure: str | None = None
         self._policies: dict[str, ToolPolicy] = {}
         self._search_attributes = False
+        self._private = False  # the worker encrypts payloads (StartResult.private): summaries without arguments
         self._pending: dict[str, tuple[ToolCall, float]] = {}
         self._response_ids: list[str] = []
         # The run's story for followers (status, tool calls, text): readable from offset 0
@@ -295,6 +296,7 @@ class AssistantRunWorkflow:
         self._snapshot = start.snapshot
         self._policies = start.tools
         self._search_attributes = start.search_attributes
+        self._private = start.private
         if start.snapshot.cancel_requested:
             raise asyncio.CancelledError()
 
@@ -372,6 +374,7 @@ class AssistantRunWorkflow:
         self._dropped_tool_names = set(progress.dropped_tool_names)
         self._round = progress.rounds
         self._search_attributes = progress.search_attributes
+        self._private = progress.private
         self._response_ids = list(progress.response_ids)
 
     def _trim_records(self) -> None:
@@ -392,6 +395,7 @@ class AssistantRunWorkflow:
             records=self._records,
             rounds=self._round,
             search_attributes=self._search_attributes,
+            private=self._private,
             response_ids=self._response_ids,
             stream_state=_newest_events(stream_state),  # type: ignore[arg-type]
             records_dropped=self._records_dropped,
@@ -435,7 +439,7 @@ class AssistantRunWorkflow:
         lines = [f"**{status or snapshot.status}** · round {self._round} · {done} tool calls done", who]
         if self._pending:
             lines.append("running: " + ", ".join(
-                f"{_summary(call)} since {_clock(started)}" for call, started in self._pending.values()
+                f"{_summary(call, self._private)} since {_clock(started)}" for call, started in self._pending.values()
             ) + " (progress: the pending activity's heartbeat)")
         if self._failure:
             lines.append(f"stopped: {self._failure}")
@@ -529,7 +533,7 @@ class AssistantRunWorkflow:
                     maximum_attempts=0 if own_budget else policy.max_attempts,
                     non_retryable_error_types=list(policy.non_retryable_errors),
                 ),
-                summary=_summary(call),
+                summary=_summary(call, self._private),
                 # A cancelled run closes once its tools' cancellation is recorded: no activity
                 # is left pending on a closed workflow.
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
@@ -777,7 +781,12 @@ def _is_json_object(text: str) -> bool:
         return False
 
 
-def _summary(call: ToolCall) -> str:
+def _summary(call: ToolCall, private: bool = False) -> str:
+    """A tool call as the UI lists it: ``get_weather({"city": "Lisbon"})``; with payload
+    encryption on, only its name and the size of its arguments (summaries are metadata that
+    operators read without the codec)."""
+    if private:
+        return f"{call.name}({len(call.arguments.encode())} bytes of arguments)"
     arguments = call.arguments if len(call.arguments) <= SUMMARY_CHARS else call.arguments[: SUMMARY_CHARS - 1] + "…"
     return f"{call.name}({arguments})"
 

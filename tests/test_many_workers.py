@@ -1,0 +1,85 @@
+"""Several worker processes against one Temporal server, as replicas of a Deployment run:
+the runs spread over all of them, one is killed mid-round, the others finish its runs, and
+nothing reaches the model API twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from openai import OpenAI
+from temporalio.client import Client
+
+from devstack.temporal import TemporalDevServer
+from durable_assistants import enqueue_run
+from emulator.server import stop_process
+from tests.apis import AssistantsApi, Seen
+from tests.conftest import script
+from tests.test_worker_lifecycle import spawn_worker
+
+RUNS = 12
+
+
+def tools_started(log: Path) -> list[dict[str, Any]]:
+    found = []
+    for line in log.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == "tool started":
+            found.append(entry)
+    return found
+
+
+async def test_three_workers_share_the_runs_and_finish_those_of_one_that_is_killed(
+    temporal_server: TemporalDevServer, temporal_client: Client, emulator: Any, task_queue: str, admin: httpx.Client, client: OpenAI, tmp_path: Path
+) -> None:
+    api = AssistantsApi(client)
+    logs = [tmp_path / f"worker-{i}.log" for i in range(3)]
+    workers = [spawn_worker(temporal_server, emulator, task_queue, log) for log in logs]
+    try:
+        handles = []
+        for i in range(RUNS):
+            marker = tmp_path / f"slow-{i}"
+            rounds = [[{"name": "slow", "arguments": {"seconds": 3, "marker": str(marker)}}, {"name": "structured", "arguments": {"n": i}}],
+                      [{"name": "structured", "arguments": {"n": 1}}]]
+            handles.append(await enqueue_run(temporal_client, api.request([script(rounds=rounds, reply=f"done {i}")]), task_queue=task_queue))
+        # Kill the first worker while a slow tool runs on it (mid-round).
+        deadline = time.monotonic() + 60
+        while not any(e["tool"] == "slow" for e in tools_started(logs[0])):
+            assert time.monotonic() < deadline, "no slow tool started on the first worker"
+            await asyncio.sleep(0.1)
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait()
+        results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 180)
+    finally:
+        codes = [stop_process(w) for w in workers]
+
+    assert [r.status for r in results] == ["completed"] * RUNS
+    assert [r.final_text for r in results] == [f"done {i}" for i in range(RUNS)]
+    assert codes[1:] == [0, 0]  # the survivors stop cleanly on SIGTERM
+    # Every worker ran tools; the survivors ran again what the killed one had under way.
+    per_worker = [{e["workflow_id"] for e in tools_started(log)} for log in logs]
+    assert all(per_worker), [len(w) for w in per_worker]
+    survivors_slow = {e["workflow_id"] for log in logs[1:] for e in tools_started(log) if e["tool"] == "slow"}
+    # Nothing duplicated: per thread, one API run, one user message, two rounds submitted.
+    stats = admin.get("/stats").json()
+    assert all(api.seen(stats, r) == Seen(turns_created=1, user_messages=1, rounds_submitted=2) for r in results), [
+        api.seen(stats, r) for r in results
+    ]
+    # Each run's slow tool ran once, or once more on a survivor when the kill cut it short
+    # (with the same idempotency key); the kill cut at least one.
+    again = 0
+    for i, (handle, result) in enumerate(zip(handles, results)):
+        attempts = (tmp_path / f"slow-{i}").read_text().splitlines()
+        assert 1 <= len(attempts) <= 2 and len({a.split()[0] for a in attempts}) == 1, attempts
+        if len(attempts) == 2:
+            again += 1
+            assert handle.workflow_id in survivors_slow
+    assert again >= 1
