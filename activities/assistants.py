@@ -16,8 +16,8 @@ decided from the run's own state, never from one error code or event name:
 - a cancel the server refuses while the run waits for tool outputs (servers that cancel only
   ``in_progress`` runs) answers the pending calls with error outputs and cancels again, all
   within ``CANCEL_BOUND_SECONDS``;
-- reads without ``openai-poll-after-ms`` back off from ``POLL_FLOOR_SECONDS`` to
-  ``DEFAULT_POLL_SECONDS`` instead of waiting a flat second from the start.
+- reads follow ``openai-poll-after-ms`` exactly; without it they come at a fifth of the time
+  the turn has taken (``PollPacer``), instead of a flat second from the start.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from temporalio.exceptions import ApplicationError
 from tools import ToolRegistry
 from workflows.models import TERMINAL_STATUSES, RunRequest, RunSnapshot, ToolCall, Usage
 
-from .backend import POLL_FLOOR_SECONDS, TurnIO, api_call as _api, poll_delay
+from .backend import PollPacer, TurnIO, api_call as _api
 from .errors import to_temporal_error
 
 # The SDK marks every Assistants method deprecated (OpenAI's hosted API is gone); speaking
@@ -193,7 +193,7 @@ class AssistantsBackend:
         assert thread_id is not None
         deadline = time.monotonic() + CANCEL_BOUND_SECONDS
         run, outcome = await self._request_cancel(thread_id, run_id)
-        delay, reads = POLL_FLOOR_SECONDS, 0
+        pacer, reads = PollPacer(), 0
         answered: set[str] = set()
         while run.status not in TERMINAL_STATUSES:
             if time.monotonic() >= deadline:
@@ -209,13 +209,13 @@ class AssistantsBackend:
                 await self._answer_stopped(run, pending, reason or STOPPED_REASON)
                 answered |= pending
                 run, outcome = await self._request_cancel(thread_id, run_id)
-                delay = POLL_FLOOR_SECONDS
+                pacer.restart()
                 continue
             io.beat(run_id=run_id, status=run.status, polls=reads, cancel=outcome, answered=len(answered))
-            await asyncio.sleep(delay)
+            await asyncio.sleep(pacer.delay())
             run, hint = await self._read(run)
             reads += 1
-            delay = poll_delay(hint, delay)
+            pacer.heard(hint)
             if outcome != "accepted" and run.status in ("queued", "in_progress", "requires_action"):
                 run, outcome = await self._request_cancel(thread_id, run_id)
         return await self._snapshot(run)
@@ -280,15 +280,14 @@ class AssistantsBackend:
 
     async def _poll(self, run: Run, io: TurnIO, *, answered: frozenset[str] = frozenset()) -> RunSnapshot:
         """Re-read the run until it needs action or ends, at the pace the server asks for
-        (``openai-poll-after-ms``, within a floor and a cap; without it, backing off from the
-        floor). One activity, many reads.
+        (``openai-poll-after-ms``; without it, ``PollPacer``'s). One activity, many reads.
 
         ``answered``: the calls whose outputs were just submitted. A run that still shows
         exactly those is not at a new round (a stale read or a server that applies submits
         late); it is read again, and after ``STALE_ROUND_SECONDS`` the attempt fails so that
         its retry submits again."""
         polls = 0
-        delay = POLL_FLOOR_SECONDS
+        pacer = PollPacer()
         stale_since: float | None = None
         while run.status not in TERMINAL_STATUSES:
             if run.status == "requires_action":
@@ -303,10 +302,10 @@ class AssistantsBackend:
                         type="ModelApiSubmitNotApplied",
                     )
             io.beat(run_id=run.id, status=run.status, polls=polls)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(pacer.delay())
             run, hint = await self._read(run)
             polls += 1
-            delay = poll_delay(hint, delay)
+            pacer.heard(hint)
         return await self._snapshot(run)
 
     async def _read(self, run: Run) -> tuple[Run, str | None]:

@@ -21,7 +21,7 @@ from .errors import refused_by_sdk, to_temporal_error
 Heartbeat = Callable[[dict[str, Any]], None]
 OnText = Callable[..., None]  # (delta, run_id=None, sequence=None)
 
-POLL_FLOOR_SECONDS = 0.05
+POLL_FLOOR_SECONDS = 0.025
 POLL_CAP_SECONDS = 5.0
 DEFAULT_POLL_SECONDS = 1.0
 
@@ -118,20 +118,42 @@ class ModelBackend(Protocol):
         leaves unanswered are closed as the API needs, with ``reason`` where it can be said."""
 
 
-# Without the server's hint, reads start at the floor and back off by this factor up to
-# DEFAULT_POLL_SECONDS: a short turn is seen at once, a long one costs few reads.
-NO_HINT_BACKOFF = 1.5
+# Without the server's hint, the pause before a read is this fraction of the time the turn
+# has taken so far (within POLL_FLOOR_SECONDS and DEFAULT_POLL_SECONDS): a turn's end is seen
+# within about a fifth of its length at any length, a 300 ms turn as well as a 30 s one, for
+# about 15 reads plus one a second beyond 5 s.
+NO_HINT_FRACTION = 0.2
+# A hint of 0 (or less) would make a busy loop: at least this pause.
+HINT_FLOOR_SECONDS = 0.01
 
 
-def poll_delay(header: str | None, previous: float = POLL_FLOOR_SECONDS / NO_HINT_BACKOFF) -> float:
-    """The pause before the next read: the server's ``openai-poll-after-ms``, within a floor and
-    a cap; without it (compatible servers send none), ``previous`` backed off."""
-    if header is not None:
-        try:
-            return min(max(float(header) / 1000, POLL_FLOOR_SECONDS), POLL_CAP_SECONDS)
-        except ValueError:
-            pass
-    return min(max(previous, POLL_FLOOR_SECONDS / NO_HINT_BACKOFF) * NO_HINT_BACKOFF, DEFAULT_POLL_SECONDS)
+class PollPacer:
+    """The pauses between reads of one turn: exactly the server's ``openai-poll-after-ms``
+    when it sends one (within ``HINT_FLOOR_SECONDS`` and ``POLL_CAP_SECONDS``); without it
+    (compatible servers send none) a fifth of the time since the pacer started, from
+    ``POLL_FLOOR_SECONDS`` up to ``DEFAULT_POLL_SECONDS``."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.hint: str | None = None
+
+    def restart(self) -> None:
+        self.started = time.monotonic()
+
+    def heard(self, header: str | None) -> None:
+        """The last read's ``openai-poll-after-ms``, if it sent one (a later read without it keeps the last)."""
+        if header is not None:
+            self.hint = header
+
+    def delay(self) -> float:
+        """The pause before the next read."""
+        if self.hint is not None:
+            try:
+                return min(max(float(self.hint) / 1000, HINT_FLOOR_SECONDS), POLL_CAP_SECONDS)
+            except ValueError:
+                self.hint = None
+        elapsed = time.monotonic() - self.started
+        return min(max(elapsed * NO_HINT_FRACTION, POLL_FLOOR_SECONDS), DEFAULT_POLL_SECONDS)
 
 
 async def api_call(call: Awaitable[T], what: str) -> T:

@@ -57,7 +57,7 @@ from temporalio.exceptions import ApplicationError
 from tools import ToolRegistry
 from workflows.models import MessageInput, ResponsesState, RunRequest, RunSnapshot, ToolCall, Usage
 
-from .backend import DEFAULT_POLL_SECONDS, POLL_FLOOR_SECONDS, TurnIO, api_call, poll_delay
+from .backend import DEFAULT_POLL_SECONDS, PollPacer, TurnIO, api_call
 from .errors import api_message, to_temporal_error
 
 TAG_KEY = "durable_assistants_key"
@@ -481,7 +481,7 @@ class ResponsesBackend:
         created (the server's ``created_at``, so retries count the same time) is cancelled
         and the turn fails, saying so."""
         polls = 0
-        delay = POLL_FLOOR_SECONDS
+        pacer = PollPacer()
         since = _created(response)
         while response.status is not None and response.status not in DONE:
             if time.time() - since > RESPONSE_WAIT_SECONDS:
@@ -495,14 +495,14 @@ class ResponsesBackend:
                     non_retryable=True,
                 )
             io.beat(status=response.status, polls=polls)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(pacer.delay())
             try:
                 raw = await self.client.responses.with_raw_response.retrieve(response.id)
             except openai.OpenAIError as exc:
                 raise to_temporal_error(exc, f"read response {response.id}") from None
             response = raw.parse()
             polls += 1
-            delay = poll_delay(raw.headers.get("openai-poll-after-ms"), delay)
+            pacer.heard(raw.headers.get("openai-poll-after-ms"))
         return await self._snapshot(response, conversation_id, prior, sent)
 
     async def _give_up_on(self, response: Response) -> None:

@@ -426,9 +426,16 @@ async def _heartbeat_until_done(beat: _Beat, changed: asyncio.Event, stop: async
                 run_id=context.run_id, thread_id=context.thread_id, progress=progress,
             )
 
+        first = True
         while not stop.is_set():
             progress = context.progress
-            activity.heartbeat(beat.details())  # at once: the UI's pending activity shows it live
+            # Not at the start of an attempt with nothing to say: an instant tool then costs no
+            # heartbeat (each is a write on the server). Progress goes at once (the UI's pending
+            # activity shows it live); otherwise one every interval keeps the timeout away.
+            # (Failures recalled from earlier attempts are on the server already.)
+            if not first or progress is not None:
+                activity.heartbeat(beat.details())
+            first = False
             wait = interval
             if progress is not None and progress != published:
                 # Followers get the newest progress at most every PROGRESS_EVENT_SECONDS: each

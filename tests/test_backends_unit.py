@@ -117,3 +117,22 @@ def test_a_run_summary_names_the_agent_where_and_the_start_of_the_message() -> N
     assert summary.startswith("gpt-4o on a new conversation: \"word word") and excerpt.endswith("…")
     assert len(excerpt) <= SUMMARY_EXCERPT_CHARS
     assert default_summary(RunRequest(model="gpt-4o"), "a new thread") == "gpt-4o on a new thread"
+
+
+def test_poll_pacer_follows_the_servers_hint_exactly_and_else_a_fifth_of_the_turn() -> None:
+    from activities.backend import DEFAULT_POLL_SECONDS, HINT_FLOOR_SECONDS, POLL_FLOOR_SECONDS, PollPacer
+
+    pacer = PollPacer()
+    assert pacer.delay() == POLL_FLOOR_SECONDS  # a turn just started: read soon
+    pacer.started -= 1.0
+    assert abs(pacer.delay() - 0.2) < 0.01  # a fifth of the second the turn has taken
+    pacer.started -= 30.0
+    assert pacer.delay() == DEFAULT_POLL_SECONDS  # capped
+    pacer.heard("100")
+    assert pacer.delay() == 0.1  # the server's pace, exactly
+    pacer.heard(None)
+    assert pacer.delay() == 0.1  # a read without the header keeps the last hint
+    pacer.heard("0")
+    assert pacer.delay() == HINT_FLOOR_SECONDS  # never a busy loop
+    pacer.heard("soon")
+    assert pacer.delay() == DEFAULT_POLL_SECONDS  # a hint that is not a number is ignored

@@ -101,6 +101,9 @@ ROUND_STOPS_TOGETHER = "round-stops-together"
 # their outputs wait to be submitted (a submit that cannot get through shows as that).
 RUNNING_TOOLS_STATUS = "running-tools-status"
 RUNNING_TOOLS = "running_tools"
+# Search attributes are upserted only when a value changes (the same ApiRunId, ThreadId and
+# AssistantId every round were a write each).
+UPSERT_ONLY_CHANGES = "upsert-only-changes"
 
 
 @workflow.defn(name=RUN_WORKFLOW_NAME)
@@ -186,7 +189,7 @@ class AssistantRunWorkflow:
             if workflow.patched(RELEASE_FOLLOWERS_ON_FAILURE):
                 await self._release_followers()
             if isinstance(exc, ApplicationError) and self._search_attributes and workflow.patched(OUTCOME_IS_WORKFLOW_STATUS):
-                workflow.upsert_search_attributes([sa.RUN_STATUS.value_set("failed")])  # the workflow fails with it
+                self._upsert([sa.RUN_STATUS.value_set("failed")])  # the workflow fails with it
             if isinstance(exc, ApplicationError):
                 workflow.set_current_details(f"**failed** · {self._request.agent_label} · round {self._round}\n\nreason: {exc.message}")
             raise
@@ -198,7 +201,7 @@ class AssistantRunWorkflow:
         if result.status in ("failed", "expired", "cancelled") and workflow.patched(OUTCOME_IS_WORKFLOW_STATUS):
             if self._search_attributes:
                 # The run's outcome, not its API run's last status (a failed run's API run was cancelled).
-                workflow.upsert_search_attributes([sa.RUN_STATUS.value_set(result.status)])
+                self._upsert([sa.RUN_STATUS.value_set(result.status)])
             if result.status == "cancelled":
                 if workflow.cancellation_reason() is not None:
                     raise asyncio.CancelledError(result.failure or "the workflow was cancelled")
@@ -238,7 +241,7 @@ class AssistantRunWorkflow:
                 if self._failure is not None:
                     return await self._stop(request, "failed")
                 if self._search_attributes and workflow.patched(RUNNING_TOOLS_STATUS):
-                    workflow.upsert_search_attributes([sa.RUN_STATUS.value_set("requires_action")])  # outputs to submit
+                    self._upsert([sa.RUN_STATUS.value_set("requires_action")])  # outputs to submit
                 self._snapshot = await self._submit(request, self._snapshot, outputs)
                 self._observe(self._snapshot)
                 if self._snapshot.status == "requires_action" and workflow.info().is_continue_as_new_suggested():
@@ -424,8 +427,18 @@ class AssistantRunWorkflow:
             names = sorted({c.name for c in snapshot.tool_calls} | {r.name for r in self._records} | self._dropped_tool_names)
             if names:
                 updates.append(sa.TOOL_NAMES.value_set(names))
-            workflow.upsert_search_attributes(updates)
+            self._upsert(updates)
         self._set_details(snapshot)
+
+    def _upsert(self, updates: list) -> None:
+        """Upsert the attributes whose value changes (each upsert is a command and a write on
+        the server; histories from before the patch upserted every value every time)."""
+        if workflow.patched(UPSERT_ONLY_CHANGES):
+            current = workflow.info().typed_search_attributes
+            updates = [u for u in updates if current.get(u.key) != u.value]
+            if not updates:
+                return
+        workflow.upsert_search_attributes(updates)
 
     def _set_details(self, snapshot: RunSnapshot, status: str | None = None) -> None:
         """The UI's current details: ``status`` (the run's outcome once it has one), else the
