@@ -33,6 +33,7 @@ from workflows.search_attributes import RUN_ATTRIBUTES
 from . import tracing
 from .backend import ModelBackend, OnText, TurnIO
 from .progress import ProgressPublisher
+from .tools import run_inline
 
 
 class CreateThreadInput(BaseModel):
@@ -40,11 +41,18 @@ class CreateThreadInput(BaseModel):
     key: str
 
 
+INLINE_FIELD = Field(
+    False, description="Run the round's inline tools (@tool(inline=True)) here and hand back their outputs; workflows of "
+    "earlier versions leave it out (they would not read the outputs).",
+)
+
+
 class StartInput(BaseModel):
     request: RunRequest
     thread_id: str | None
     key: str
     add_messages: bool
+    inline_tools: bool = INLINE_FIELD
 
 
 class StartResult(BaseModel):
@@ -72,6 +80,8 @@ class SubmitInput(BaseModel):
         None, description="Responses: the turn settings (model, instructions, tools) each new response repeats."
     )
     key: str | None = Field(None, description="The run's tag, as in StartInput; older workflows leave it out.")
+    inline_tools: bool = INLINE_FIELD
+    output_cap_chars: int = 16_000
 
 
 class CancelInput(BaseModel):
@@ -259,6 +269,22 @@ class ModelActivities:
         log.info("thread created", thread_id=thread_id)
         return thread_id
 
+    async def _run_inline(self, snapshot: RunSnapshot, cap: int) -> RunSnapshot:
+        """A round's calls of inline tools, run here (in parallel), their outputs handed back
+        with the snapshot: the workflow runs the others as activities and submits them all."""
+        if snapshot.status != "requires_action":
+            return snapshot
+        runs = []
+        for call in snapshot.tool_calls:
+            tool = self.tools.get(call.name)
+            if tool is not None and tool.policy.inline:
+                runs.append(run_inline(tool, call.id, call.arguments, snapshot.run_id, snapshot.thread_id, cap, activity.info().attempt))
+        if not runs:
+            return snapshot
+        results = await asyncio.gather(*runs)
+        log.info("inline tools ran", calls=len(results), of=len(snapshot.tool_calls))
+        return snapshot.model_copy(update={"inline_results": list(results)})
+
     @activity.defn(name="start_run")
     async def start_run(self, input: StartInput) -> StartResult:
         request = input.request
@@ -269,6 +295,8 @@ class ModelActivities:
             if input.add_messages or backend.name != "assistants":
                 await backend.check_request(request)
             snapshot = await _cancellable(backend, io, backend.start(request, input.thread_id, input.key, input.add_messages, io))
+            if input.inline_tools:
+                snapshot = await self._run_inline(snapshot, request.output_cap_chars)
             search_attributes = await self._has_search_attributes()
         return StartResult(snapshot=_ended(snapshot), tools=self.tools.policies(), search_attributes=search_attributes, private=self.private)
 
@@ -284,6 +312,8 @@ class ModelActivities:
         async with _kept_alive(_io(input.key)) as io, _text_publisher(io) as progress:
             io.on_text = _text_to(progress)
             snapshot = await _cancellable(backend, io, backend.submit_and_wait(input.request, input.snapshot, outputs, input.mode, io))
+            if input.inline_tools:
+                snapshot = await self._run_inline(snapshot, input.output_cap_chars)
         return _ended(snapshot)
 
     @activity.defn(name="cancel_run")

@@ -48,6 +48,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from tools import Tool, ToolContext, ToolRegistry
 from tools.registry import type_name
+from workflows.models import InlineToolResult
 
 from . import metrics, tracing
 from .progress import ProgressPublisher
@@ -455,3 +456,66 @@ async def _heartbeat_until_done(beat: _Beat, changed: asyncio.Event, stop: async
                     waiter.cancel()
         if context.progress is not None and context.progress != published:
             publish(context.progress)  # the last progress, whatever the pace
+
+
+# ---------------------------------------------------------------------------- inline tools
+
+
+async def run_inline(
+    tool: Tool, call_id: str, arguments: str, run_id: str, thread_id: str | None, cap: int, attempt: int
+) -> InlineToolResult:
+    """Run an inline tool (``@tool(inline=True)``) inside the model activity that learned of
+    its call: the arguments checked as an activity would, the tool's own retries (its
+    ``max_attempts``, backoff and non-retryable errors) in place, each attempt bounded by its
+    ``timeout``, a sync tool on a thread. The result is the model's text, or an error output;
+    ``attempt`` is the model activity's (more than 1: this call may have run before)."""
+    started = time.monotonic()
+    structlog.contextvars.bind_contextvars(tool=tool.name, call_id=call_id)
+    try:
+        try:
+            raw = json.loads(arguments) if arguments.strip() else {}
+            if not isinstance(raw, dict):
+                raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
+            parsed = tool.parse_arguments(raw)
+        except pydantic.ValidationError as exc:
+            message = f"invalid arguments for {tool.name}: {describe_validation_error(exc)}"
+            return _inline_result(tool, call_id, f"Error: {message}", 1, started, message, "invalid_arguments")
+        except ValueError as exc:
+            message = f"arguments for {tool.name} are not a JSON object: {exc}"
+            return _inline_result(tool, call_id, f"Error: {message}", 1, started, message, "invalid_arguments")
+        policy = tool.policy
+        wait = policy.initial_retry_seconds
+        failures = 0
+        while True:
+            context = ToolContext(run_id=run_id, thread_id=thread_id, call_id=call_id, tool_name=tool.name, attempt=attempt, failures=failures)
+            kwargs = tool.call_kwargs(parsed, context)
+            try:
+                if tool.is_async:
+                    value = await asyncio.wait_for(tool.function(**kwargs), policy.timeout_seconds)
+                else:
+                    run = functools.partial(contextvars.copy_context().run, _run_sync, tool, kwargs)
+                    value = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, run), policy.timeout_seconds)
+                output, truncated = render_output(value, cap, tool.name)
+                log.info("inline tool finished", output_chars=len(output), truncated=truncated, failures=failures)
+                return _inline_result(tool, call_id, output, failures + 1, started, None, "ok")
+            except OutputNotJson as exc:
+                return _inline_result(tool, call_id, f"Error: tool {tool.name} failed: {exc}", failures + 1, started, str(exc), "error")
+            except Exception as exc:  # the tool's own failure (a timeout too): its retry budget
+                failures += 1
+                # As an activity's failure reads: the error's message (a timeout says so).
+                timed_out = isinstance(exc, asyncio.TimeoutError)
+                message = f"{tool.name} did not finish within {policy.timeout_seconds:g} s" if timed_out else str(exc)[:ERROR_CHARS]
+                final = isinstance(exc, tool.non_retryable) or failures >= policy.max_attempts
+                log.warning("inline tool failed", error=_describe(exc), failures=failures, retrying=not final)
+                if final:
+                    return _inline_result(tool, call_id, f"Error: tool {tool.name} failed: {message}", failures, started, message, "error")
+                await asyncio.sleep(min(wait, policy.max_retry_seconds))
+                wait *= policy.backoff
+    finally:
+        structlog.contextvars.unbind_contextvars("tool", "call_id")
+
+
+def _inline_result(tool: Tool, call_id: str, output: str, attempts: int, started: float, error: str | None, outcome: str) -> InlineToolResult:
+    duration = time.monotonic() - started
+    metrics.tool_call(tool.name, outcome, datetime.timedelta(seconds=duration))
+    return InlineToolResult(call_id=call_id, output=output, attempts=attempts, duration_seconds=duration, error=error, outcome=outcome)  # type: ignore[arg-type]

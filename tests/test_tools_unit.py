@@ -199,3 +199,50 @@ async def test_tool_logs_carry_the_run_the_tool_and_the_attempt() -> None:
     assert set(events) == {"tool started", "tool finished"}
     for entry in events.values():
         assert (entry["tool"], entry["call_id"], entry["run_id"], entry["thread_id"], entry["attempt"]) == ("move", "call_1", "run_1", "thread_1", 1)
+
+
+async def test_inline_tools_check_their_arguments_retry_and_time_out_in_place() -> None:
+    from activities.tools import run_inline
+
+    registry = ToolRegistry()
+
+    class Refused(Exception):
+        pass
+
+    @registry.tool(inline=True, max_attempts=3, initial_retry=timedelta(milliseconds=1), timeout=timedelta(milliseconds=200))
+    async def quick(n: int, context: ToolContext) -> dict[str, int]:
+        if n == 0:
+            await asyncio.sleep(5)  # longer than its timeout
+        if n < 0:
+            raise Refused("negative")
+        if context.failures < 1:
+            raise RuntimeError("first try fails")
+        return {"n": n}
+
+    registry.tool(quick, name="quick_permanent", inline=True, non_retryable=(Refused,))
+    tool = registry.get("quick")
+    assert tool is not None and tool.policy.inline
+    ok = await run_inline(tool, "call_1", '{"n": 2}', "run_1", "thread_1", 1000, 1)
+    assert (ok.output, ok.attempts, ok.error, ok.outcome) == ('{"n": 2}', 2, None, "ok")
+    slow = await run_inline(tool, "call_2", '{"n": 0}', "run_1", "thread_1", 1000, 1)
+    assert slow.outcome == "error" and slow.attempts == 3 and slow.output == "Error: tool quick failed: quick did not finish within 0.2 s"
+    bad = await run_inline(tool, "call_3", '{"n": "x"}', "run_1", "thread_1", 1000, 1)
+    assert bad.outcome == "invalid_arguments" and bad.output.startswith("Error: invalid arguments for quick: n:")
+    permanent = registry.get("quick_permanent")
+    assert permanent is not None
+    refused = await run_inline(permanent, "call_4", '{"n": -1}', "run_1", "thread_1", 1000, 1)
+    assert (refused.attempts, refused.output) == (1, "Error: tool quick_permanent failed: negative")
+
+
+def test_an_inline_tool_has_no_task_queue_and_its_policy_stays_readable_by_earlier_workers() -> None:
+    registry = ToolRegistry()
+    with pytest.raises(ValueError, match="an inline tool runs in the model activity"):
+        registry.tool(lambda: None, name="x", inline=True, task_queue="elsewhere")
+
+    @registry.tool
+    def plain() -> str:
+        return ""
+
+    assert "inline" not in registry.policies()["plain"].model_dump()  # earlier workers forbid unknown fields
+    registry.tool(plain, name="fast", inline=True)
+    assert registry.policies()["fast"].model_dump()["inline"] is True

@@ -336,6 +336,14 @@ async def test_recorded_histories_replay_without_nondeterminism(
             mode="stream",
         ),
     }
+    # A round of inline tools, then a mixed one (patch inline-tools).
+    scenarios["inline-rounds"] = RunRequest(
+        assistant_id=assistant_id,
+        messages=[message(script(rounds=[
+            [{"name": "inline_lookup", "arguments": {"key": "a", "fail_first": 1}}],
+            [{"name": "inline_lookup", "arguments": {"key": "b", "fail_first": 0}}, {"name": "structured", "arguments": {"n": 1}}],
+        ]))],
+    )
     # A run that fails (the workflow raises; patch release-followers-on-failure).
     scenarios["start-fails"] = RunRequest(assistant_id="asst_missing", messages=[message("hi")])
     fresh = []

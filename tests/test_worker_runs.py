@@ -127,6 +127,38 @@ async def test_multi_round_parallel_run_costs_one_activity_per_step(
         assert stats["threads"][context] == {"user_messages_created": 1, "runs_created": 1, "assistant_messages_created": 1}
 
 
+@pytest.mark.parametrize("mode", ["poll", "stream"])
+async def test_inline_tools_run_in_the_model_activity_one_activity_per_round(
+    mode: str, api: Api, temporal_client: Client, task_queue: str, workers: None, admin: httpx.Client
+) -> None:
+    """Round 1 is all inline (one retried inside), round 2 mixes an inline and a normal tool:
+    the inline calls cost no activity of their own; the log, outputs and progress are as for
+    any tool."""
+    rounds = [
+        [{"name": "inline_lookup", "arguments": {"key": "a", "fail_first": 0}},
+         {"name": "inline_lookup", "arguments": {"key": "b", "fail_first": 1}}],
+        [{"name": "inline_lookup", "arguments": {"key": "c", "fail_first": 5}}, {"name": "structured", "arguments": {"n": 2}}],
+    ]
+    context = api.new_context()
+    handle = await start(temporal_client, task_queue, api.request([script(rounds=rounds, reply="done")], context=context, mode=mode))
+    result = await handle.result()
+    events = await history_events(handle)
+
+    assert result.status == "completed" and result.rounds == 2 and result.final_text == "done"
+    by_key = {json.loads(r.arguments).get("key"): r for r in result.tool_calls if r.name == "inline_lookup"}
+    assert json.loads(by_key["a"].output_preview) == {"key": "a", "value": "A", "tries": 1} and by_key["a"].attempts == 1
+    assert json.loads(by_key["b"].output_preview) == {"key": "b", "value": "B", "tries": 2} and by_key["b"].attempts == 2
+    assert by_key["c"].error == "lookup of c failed (try 3)" and by_key["c"].attempts == 3  # its max_attempts, then an error output
+    assert [r.round for r in result.tool_calls] == [1, 1, 2, 2]
+    # One activity per round: the inline calls ran inside start_run and the first submit.
+    assert scheduled_activities(events) == ["start_run", "submit_tool_outputs", "structured", "submit_tool_outputs"]
+    outputs = api.tool_outputs_seen(result)
+    assert json.loads(outputs[0]) == {"key": "a", "value": "A", "tries": 1}
+    assert outputs[1] == '{"key": "b", "value": "B", "tries": 2}'
+    stats = admin.get("/stats").json()
+    assert api.seen(stats, result) == Seen(turns_created=api.turns(2), user_messages=1, rounds_submitted=2)
+
+
 async def test_a_run_with_no_thread_sends_its_messages_once(
     api: Api, temporal_client: Client, task_queue: str, workers: None, admin: httpx.Client, client: OpenAI
 ) -> None:

@@ -27,6 +27,13 @@ def flaky(succeed_on_attempt: int, context: ToolContext) -> str:
         raise RuntimeError(f"flaky failure on attempt {context.attempt}")
     return f"ok on attempt {context.attempt}"
 
+@tool(inline=True, max_attempts=3, initial_retry=FAST_RETRY)
+def inline_lookup(key: str, fail_first: int, context: ToolContext) -> dict[str, object]:
+    """A fast, idempotent lookup that runs inline, in the model activity; raises on its first `fail_first` tries."""
+    if context.failures < fail_first:
+        raise RuntimeError(f"lookup of {key} failed (try {context.failures + 1})")
+    return {"key": key, "value": key.upper(), "tries": context.failures + 1}
+
 @tool(max_attempts=2, initial_retry=FAST_RETRY)
 def always_fails(reason: str) -> str:
     """Always raises."""

@@ -52,14 +52,21 @@ class ToolPolicy(BaseModel):
     budget_seconds: float | None = Field(
         None, gt=0, description="Total time for the call across all attempts, lost ones included; default: see time_budget_seconds()."
     )
+    inline: bool = Field(
+        False,
+        description="Run inside the model activity that learned of the call, not as an activity of its own: for fast, "
+        "idempotent tools (docs/tools.md#inline-tools).",
+    )
 
     @model_serializer(mode="wrap")
     def _leave_out_unset_budget(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Unset, the field is not written at all: a worker of the previous version (extra="forbid")
+        # Unset, the fields are not written at all: a worker of the previous version (extra="forbid")
         # still reads the policies a new worker's start activity returns, during a rolling deploy.
         data: dict[str, Any] = handler(self)
         if data.get("budget_seconds") is None:
             data.pop("budget_seconds", None)
+        if not data.get("inline"):
+            data.pop("inline", None)
         return data
 
     def retry_waits_seconds(self) -> float:
@@ -179,17 +186,26 @@ class ToolRegistry:
         non_retryable: tuple[type[BaseException], ...] = (),
         on_failure: OnFailure = "error_output",
         budget: timedelta | None = None,
+        inline: bool = False,
     ) -> Any:
         """Register a function as a tool; usable bare (``@tool``) or with options.
 
         ``max_attempts`` counts the tool's own failures (it raised); ``budget`` is the call's
         total time across attempts, attempts lost with a worker included (default: see
-        ``ToolPolicy.time_budget_seconds``)."""
+        ``ToolPolicy.time_budget_seconds``). ``inline``: the tool is fast (well under its
+        ``timeout``) and idempotent (running it again does no harm), and runs inside the model
+        activity that learned of the call: a round of inline tools costs no activity of its own
+        (docs/tools.md#inline-tools)."""
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             tool_name = name or fn.__name__
             if tool_name in self._tools:
                 raise ValueError(f"a tool named {tool_name!r} is already registered")
+            if inline and task_queue is not None:
+                raise ValueError(
+                    f"tool {tool_name!r}: an inline tool runs in the model activity on the run's own task queue; "
+                    f"it cannot have task_queue={task_queue!r}"
+                )
             arguments_model, context_parameter = _arguments_model(fn, tool_name)
             policy = ToolPolicy(
                 name=tool_name,
@@ -203,6 +219,7 @@ class ToolRegistry:
                 non_retryable_errors=tuple(e.__name__ for e in non_retryable),
                 on_failure=on_failure,
                 budget_seconds=budget.total_seconds() if budget is not None else None,
+                inline=inline,
             )
             self._tools[tool_name] = Tool(
                 name=tool_name,

@@ -383,10 +383,24 @@ class RunSnapshot(BaseModel):
     context: list[dict[str, Any]] | None = Field(
         None, description="Responses, a stateless run: every item so far (store false), sent whole with the next turn."
     )
+    inline_results: list["InlineToolResult"] = Field(
+        default_factory=list, description="The round's calls of inline tools, run already by the activity that saw the round."
+    )
 
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+class InlineToolResult(BaseModel):
+    """An inline tool's call, run by the model activity that learned of it (``@tool(inline=True)``)."""
+
+    call_id: str
+    output: str = Field(description="The model's text: the output, or 'Error: ...'.")
+    attempts: int
+    duration_seconds: float
+    error: str | None = Field(None, description="Why it failed, when it did (its output then says so too).")
+    outcome: Literal["ok", "error", "invalid_arguments"] = "ok"
 
 
 class ToolCallRecord(BaseModel):
@@ -481,6 +495,7 @@ class ProgressEvent(BaseModel):
     sequence: int | None = Field(
         None, description="A text delta's place in its response's event stream (Responses), so a repeat can be dropped."
     )
+    inline: bool | None = Field(None, description="tool_started: an inline tool, run by the model activity (no activity of its own).")
 
 
 class PendingToolCall(BaseModel):
@@ -524,6 +539,7 @@ class LiveSnapshot(BaseModel):
 
 
 RunRequest.model_rebuild()
+RunSnapshot.model_rebuild()
 
 
 class EnqueueRequest(BaseModel):

@@ -104,6 +104,9 @@ RUNNING_TOOLS = "running_tools"
 # Search attributes are upserted only when a value changes (the same ApiRunId, ThreadId and
 # AssistantId every round were a write each).
 UPSERT_ONLY_CHANGES = "upsert-only-changes"
+# The model activities run the round's inline tools (@tool(inline=True)) and hand back their
+# outputs: such a call costs no activity of its own (histories from before never asked).
+INLINE_TOOLS = "inline-tools"
 
 
 @workflow.defn(name=RUN_WORKFLOW_NAME)
@@ -274,7 +277,10 @@ class AssistantRunWorkflow:
                 )
             handle = workflow.start_activity_method(
                 ModelActivities.start_run,
-                StartInput(request=request, thread_id=thread_id, key=key, add_messages=request.thread_id is not None),
+                StartInput(
+                    request=request, thread_id=thread_id, key=key, add_messages=request.thread_id is not None,
+                    inline_tools=workflow.patched(INLINE_TOOLS),
+                ),
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
                 schedule_to_close_timeout=self._model_budget(),
                 heartbeat_timeout=MODEL_API_HEARTBEAT,
@@ -493,6 +499,14 @@ class AssistantRunWorkflow:
             return self._record(call, f"Error: {error}", started, attempts=0, error=error)
 
         assert policy is not None
+        inline = next((r for r in snapshot.inline_results if r.call_id == call.id), None)
+        if inline is not None:
+            # Run already by the model activity that saw the round (an inline tool).
+            self._emit("tool_started", tool=call.name, call_id=call.id, arguments=call.arguments[:PREVIEW_CHARS], inline=True)
+            on_failure = request.tool_failure or policy.on_failure
+            if inline.outcome == "error" and on_failure == "fail_run" and self._failure is None:
+                self._failure = f"tool {call.name} failed: {inline.error}"
+            return self._record(call, inline.output, started, attempts=inline.attempts, error=inline.error, duration=inline.duration_seconds)
         self._pending[call.id] = (call, started.timestamp())
         self._emit("tool_started", tool=call.name, call_id=call.id, arguments=call.arguments[:PREVIEW_CHARS])
         assert self._snapshot is not None
@@ -585,7 +599,7 @@ class AssistantRunWorkflow:
         return output, record
 
     def _record(
-        self, call: ToolCall, output: str, started: object, *, attempts: int, error: str | None
+        self, call: ToolCall, output: str, started: object, *, attempts: int, error: str | None, duration: float | None = None
     ) -> tuple[ToolOutput, ToolCallRecord]:
         record = ToolCallRecord(
             round=self._round,
@@ -594,7 +608,7 @@ class AssistantRunWorkflow:
             arguments=_cut(call.arguments, RECORD_ARGUMENTS_CHARS),
             output_preview=output[:PREVIEW_CHARS],
             attempts=attempts,
-            duration_seconds=(workflow.now() - started).total_seconds(),  # type: ignore[operator]
+            duration_seconds=duration if duration is not None else (workflow.now() - started).total_seconds(),  # type: ignore[operator]
             error=error,
         )
         self._emit(
@@ -619,6 +633,8 @@ class AssistantRunWorkflow:
                     request=request.model_copy(update={"messages": [], "resume": None})
                     if snapshot.backend == "responses"
                     else None,
+                    inline_tools=workflow.patched(INLINE_TOOLS),
+                    output_cap_chars=request.output_cap_chars,
                 ),
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
                 schedule_to_close_timeout=self._model_budget(),
