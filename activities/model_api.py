@@ -47,12 +47,19 @@ INLINE_FIELD = Field(
 )
 
 
+TAIL_FIELD = Field(
+    False, description="Hand back the turn's last streamed text in the result (RunSnapshot.text_tail) instead of "
+    "signalling it just before: one workflow task less per streamed turn. Earlier workflows leave it out.",
+)
+
+
 class StartInput(BaseModel):
     request: RunRequest
     thread_id: str | None
     key: str
     add_messages: bool
     inline_tools: bool = INLINE_FIELD
+    text_tail: bool = TAIL_FIELD
 
 
 class StartResult(BaseModel):
@@ -81,6 +88,7 @@ class SubmitInput(BaseModel):
     )
     key: str | None = Field(None, description="The run's tag, as in StartInput; older workflows leave it out.")
     inline_tools: bool = INLINE_FIELD
+    text_tail: bool = TAIL_FIELD
     output_cap_chars: int = 16_000
 
 
@@ -297,6 +305,8 @@ class ModelActivities:
             snapshot = await _cancellable(backend, io, backend.start(request, input.thread_id, input.key, input.add_messages, io))
             if input.inline_tools:
                 snapshot = await self._run_inline(snapshot, request.output_cap_chars)
+            if input.text_tail:
+                snapshot = snapshot.model_copy(update={"text_tail": progress.take_tail()})
             search_attributes = await self._has_search_attributes()
         return StartResult(snapshot=_ended(snapshot), tools=self.tools.policies(), search_attributes=search_attributes, private=self.private)
 
@@ -314,6 +324,8 @@ class ModelActivities:
             snapshot = await _cancellable(backend, io, backend.submit_and_wait(input.request, input.snapshot, outputs, input.mode, io))
             if input.inline_tools:
                 snapshot = await self._run_inline(snapshot, input.output_cap_chars)
+            if input.text_tail:
+                snapshot = snapshot.model_copy(update={"text_tail": progress.take_tail()})
         return _ended(snapshot)
 
     @activity.defn(name="cancel_run")

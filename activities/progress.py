@@ -63,6 +63,7 @@ class ProgressPublisher:
         self._pacer: asyncio.Task[None] | None = None
         self._waiting = asyncio.Event()  # something is published and not yet sent
         self._sequences: dict[str, int] = {}  # highest text sequence per response, not yet sent
+        self._held: list[ProgressEvent] = []  # paced: published, not yet handed to the stream client
         self.batches = 0  # paced batches sent
 
     async def __aenter__(self) -> "ProgressPublisher":
@@ -78,7 +79,11 @@ class ProgressPublisher:
 
     def publish(self, kind: str, **fields: Any) -> None:
         if self._topic is not None:
-            self._topic.publish(ProgressEvent(kind=kind, at=time.time(), **fields))  # type: ignore[arg-type]
+            event = ProgressEvent(kind=kind, at=time.time(), **fields)  # type: ignore[arg-type]
+            if self._paced:
+                self._held.append(event)  # the pacer hands it over with its batch
+            else:
+                self._topic.publish(event)
             run_id, sequence = fields.get("run_id"), fields.get("sequence")
             if isinstance(run_id, str) and isinstance(sequence, int):
                 self._sequences[run_id] = max(sequence, self._sequences.get(run_id, -1))
@@ -90,6 +95,10 @@ class ProgressPublisher:
             await self._waiting.wait()
             await asyncio.sleep(pause)
             self._waiting.clear()
+            if self._topic is not None:
+                held, self._held = self._held, []
+                for event in held:
+                    self._topic.publish(event)
             sequences, self._sequences = self._sequences, {}
             try:
                 await client.flush()
@@ -104,9 +113,21 @@ class ProgressPublisher:
                         self._on_delivered(run_id, sequence)
             pause = min(pause * TEXT_GROWTH, TEXT_BATCH_CAP)
 
+    def take_tail(self) -> list[ProgressEvent]:
+        """The paced events not handed to a batch yet, for the activity's result to carry:
+        the turn's last text then reaches the workflow with the result, in the same workflow
+        task, instead of as a signal of its own just before it. Nothing more is sent after."""
+        tail, self._held = self._held, []
+        self._sequences = {}
+        return tail
+
     async def __aexit__(self, *exc: object) -> None:
         if self._client is None:
             return
+        if self._topic is not None and self._held:  # what take_tail did not take goes out now
+            for event in self._held:
+                self._topic.publish(event)
+            self._held = []
         self._topic = None  # nothing more from here
         if self._pacer is not None:
             self._pacer.cancel()

@@ -430,6 +430,23 @@ async def test_a_long_streamed_reply_costs_a_bounded_number_of_signals(
     assert len([e for e in signals if e.event_id < turn_ended]) >= 3  # live, not all at the end
 
 
+async def test_a_quick_streamed_turns_text_comes_with_its_result_not_as_a_signal(
+    api: Api, temporal_client: Client, task_queue: str, workers: None
+) -> None:
+    """A turn that ends before the first text batch is due hands its text back with the
+    activity's result: followers get every delta, and the run has no signal (and no workflow
+    task) for it. Before, the text went as a signal just before the result."""
+    reply = "A quick reply in a few deltas."
+    request = api.request([script(reply=reply, chunk_chars=4)], mode="stream", tool_choice="none")
+    handle = await enqueue_run(temporal_client, request, task_queue=task_queue)
+    result = await handle.result()
+    texts = [e async for e in handle.progress() if e.kind == "text"]
+
+    assert result.final_text == reply and "".join(e.text or "" for e in texts) == reply
+    events = await history_events(temporal_client.get_workflow_handle(handle.workflow_id))
+    assert not [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+
+
 async def test_a_tool_reporting_progress_often_costs_few_history_events(
     temporal_client: Client, task_queue: str, workers: None
 ) -> None:

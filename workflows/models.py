@@ -386,6 +386,10 @@ class RunSnapshot(BaseModel):
     inline_results: list["InlineToolResult"] = Field(
         default_factory=list, description="The round's calls of inline tools, run already by the activity that saw the round."
     )
+    text_tail: list["ProgressEvent"] = Field(
+        default_factory=list,
+        description="The turn's last streamed text, not yet sent as a signal: the workflow publishes it with this result.",
+    )
 
     @property
     def terminal(self) -> bool:

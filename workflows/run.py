@@ -105,7 +105,9 @@ RUNNING_TOOLS = "running_tools"
 # AssistantId every round were a write each).
 UPSERT_ONLY_CHANGES = "upsert-only-changes"
 # The model activities run the round's inline tools (@tool(inline=True)) and hand back their
-# outputs: such a call costs no activity of its own (histories from before never asked).
+# outputs: such a call costs no activity of its own; and they hand back the turn's last
+# streamed text with their result instead of signalling it just before (one workflow task
+# less per streamed turn). Histories from before never asked for either.
 INLINE_TOOLS = "inline-tools"
 
 
@@ -280,6 +282,7 @@ class AssistantRunWorkflow:
                 StartInput(
                     request=request, thread_id=thread_id, key=key, add_messages=request.thread_id is not None,
                     inline_tools=workflow.patched(INLINE_TOOLS),
+                    text_tail=workflow.patched(INLINE_TOOLS),  # came with the same version
                 ),
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
                 schedule_to_close_timeout=self._model_budget(),
@@ -418,6 +421,9 @@ class AssistantRunWorkflow:
 
     def _observe(self, snapshot: RunSnapshot) -> None:
         """A new snapshot: tell followers, the UI's details and the search attributes."""
+        for event in snapshot.text_tail:  # the turn's last text, carried by the result
+            self._progress.publish(event)
+        snapshot.text_tail.clear()  # once: a snapshot carried over continue-as-new is observed again
         if snapshot.backend == "responses" and snapshot.run_id not in self._response_ids:
             self._response_ids.append(snapshot.run_id)
         self._emit("status", status=snapshot.status, run_id=snapshot.run_id, thread_id=snapshot.thread_id)
@@ -634,6 +640,7 @@ class AssistantRunWorkflow:
                     if snapshot.backend == "responses"
                     else None,
                     inline_tools=workflow.patched(INLINE_TOOLS),
+                    text_tail=workflow.patched(INLINE_TOOLS),  # came with the same version
                     output_cap_chars=request.output_cap_chars,
                 ),
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
