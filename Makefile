@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 CHAOS_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: install lock test test-fast test-stress demo worker emulator bench bench-backends chaos clean
+.PHONY: install lock test test-fast test-stress demo worker emulator bench bench-backends bench-anchor chaos clean
 
 install: $(STAMP)
 
@@ -52,6 +53,11 @@ bench: $(STAMP)
 
 bench-backends: $(STAMP)
 	$(PY) bench/backends.py
+
+# The performance figures against their anchors (a bare hop, the SDK's own loops, a bare
+# workflow), interleaved and repeated: docs/benchmarks.md. BENCH_ARGS="--repeats 1 --quick", "--thousand".
+bench-anchor: $(STAMP)
+	$(PY) bench/anchor.py $(BENCH_ARGS)
 
 chaos: $(STAMP)
 	$(PY) bench/chaos.py $(CHAOS_ARGS)
