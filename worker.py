@@ -126,6 +126,9 @@ SHUTDOWN_MARGIN_SECONDS = 5.0
 DEFAULT_MAX_ACTIVITIES = 100
 DEFAULT_MAX_WORKFLOW_TASKS = 100
 DEFAULT_POLLERS = 5
+# Activities a workflow task may start on its own worker at once (eager execution), when the
+# server allows it and the worker has free slots: as many as a round's tools usually are.
+EAGER_ACTIVITIES = 20
 DEFAULT_STARTUP_RETRY_SECONDS = 60.0
 STARTUP_FIRST_RETRY_SECONDS = 0.5
 STARTUP_MAX_RETRY_SECONDS = 10.0
@@ -197,6 +200,10 @@ class WorkerSettings:
             "max_concurrent_workflow_tasks": self.max_workflow_tasks,
             "activity_task_poller_behavior": PollerBehaviorSimpleMaximum(maximum=self.activity_pollers),
             "workflow_task_poller_behavior": PollerBehaviorSimpleMaximum(maximum=self.workflow_pollers),
+            # A round's tools start on this worker straight from the workflow task that
+            # schedules them (eager execution; the SDK's default reserves 3, so a round of 4
+            # sent one through the server's matching and cost a workflow task more).
+            "max_eager_activity_reservations_per_workflow_task": EAGER_ACTIVITIES,
         }
 
 

@@ -128,14 +128,16 @@ HINT_FLOOR_SECONDS = 0.01
 
 
 class PollPacer:
-    """The pauses between reads of one turn: exactly the server's ``openai-poll-after-ms``
-    when it sends one (within ``HINT_FLOOR_SECONDS`` and ``POLL_CAP_SECONDS``); without it
-    (compatible servers send none) a fifth of the time since the pacer started, from
-    ``POLL_FLOOR_SECONDS`` up to ``DEFAULT_POLL_SECONDS``."""
+    """The pauses between reads of one turn: none before the first (as the SDK's
+    ``create_and_poll``: the server's hint comes with a read); then exactly the server's
+    ``openai-poll-after-ms`` when it sends one (within ``HINT_FLOOR_SECONDS`` and
+    ``POLL_CAP_SECONDS``); without it (compatible servers send none) a fifth of the time since
+    the pacer started, from ``POLL_FLOOR_SECONDS`` up to ``DEFAULT_POLL_SECONDS``."""
 
     def __init__(self) -> None:
         self.started = time.monotonic()
         self.hint: str | None = None
+        self.first = True
 
     def restart(self) -> None:
         self.started = time.monotonic()
@@ -147,6 +149,9 @@ class PollPacer:
 
     def delay(self) -> float:
         """The pause before the next read."""
+        if self.first:
+            self.first = False
+            return 0.0
         if self.hint is not None:
             try:
                 return min(max(float(self.hint) / 1000, HINT_FLOOR_SECONDS), POLL_CAP_SECONDS)

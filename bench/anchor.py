@@ -84,6 +84,9 @@ from workflows.run import AssistantRunWorkflow  # noqa: E402
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the SDK marks the Assistants API deprecated
 
 TOOL = "get_weather"  # sync, returns at once (a hash of its argument): an instant tool
+# The same function as an inline tool (@tool(inline=True)): --tool get_weather_inline.
+INLINE_TOOL = "get_weather_inline"
+registry.tool(tools.examples.get_weather, name=INLINE_TOOL, inline=True)
 TOOLS_PER_ROUND = 4
 SHAPE_ROUNDS = 3  # the 3 x 4 shape of figures 2-5
 HOP_TURN_SECONDS = 0.0  # figure 1: model turns take no scripted time
@@ -512,6 +515,8 @@ def meets(goal: str, value: float) -> bool:
 
 
 async def main(args: argparse.Namespace, argv: list[str]) -> int:
+    global TOOL
+    TOOL = args.tool
     worker.configure_logging("console", "warning")
     quick = args.quick
     rounds = 2 if quick else 5
@@ -523,7 +528,7 @@ async def main(args: argparse.Namespace, argv: list[str]) -> int:
     thousand = args.thousand_runs or (100 if quick else 1000)
     info = header(args, argv)
     info["setup"] = (f"file-backed Temporal dev server, emulator (openai-poll-after-ms {args.poll_after_ms}), in-process "
-                     f"workers (WorkerSettings() defaults), tool {TOOL} (instant, sync), Assistants API")
+                     f"workers (WorkerSettings() defaults), tool {TOOL} (instant, sync{', inline' if TOOL == INLINE_TOOL else ''}), Assistants API")
     out = sys.stderr if args.json else sys.stdout
     print(f"anchor benchmark: {info['date']}; {info['cpus']} CPUs, {info['machine']}, Python {info['python']}; "
           f"commit {info['commit']}", file=out)
@@ -564,15 +569,21 @@ async def main(args: argparse.Namespace, argv: list[str]) -> int:
                         await durable_run(stack, script_message(1, 0.0), mode)
                     await sdk_stream_run(stack, script_message(1, 0.0))
                     await sdk_poll_run(stack, script_message(1, 0.0))
+                    only = set(args.only.split(",")) if args.only else {f[0] for f in FIGURES}
                     for repeat in range(args.repeats):
                         step = time.perf_counter()
-                        results["1"].append(await figure_hops(stack, repeat, rounds, samples, hop_activities, keep["1"]))
-                        results["2"].append(await figure_vs_sdk(stack, repeat, "stream", 0.3, pairs, keep["2"]))
-                        results["3a"].append(await figure_vs_sdk(stack, repeat, "poll", 0.3, pairs, keep["3a"]))
-                        results["3b"].append(await figure_vs_sdk(stack, repeat, "poll", long_turn, pairs, keep["3b"]))
-                        results["4"].append(await figure_throughput(stack, repeat, concurrency))
+                        if "1" in only:
+                            results["1"].append(await figure_hops(stack, repeat, rounds, samples, hop_activities, keep["1"]))
+                        if "2" in only:
+                            results["2"].append(await figure_vs_sdk(stack, repeat, "stream", 0.3, pairs, keep["2"]))
+                        if "3a" in only:
+                            results["3a"].append(await figure_vs_sdk(stack, repeat, "poll", 0.3, pairs, keep["3a"]))
+                        if "3b" in only:
+                            results["3b"].append(await figure_vs_sdk(stack, repeat, "poll", long_turn, pairs, keep["3b"]))
+                        if "4" in only:
+                            results["4"].append(await figure_throughput(stack, repeat, concurrency))
                         print(f"  repeat {repeat + 1}/{args.repeats}: {time.perf_counter() - step:.0f} s; "
-                              + ", ".join(f"[{k}] {v[-1]['ratio']:.2f}" for k, v in results.items()), file=sys.stderr, flush=True)
+                              + ", ".join(f"[{k}] {v[-1]['ratio']:.2f}" for k, v in results.items() if v), file=sys.stderr, flush=True)
                     counters["stream"] = await solo_counters(stack, "stream", 0.3)
                     counters["poll"] = await solo_counters(stack, "poll", 0.3)
                     if "with_rounds" in keep["1"] and "reply_only" in keep["1"]:
@@ -593,6 +604,8 @@ async def main(args: argparse.Namespace, argv: list[str]) -> int:
 
     figures = []
     for key, name, unit, goal in FIGURES:
+        if not results[key]:
+            continue  # not asked for (--only)
         ratios = [r["ratio"] for r in results[key]]
         details = {k: statistics.median(r[k] for r in results[key]) for k in results[key][0] if k != "ratio"}
         s = spread(ratios)
@@ -660,6 +673,9 @@ if __name__ == "__main__":
     parser.add_argument("--thousand", action="store_true", help="also figure 5: 1,000 concurrent runs on a worker process (minutes)")
     parser.add_argument("--thousand-runs", type=int, help="figure 5's runs (default 1000; 100 with --quick)")
     parser.add_argument("--thousand-timeout", type=float, default=1800, help="figure 5's limit in seconds (default %(default)s)")
+    parser.add_argument("--tool", choices=[TOOL, INLINE_TOOL], default=TOOL,
+                        help="the tool every round calls: an activity each (default), or the same function inline")
+    parser.add_argument("--only", help="comma-separated figures to measure, e.g. 1,2 (default: 1,2,3a,3b,4)")
     parsed = parser.parse_args()
     if parsed.repeats < 1:
         parser.error("--repeats must be 1 or more")

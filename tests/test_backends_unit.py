@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pydantic
 import pytest
 
@@ -123,6 +125,7 @@ def test_poll_pacer_follows_the_servers_hint_exactly_and_else_a_fifth_of_the_tur
     from activities.backend import DEFAULT_POLL_SECONDS, HINT_FLOOR_SECONDS, POLL_FLOOR_SECONDS, PollPacer
 
     pacer = PollPacer()
+    assert pacer.delay() == 0.0  # the first read at once (the server's hint comes with it)
     assert pacer.delay() == POLL_FLOOR_SECONDS  # a turn just started: read soon
     pacer.started -= 1.0
     assert abs(pacer.delay() - 0.2) < 0.01  # a fifth of the second the turn has taken
@@ -136,3 +139,44 @@ def test_poll_pacer_follows_the_servers_hint_exactly_and_else_a_fifth_of_the_tur
     assert pacer.delay() == HINT_FLOOR_SECONDS  # never a busy loop
     pacer.heard("soon")
     assert pacer.delay() == DEFAULT_POLL_SECONDS  # a hint that is not a number is ignored
+
+
+async def test_run_events_skip_what_a_turn_does_not_need_and_build_runs_as_the_sdk_does() -> None:
+    import json as _json
+
+    import httpx2
+    import openai
+    from openai._streaming import ServerSentEvent
+    from openai.types.beta.threads import Run
+
+    from activities.assistants import _run_events
+
+    run = {"id": "run_1", "object": "thread.run", "status": "requires_action", "thread_id": "thread_1", "assistant_id": "asst_1",
+           "created_at": 1, "model": "gpt-4o", "instructions": "", "tools": [], "parallel_tool_calls": True,
+           "required_action": {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": [
+               {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}}
+    delta = {"id": "msg_1", "object": "thread.message.delta", "delta": {"content": [
+        {"index": 0, "type": "text", "text": {"value": "Hel"}}, {"index": 1, "type": "image_file", "image_file": {"file_id": "f"}}]}}
+
+    class FakeStream:
+        response = httpx2.Response(200, request=httpx2.Request("POST", "http://x/v1/threads/runs"))
+
+        def __init__(self, events: list[tuple[str, object]]) -> None:
+            self.events = events
+
+        async def _iter_events(self) -> Any:
+            for name, data in self.events:
+                yield ServerSentEvent(event=name, data=_json.dumps(data) if not isinstance(data, str) else data)
+
+    got = [x async for x in _run_events(FakeStream([
+        ("thread.run.step.created", {"id": "step_1"}), ("thread.message.delta", delta),
+        ("thread.message.completed", {"id": "msg_1"}), ("thread.run.requires_action", run), ("done", "[DONE]"),
+    ]))]
+    assert [name for name, _ in got] == ["thread.message.delta", "thread.run.requires_action"]
+    assert got[0][1] == "Hel"
+    built = got[1][1]
+    assert isinstance(built, Run) and built.required_action is not None
+    assert built.required_action.submit_tool_outputs.tool_calls[0].function.name == "f"  # nested objects, as the SDK builds them
+
+    with pytest.raises(openai.APIError, match="the server broke"):
+        [x async for x in _run_events(FakeStream([("error", {"error": {"message": "the server broke"}})]))]
