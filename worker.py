@@ -129,6 +129,13 @@ DEFAULT_POLLERS = 5
 # Activities a workflow task may start on its own worker at once (eager execution), when the
 # server allows it and the worker has free slots: as many as a round's tools usually are.
 EAGER_ACTIVITIES = 20
+# How long a workflow task may wait for this worker on its sticky queue (where the workflow is
+# cached) before the server moves it to the shared queue, where any worker replays it. The
+# SDK's 10 s made a busy worker's tasks time out by the hundred (1,000 concurrent runs on one
+# worker: ~750 timeouts, each a replay): waiting for the worker that holds the workflow is the
+# cheaper way to shed load. A worker that is gone is not waited for: the server sees its
+# sticky queue has no poller and moves the task at once.
+STICKY_WAIT = timedelta(seconds=60)
 DEFAULT_STARTUP_RETRY_SECONDS = 60.0
 STARTUP_FIRST_RETRY_SECONDS = 0.5
 STARTUP_MAX_RETRY_SECONDS = 10.0
@@ -204,6 +211,7 @@ class WorkerSettings:
             # schedules them (eager execution; the SDK's default reserves 3, so a round of 4
             # sent one through the server's matching and cost a workflow task more).
             "max_eager_activity_reservations_per_workflow_task": EAGER_ACTIVITIES,
+            "sticky_queue_schedule_to_start_timeout": STICKY_WAIT,
         }
 
 

@@ -68,7 +68,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
-from temporalio.api.enums.v1 import EventType  # noqa: E402
+from temporalio.api.enums.v1 import EventType, TimeoutType  # noqa: E402
 from temporalio.client import Client, WorkflowHandle  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
@@ -458,11 +458,16 @@ async def figure_thousand(stack: Stack, server: TemporalDevServer, emulator: Emu
         await sampler
         completed = sum(1 for f in done if f.exception() is None and f.result().status == "completed")
         kinds: Counter[str] = Counter()
+        timeout_types: Counter[str] = Counter()
         fetch_gate = asyncio.Semaphore(20)
 
         async def count(handle: WorkflowHandle[Any, Any]) -> None:
             async with fetch_gate:
-                kinds.update(event_kinds(await handle.fetch_history()))
+                history = await handle.fetch_history()
+                kinds.update(event_kinds(history))
+                for event in history.events:
+                    if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
+                        timeout_types[TimeoutType.Name(event.workflow_task_timed_out_event_attributes.timeout_type)] += 1
 
         await asyncio.gather(*(count(h) for h in handles))
     finally:
@@ -473,6 +478,7 @@ async def figure_thousand(stack: Stack, server: TemporalDevServer, emulator: Emu
         "runs_per_second": completed / wall,
         "peak_rss_mib": max(hwm, peak_rss) / 1024,
         "workflow_task_timeouts": kinds.get("WORKFLOW_TASK_TIMED_OUT", 0),
+        "workflow_task_timeouts_by_type": dict(timeout_types),
         "workflow_task_failures": kinds.get("WORKFLOW_TASK_FAILED", 0),
         "activity_timeouts": kinds.get("ACTIVITY_TASK_TIMED_OUT", 0),
     }
@@ -645,7 +651,7 @@ def print_table(report: dict[str, Any], rounds: int) -> None:
         late = f" ({t['not_ended']} not ended within --thousand-timeout)" if t["not_ended"] else ""
         print(f"{'5':<4} {format(t['runs'], ',') + ' concurrent runs on one worker process':<58} "
               f"completed {t['completed']}/{t['runs']}{late}; peak RSS {t['peak_rss_mib']:.0f} MiB (goal <= 400); "
-              f"workflow task timeouts {t['workflow_task_timeouts']} (goal 0); {t['runs_per_second']:.1f} runs/s; "
+              f"workflow task timeouts {t['workflow_task_timeouts']} (goal 0) {t.get('workflow_task_timeouts_by_type') or ''}; {t['runs_per_second']:.1f} runs/s; "
               f"workflow task failures {t['workflow_task_failures']}, activity timeouts {t['activity_timeouts']}")
     print(f"     (min / median / max over {repeats} repeat{'s' if repeats != 1 else ''}; "
           f"subject and anchor alternate within each repeat)")
