@@ -130,12 +130,11 @@ DEFAULT_POLLERS = 5
 # server allows it and the worker has free slots: as many as a round's tools usually are.
 EAGER_ACTIVITIES = 20
 # How long a workflow task may wait for this worker on its sticky queue (where the workflow is
-# cached) before the server moves it to the shared queue, where any worker replays it. The
-# SDK's 10 s made a busy worker's tasks time out by the hundred (1,000 concurrent runs on one
-# worker: ~750 timeouts, each a replay): waiting for the worker that holds the workflow is the
-# cheaper way to shed load. A worker that is gone is not waited for: the server sees its
-# sticky queue has no poller and moves the task at once.
-STICKY_WAIT = timedelta(seconds=60)
+# cached) before the server moves it to the shared queue: the SDK's 10 s. Longer makes an
+# overloaded worker time out fewer tasks, but a worker killed while it still held tasks keeps
+# them for that long too (the server goes on dispatching to a sticky queue polled in the last
+# 10 s): runs of a crashed worker would stall for it. Recovery wins.
+STICKY_WAIT = timedelta(seconds=10)
 DEFAULT_STARTUP_RETRY_SECONDS = 60.0
 STARTUP_FIRST_RETRY_SECONDS = 0.5
 STARTUP_MAX_RETRY_SECONDS = 10.0

@@ -13,6 +13,9 @@ from typing import Any
 
 import httpx
 from openai import OpenAI
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from devstack.temporal import TemporalDevServer
@@ -23,6 +26,14 @@ from tests.conftest import script
 from tests.test_worker_lifecycle import spawn_worker
 
 RUNS = 12
+
+
+async def poller_identities(client: Client, task_queue: str) -> set[str]:
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=task_queue),
+                                 task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
+    )
+    return {p.identity for p in response.pollers}
 
 
 def tools_started(log: Path) -> list[dict[str, Any]]:
@@ -44,30 +55,37 @@ async def test_three_workers_share_the_runs_and_finish_those_of_one_that_is_kill
     logs = [tmp_path / f"worker-{i}.log" for i in range(3)]
     workers = [spawn_worker(temporal_server, emulator, task_queue, log) for log in logs]
     try:
+        # All three poll before the runs come (a worker still starting would get none of them).
+        deadline = time.monotonic() + 60
+        while len(await poller_identities(temporal_client, task_queue)) < 3:
+            assert time.monotonic() < deadline, "the three workers did not all poll"
+            await asyncio.sleep(0.2)
         handles = []
         for i in range(RUNS):
             marker = tmp_path / f"slow-{i}"
             rounds = [[{"name": "slow", "arguments": {"seconds": 3, "marker": str(marker)}}, {"name": "structured", "arguments": {"n": i}}],
                       [{"name": "structured", "arguments": {"n": 1}}]]
             handles.append(await enqueue_run(temporal_client, api.request([script(rounds=rounds, reply=f"done {i}")]), task_queue=task_queue))
-        # Kill the first worker while a slow tool runs on it (mid-round).
+        # Kill a worker while a slow tool runs on it (mid-round). A round's tools start on the
+        # worker that ran the workflow task (eager), so wait for one that has one.
         deadline = time.monotonic() + 60
-        while not any(e["tool"] == "slow" for e in tools_started(logs[0])):
-            assert time.monotonic() < deadline, "no slow tool started on the first worker"
+        while not (busy := [i for i, log in enumerate(logs) if any(e["tool"] == "slow" for e in tools_started(log))]):
+            assert time.monotonic() < deadline, "no slow tool started"
             await asyncio.sleep(0.1)
-        workers[0].send_signal(signal.SIGKILL)
-        workers[0].wait()
+        killed = busy[0]
+        workers[killed].send_signal(signal.SIGKILL)
+        workers[killed].wait()
         results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 180)
     finally:
         codes = [stop_process(w) for w in workers]
 
     assert [r.status for r in results] == ["completed"] * RUNS
     assert [r.final_text for r in results] == [f"done {i}" for i in range(RUNS)]
-    assert codes[1:] == [0, 0]  # the survivors stop cleanly on SIGTERM
+    assert [c for i, c in enumerate(codes) if i != killed] == [0, 0]  # the survivors stop cleanly on SIGTERM
     # Every worker ran tools; the survivors ran again what the killed one had under way.
     per_worker = [{e["workflow_id"] for e in tools_started(log)} for log in logs]
     assert all(per_worker), [len(w) for w in per_worker]
-    survivors_slow = {e["workflow_id"] for log in logs[1:] for e in tools_started(log) if e["tool"] == "slow"}
+    survivors_slow = {e["workflow_id"] for i, log in enumerate(logs) if i != killed for e in tools_started(log) if e["tool"] == "slow"}
     # Nothing duplicated: per thread, one API run, one user message, two rounds submitted.
     stats = admin.get("/stats").json()
     assert all(api.seen(stats, r) == Seen(turns_created=1, user_messages=1, rounds_submitted=2) for r in results), [
