@@ -28,7 +28,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -215,7 +214,7 @@ class CodecServerProcess:
         self.url = ""
 
     def __enter__(self) -> "CodecServerProcess":
-        from emulator.server import die_with_parent
+        from emulator.server import die_with_parent, ready_url  # the test stand-in's process helpers
 
         log = open(self.log_file, "ab") if self.log_file else None
         try:
@@ -227,29 +226,18 @@ class CodecServerProcess:
         finally:
             if log is not None:
                 log.close()  # the child has its own descriptor
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            match = READY_LINE.search(line)
-            if match:
-                self.url = match.group("url")
-                return self
+        url = ready_url(self.process, READY_LINE, self.startup_timeout)
+        if url is not None:
+            self.url = url
+            return self
         self.stop()
         where = f"; see {self.log_file}" if self.log_file else ""
         raise RuntimeError(f"the codec server did not start (exit code {self.process.returncode}){where}")
 
     def stop(self) -> int | None:
-        from emulator.server import stop_process
+        from emulator.server import stop_child
 
-        if self.process is None:
-            return None
-        code = stop_process(self.process)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        return code
+        return stop_child(self.process)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

@@ -158,6 +158,31 @@ def stop_process(process: "subprocess.Popen[Any]", timeout: float = 10.0) -> int
     return process.returncode
 
 
+def ready_url(process: "subprocess.Popen[str]", ready: "re.Pattern[str]", timeout: float) -> str | None:
+    """The ``url`` group of the first line of the child's stdout that ``ready`` matches; None
+    if the child ends its output or ``timeout`` passes first."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            return None
+        match = ready.search(line)
+        if match:
+            return match.group("url")
+    return None
+
+
+def stop_child(process: "subprocess.Popen[str] | None") -> int | None:
+    """``stop_process``, then close the pipe its ready line came through."""
+    if process is None:
+        return None
+    code = stop_process(process)
+    if process.stdout is not None:
+        process.stdout.close()
+    return code
+
+
 class EmulatorProcess:
     """The emulator as a child process on a free loopback port; a context manager.
 
@@ -183,26 +208,15 @@ class EmulatorProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             preexec_fn=die_with_parent,
         )
-        deadline = time.monotonic() + self.startup_timeout
-        assert self.process.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            match = READY_LINE.search(line)
-            if match:
-                self.base_url = match.group("url")
-                return self
+        url = ready_url(self.process, READY_LINE, self.startup_timeout)
+        if url is not None:
+            self.base_url = url
+            return self
         self.stop()
         raise RuntimeError(f"the emulator did not start (exit code {self.process.returncode})")
 
     def stop(self) -> int | None:
-        if self.process is None:
-            return None
-        code = stop_process(self.process)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        return code
+        return stop_child(self.process)
 
     def __exit__(self, *exc: object) -> None:
         self.stop()

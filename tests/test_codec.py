@@ -50,6 +50,7 @@ from durable_assistants.codec import (
 from durable_assistants.codec_server import CodecServerProcess
 from emulator.server import EmulatorProcess, die_with_parent, stop_process
 from tests.conftest import script
+from tests.test_worker_startup import _alive, _children_of
 from tools import registry
 from workflows.models import MessageInput, RunRequest, RunResult
 
@@ -548,19 +549,6 @@ async def test_the_codec_server_command_serves_and_stops_cleanly_on_a_signal(sig
 
 
 # ---------------------------------------------------------------------------- the local stack
-
-
-def _children_of(pid: int) -> list[int]:
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in children.read_text().split()] if children.exists() else []
-
-
-def _alive(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status")
-    try:
-        return "zombie" not in status.read_text()
-    except FileNotFoundError:
-        return False
 
 
 @pytest.mark.server
