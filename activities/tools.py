@@ -105,34 +105,43 @@ class OutputNotJson(TypeError):
         self.what, self.path = what, path
 
 
-def render_output(value: Any, cap: int, tool: str = "the tool") -> tuple[str, bool]:
-    """The model's text for a tool's return value: a string as it is, anything else as JSON,
-    cut at ``cap`` with a marker. A value JSON cannot carry raises ``OutputNotJson`` rather
-    than reaching the model as some ``str()`` of it (``<socket.socket fd=3 ...>``)."""
+def _rendered(value: Any, cap: int, tool: str) -> tuple[Any, str, bool]:
+    """One pass over a tool's return value: its plain JSON value, the model's text (a string
+    as it is, anything else as JSON, cut at ``cap`` with a marker) and whether it was cut."""
     if isinstance(value, str):
-        text = value
+        plain, text = value, value
     else:
         try:
-            text = json.dumps(_json_value(value, "$"), ensure_ascii=False, allow_nan=False)
+            plain = _json_value(value, "$")
+            text = json.dumps(plain, ensure_ascii=False, allow_nan=False)
         except _NotJson as exc:
             raise OutputNotJson(tool, exc.what, exc.path) from None
         except RecursionError:
             raise OutputNotJson(tool, "a structure nested too deeply (or containing itself)", "$") from None
     if len(text) <= cap:
-        return text, False
+        return plain, text, False
     marker = f"…[truncated {len(text) - cap} of {len(text)} characters]"
-    return text[: max(0, cap - len(marker))] + marker, True
+    return plain, text[: max(0, cap - len(marker))] + marker, True
+
+
+def render_output(value: Any, cap: int, tool: str = "the tool") -> tuple[str, bool]:
+    """The model's text for a tool's return value: a string as it is, anything else as JSON,
+    cut at ``cap`` with a marker. A value JSON cannot carry raises ``OutputNotJson`` rather
+    than reaching the model as some ``str()`` of it (``<socket.socket fd=3 ...>``)."""
+    _, text, truncated = _rendered(value, cap, tool)
+    return text, truncated
 
 
 def render_value(value: Any, cap: int, tool: str = "the tool") -> tuple[str | dict[str, Any] | list[Any], bool]:
     """What the activity hands back for a tool's return value: a dict or list as plain JSON
     values when its text fits ``cap`` (``output_text`` gives the very text ``render_output``
     would), else ``render_output``'s text."""
-    text, truncated = render_output(value, cap, tool)
-    if truncated or isinstance(value, str):
-        return text, truncated
-    plain = _json_value(value, "$")
-    return (plain, False) if isinstance(plain, (dict, list)) else (text, False)
+    plain, text, truncated = _rendered(value, cap, tool)
+    return _handed_back(plain, text, truncated), truncated
+
+
+def _handed_back(plain: Any, text: str, truncated: bool) -> str | dict[str, Any] | list[Any]:
+    return plain if not truncated and isinstance(plain, (dict, list)) else text
 
 
 def output_text(output: str | dict[str, Any] | list[Any]) -> str:
@@ -287,20 +296,7 @@ def _budget_is_ours(info: activity.Info) -> bool:
 async def _execute(
     tool: Tool, call: ToolCallInput, info: activity.Info, executor: concurrent.futures.Executor | None
 ) -> ToolCallOutput:
-    try:
-        if isinstance(call.arguments, dict):
-            raw: Any = call.arguments
-        else:
-            raw = json.loads(call.arguments) if call.arguments.strip() else {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
-        parsed = tool.parse_arguments(raw)
-    except pydantic.ValidationError as exc:
-        log.warning("tool arguments invalid", problems=describe_validation_error(exc))
-        raise _invalid(f"invalid arguments for {tool.name}: {describe_validation_error(exc)}") from None
-    except ValueError as exc:
-        log.warning("tool arguments not a JSON object", error=str(exc))
-        raise _invalid(f"arguments for {tool.name} are not a JSON object: {exc}") from None
+    parsed = parse_call(tool, call.arguments)
 
     failures, last_error = recalled_failures(info.heartbeat_details)
     ours = _budget_is_ours(info)
@@ -352,14 +348,31 @@ async def _execute(
         stop.set()
         await asyncio.shield(heartbeater)
     try:
-        output, truncated = render_value(value, call.output_cap_chars, tool.name)
+        plain, text, truncated = _rendered(value, call.output_cap_chars, tool.name)
     except OutputNotJson as exc:
         # The same value would come back on every retry: a bug in the tool, told once.
         log.warning("tool output not JSON", error=str(exc))
         raise ApplicationError(str(exc), type=OUTPUT_NOT_JSON, non_retryable=True) from None
-    log.info("tool finished", output_chars=len(output_text(output)), truncated=truncated)
+    log.info("tool finished", output_chars=len(text), truncated=truncated)
+    output = _handed_back(plain, text, truncated)
     attempt = failures + 1 if ours else info.attempt
     return ToolCallOutput(output=output, attempt=attempt, truncated=truncated, executions=info.attempt)
+
+
+def parse_call(tool: Tool, arguments: dict[str, Any] | str) -> pydantic.BaseModel:
+    """A call's arguments (the object, or the model's text) checked against the tool's model;
+    ``ApplicationError`` of type ``InvalidToolArguments`` (the model's mistake) saying why."""
+    try:
+        raw: Any = arguments if isinstance(arguments, dict) else json.loads(arguments) if arguments.strip() else {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
+        return tool.parse_arguments(raw)
+    except pydantic.ValidationError as exc:
+        log.warning("tool arguments invalid", problems=describe_validation_error(exc))
+        raise _invalid(f"invalid arguments for {tool.name}: {describe_validation_error(exc)}") from None
+    except ValueError as exc:
+        log.warning("tool arguments not a JSON object", error=str(exc))
+        raise _invalid(f"arguments for {tool.name} are not a JSON object: {exc}") from None
 
 
 def _describe(exc: BaseException) -> str:
@@ -473,16 +486,9 @@ async def run_inline(
     structlog.contextvars.bind_contextvars(tool=tool.name, call_id=call_id)
     try:
         try:
-            raw = json.loads(arguments) if arguments.strip() else {}
-            if not isinstance(raw, dict):
-                raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
-            parsed = tool.parse_arguments(raw)
-        except pydantic.ValidationError as exc:
-            message = f"invalid arguments for {tool.name}: {describe_validation_error(exc)}"
-            return _inline_result(tool, call_id, f"Error: {message}", 1, started, message, "invalid_arguments")
-        except ValueError as exc:
-            message = f"arguments for {tool.name} are not a JSON object: {exc}"
-            return _inline_result(tool, call_id, f"Error: {message}", 1, started, message, "invalid_arguments")
+            parsed = parse_call(tool, arguments)
+        except ApplicationError as exc:  # the model's mistake: an error output, as from an activity
+            return _inline_result(tool, call_id, f"Error: {exc.message}", 1, started, exc.message, "invalid_arguments")
         policy = tool.policy
         wait = policy.initial_retry_seconds
         failures = 0

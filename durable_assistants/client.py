@@ -325,17 +325,23 @@ class RunHandle:
                 yield item.data
 
 
-async def has_pollers(client: Client, task_queue: str) -> bool:
-    """Whether a worker polls ``task_queue`` for workflow tasks (seen by the server lately)."""
+async def pollers(client: Client, task_queue: str, kind: str = "workflow") -> list[Any]:
+    """The workers polling ``task_queue`` for ``kind`` ("workflow" or "activity") tasks, as
+    the server saw them lately (``PollerInfo``: identity, last access time)."""
     response = await client.workflow_service.describe_task_queue(
         DescribeTaskQueueRequest(
             namespace=client.namespace,
             task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW if kind == "workflow" else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
         ),
         timeout=QUERY_TIMEOUT,
     )
-    return bool(response.pollers)
+    return list(response.pollers)
+
+
+async def has_pollers(client: Client, task_queue: str) -> bool:
+    """Whether a worker polls ``task_queue`` for workflow tasks (seen by the server lately)."""
+    return bool(await pollers(client, task_queue))
 
 
 def pending_activities(description: WorkflowExecutionDescription) -> list[PendingActivity]:

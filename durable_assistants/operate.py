@@ -14,14 +14,14 @@ from datetime import timedelta
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
-from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
+from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode
 
+from durable_assistants.client import pollers
 from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
 CHECK_TIMEOUT_SECONDS = 10.0
@@ -131,15 +131,11 @@ async def _pollers(client: Client, queue: str, kinds: Sequence[str]) -> Check:
     name = f"pollers {queue}"
     seen = []
     for kind in kinds:
-        queue_type = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW if kind == "workflow" else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
-        response = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=queue_type),
-            timeout=RPC_TIMEOUT,
-        )
-        if not response.pollers:
+        found = await pollers(client, queue, kind)
+        if not found:
             return Check(name, False, f"no worker polls {kind} tasks on {queue!r}: start `durable-assistants worker`"
                          + ("" if kind == "workflow" else f" (with --queue {queue} for a tool queue)" if len(kinds) == 1 else ""))
-        seen.append(f"{len({p.identity for p in response.pollers})} {kind}")
+        seen.append(f"{len({p.identity for p in found})} {kind}")
     return Check(name, True, "polled by " + ", ".join(seen) + " worker identities")
 
 

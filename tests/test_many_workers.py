@@ -13,27 +13,17 @@ from typing import Any
 
 import httpx
 from openai import OpenAI
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from devstack.temporal import TemporalDevServer
 from durable_assistants import enqueue_run
+from durable_assistants.client import pollers
 from emulator.server import stop_process
 from tests.apis import AssistantsApi, Seen
 from tests.conftest import script
 from tests.test_worker_lifecycle import spawn_worker
 
 RUNS = 12
-
-
-async def poller_identities(client: Client, task_queue: str) -> set[str]:
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=task_queue),
-                                 task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
-    )
-    return {p.identity for p in response.pollers}
 
 
 def tools_started(log: Path) -> list[dict[str, Any]]:
@@ -57,7 +47,7 @@ async def test_three_workers_share_the_runs_and_finish_those_of_one_that_is_kill
     try:
         # All three poll before the runs come (a worker still starting would get none of them).
         deadline = time.monotonic() + 60
-        while len(await poller_identities(temporal_client, task_queue)) < 3:
+        while len({p.identity for p in await pollers(temporal_client, task_queue)}) < 3:
             assert time.monotonic() < deadline, "the three workers did not all poll"
             await asyncio.sleep(0.2)
         handles = []

@@ -281,8 +281,7 @@ class AssistantRunWorkflow:
                 ModelActivities.start_run,
                 StartInput(
                     request=request, thread_id=thread_id, key=key, add_messages=request.thread_id is not None,
-                    inline_tools=workflow.patched(INLINE_TOOLS),
-                    text_tail=workflow.patched(INLINE_TOOLS),  # came with the same version
+                    **self._version_asks(),
                 ),
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
                 schedule_to_close_timeout=self._model_budget(),
@@ -311,6 +310,13 @@ class AssistantRunWorkflow:
         self._private = start.private
         if start.snapshot.cancel_requested:
             raise asyncio.CancelledError()
+
+    @staticmethod
+    def _version_asks() -> dict[str, bool]:
+        """What a model activity may hand back to a workflow of this version (patch
+        inline-tools): inline tools' outputs, and the turn's last text with the result."""
+        asks = workflow.patched(INLINE_TOOLS)
+        return {"inline_tools": asks, "text_tail": asks}
 
     def _model_cancellation(self) -> workflow.ActivityCancellationType:
         """Model activities: a cancelled workflow waits while the activity stops what it has
@@ -639,8 +645,7 @@ class AssistantRunWorkflow:
                     request=request.model_copy(update={"messages": [], "resume": None})
                     if snapshot.backend == "responses"
                     else None,
-                    inline_tools=workflow.patched(INLINE_TOOLS),
-                    text_tail=workflow.patched(INLINE_TOOLS),  # came with the same version
+                    **self._version_asks(),
                     output_cap_chars=request.output_cap_chars,
                 ),
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
