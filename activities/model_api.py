@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from datetime import timedelta
 from typing import Any, AsyncIterator, Awaitable, Literal
@@ -25,10 +26,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from tools import ToolPolicy, ToolRegistry
-from workflows.models import Backend, RunRequest, RunSnapshot
+from workflows.models import ApprovalAsk, Backend, RunRequest, RunSnapshot
 
 from durable_assistants.client import namespace_search_attributes
-from workflows.search_attributes import RUN_ATTRIBUTES
+from workflows.search_attributes import APPROVAL_ATTRIBUTE, RUN_ATTRIBUTES
 
 from . import tracing
 from .backend import ModelBackend, OnText, TurnIO
@@ -53,6 +54,13 @@ TAIL_FIELD = Field(
 )
 
 
+APPROVAL_FIELD = Field(
+    None, description="The run's approval overrides by tool name (RunRequest.approval): the activity flags the round's "
+    "calls that wait for a decision (RunSnapshot.approvals) and does not run those inline. None: a workflow of an "
+    "earlier version, which flags nothing.",
+)
+
+
 class StartInput(BaseModel):
     request: RunRequest
     thread_id: str | None
@@ -60,6 +68,7 @@ class StartInput(BaseModel):
     add_messages: bool
     inline_tools: bool = INLINE_FIELD
     text_tail: bool = TAIL_FIELD
+    approval: dict[str, str] | None = APPROVAL_FIELD
 
 
 class StartResult(BaseModel):
@@ -72,6 +81,7 @@ class StartResult(BaseModel):
         False, description="The worker encrypts payloads: what the workflow shows in plain text (activity summaries) "
         "names tools and sizes, never arguments.",
     )
+    approval_attribute: bool = Field(False, description="Whether the namespace has AwaitingApproval, so the workflow may upsert it.")
 
 
 class ToolOutput(BaseModel):
@@ -90,6 +100,7 @@ class SubmitInput(BaseModel):
     inline_tools: bool = INLINE_FIELD
     text_tail: bool = TAIL_FIELD
     output_cap_chars: int = 16_000
+    approval: dict[str, str] | None = APPROVAL_FIELD
 
 
 class CancelInput(BaseModel):
@@ -231,7 +242,7 @@ class ModelActivities:
         if self.default_backend not in self.backends:
             raise ValueError(f"default backend {self.default_backend!r} is not one of {', '.join(self.backends)}")
         self.tools = tools
-        self._namespaces_with_attributes: dict[str, bool] = {}
+        self._namespaces_with_attributes: dict[str, tuple[bool, bool]] = {}
 
     def backend_for(self, request: RunRequest) -> ModelBackend:
         """The request's backend; a request that cannot run on it fails at once, saying why."""
@@ -253,17 +264,21 @@ class ModelActivities:
             raise ApplicationError(f"this worker has no {name} backend", type="InvalidRunRequest", non_retryable=True)
         return backend
 
-    async def _has_search_attributes(self) -> bool:
-        """Checked once per namespace: upserting attributes a namespace lacks would fail the workflow."""
+    async def _search_attributes(self) -> tuple[bool, bool]:
+        """Whether the namespace has the run's attributes, and AwaitingApproval; checked once
+        per namespace: upserting attributes a namespace lacks would fail the workflow."""
         namespace = activity.info().namespace
         if namespace not in self._namespaces_with_attributes:
             present = await namespace_search_attributes(activity.client())
             if present is None:  # e.g. no permission to list them: run without
                 log.warning("cannot list search attributes; runs won't be searchable by them")
-            missing = sorted(set(RUN_ATTRIBUTES) - (present or frozenset()))
+            missing = sorted((set(RUN_ATTRIBUTES) | {APPROVAL_ATTRIBUTE}) - (present or frozenset()))
             if present is not None and missing:
                 log.warning("search attributes missing; runs won't be searchable by them", missing=missing)
-            self._namespaces_with_attributes[namespace] = not missing
+            self._namespaces_with_attributes[namespace] = (
+                present is not None and not set(RUN_ATTRIBUTES) & set(missing),
+                present is not None and APPROVAL_ATTRIBUTE not in missing,
+            )
         return self._namespaces_with_attributes[namespace]
 
     @activity.defn(name="create_thread")
@@ -277,15 +292,47 @@ class ModelActivities:
         log.info("thread created", thread_id=thread_id)
         return thread_id
 
+    def _flag_approvals(self, snapshot: RunSnapshot, overrides: dict[str, str] | None) -> RunSnapshot:
+        """The round's calls that must wait for a person's decision: the request's override
+        for the tool (or for '*'), else the tool's own policy, asked with the parsed arguments."""
+        if overrides is None or snapshot.status != "requires_action":
+            return snapshot
+        asks = []
+        for call in snapshot.tool_calls:
+            tool = self.tools.get(call.name)
+            if tool is None:
+                continue  # the workflow answers an unknown tool with an error output
+            override = overrides.get(call.name, overrides.get("*"))
+            if override == "never":
+                continue
+            try:
+                arguments = json.loads(call.arguments)
+            except ValueError:
+                continue  # not JSON: the workflow answers with an error output
+            if not isinstance(arguments, dict):
+                continue
+            reason = (
+                f"this run's request asks approval for {call.name}" if override == "always" else tool.needs_approval(arguments)
+            )
+            if reason is not None:
+                parameters = tool.schema()["function"].get("parameters")
+                asks.append(ApprovalAsk(call_id=call.id, reason=reason, parameters=parameters))
+        if not asks:
+            return snapshot
+        log.info("calls wait for approval", calls=[a.call_id for a in asks])
+        return snapshot.model_copy(update={"approvals": asks})
+
     async def _run_inline(self, snapshot: RunSnapshot, cap: int) -> RunSnapshot:
         """A round's calls of inline tools, run here (in parallel), their outputs handed back
-        with the snapshot: the workflow runs the others as activities and submits them all."""
+        with the snapshot: the workflow runs the others as activities and submits them all.
+        A call that waits for approval is not run here: the workflow runs it once decided."""
         if snapshot.status != "requires_action":
             return snapshot
+        waiting = {a.call_id for a in snapshot.approvals}
         runs = []
         for call in snapshot.tool_calls:
             tool = self.tools.get(call.name)
-            if tool is not None and tool.policy.inline:
+            if tool is not None and tool.policy.inline and call.id not in waiting:
                 runs.append(run_inline(tool, call.id, call.arguments, snapshot.run_id, snapshot.thread_id, cap, activity.info().attempt))
         if not runs:
             return snapshot
@@ -303,12 +350,16 @@ class ModelActivities:
             if input.add_messages or backend.name != "assistants":
                 await backend.check_request(request)
             snapshot = await _cancellable(backend, io, backend.start(request, input.thread_id, input.key, input.add_messages, io))
+            snapshot = self._flag_approvals(snapshot, input.approval)
             if input.inline_tools:
                 snapshot = await self._run_inline(snapshot, request.output_cap_chars)
             if input.text_tail:
                 snapshot = snapshot.model_copy(update={"text_tail": progress.take_tail()})
-            search_attributes = await self._has_search_attributes()
-        return StartResult(snapshot=_ended(snapshot), tools=self.tools.policies(), search_attributes=search_attributes, private=self.private)
+            search_attributes, approval_attribute = await self._search_attributes()
+        return StartResult(
+            snapshot=_ended(snapshot), tools=self.tools.policies(), search_attributes=search_attributes, private=self.private,
+            approval_attribute=approval_attribute,
+        )
 
     @activity.defn(name="submit_tool_outputs")
     async def submit_tool_outputs(self, input: SubmitInput) -> RunSnapshot:
@@ -317,11 +368,12 @@ class ModelActivities:
         if not input.outputs:
             async with _kept_alive(_io()) as io:
                 io.running(input.snapshot)
-                return _ended(await _cancellable(backend, io, backend.wait(input.snapshot, io)))
+                return _ended(self._flag_approvals(await _cancellable(backend, io, backend.wait(input.snapshot, io)), input.approval))
         outputs = [o.model_dump() for o in input.outputs]
         async with _kept_alive(_io(input.key)) as io, _text_publisher(io) as progress:
             io.on_text = _text_to(progress)
             snapshot = await _cancellable(backend, io, backend.submit_and_wait(input.request, input.snapshot, outputs, input.mode, io))
+            snapshot = self._flag_approvals(snapshot, input.approval)
             if input.inline_tools:
                 snapshot = await self._run_inline(snapshot, input.output_cap_chars)
             if input.text_tail:

@@ -69,6 +69,18 @@ DEMO_SCENARIO = {
     "reply": "Here is what I found:\n{outputs}",
     "turn_seconds": 0.5,
 }
+# --approval: the second round also refunds an order, over the amount that needs a person's
+# approval (tools/refunds.py); with --once the demo approves it itself after a moment.
+APPROVAL_CALL = {"name": "issue_refund", "arguments": {"order_id": "order-1042", "amount": 240}}
+APPROVAL_MODULES = "tools.examples,tools.refunds"
+SELF_APPROVAL_SECONDS = 2.0
+
+
+def demo_scenario(approval: bool) -> dict[str, Any]:
+    if not approval:
+        return DEMO_SCENARIO
+    rounds = [list(DEMO_SCENARIO["rounds"][0]), [*DEMO_SCENARIO["rounds"][1], APPROVAL_CALL]]
+    return {**DEMO_SCENARIO, "rounds": rounds}
 
 
 def state_dir() -> Path:
@@ -159,15 +171,17 @@ def worker_process(env: dict[str, str], state: Path) -> Iterator[subprocess.Pope
         log.close()
 
 
-async def prepare_assistant(model: AsyncOpenAI, admin_url: str | None) -> str:
+async def prepare_assistant(model: AsyncOpenAI, admin_url: str | None, approval: bool = False) -> str:
     """Create the demo assistant, or bring an existing one's tools up to date with the registry."""
     import tools.examples  # noqa: F401  (registers the example tools)
     from tools import registry
 
+    if approval:
+        import tools.refunds  # noqa: F401
     schemas = registry.schemas()
     metadata = {}
     if admin_url is not None:
-        httpx.put(f"{admin_url}/scenarios/durable-demo", json=DEMO_SCENARIO).raise_for_status()
+        httpx.put(f"{admin_url}/scenarios/durable-demo", json=demo_scenario(approval)).raise_for_status()
         metadata["emulator_scenario"] = "durable-demo"
     async for assistant in model.beta.assistants.list(limit=100):
         if assistant.name == ASSISTANT_NAME:
@@ -179,19 +193,19 @@ async def prepare_assistant(model: AsyncOpenAI, admin_url: str | None) -> str:
     return created.id
 
 
-async def demo_request(backend: str, base_url: str, api_key: str, admin_url: str | None) -> RunRequest:
+async def demo_request(backend: str, base_url: str, api_key: str, admin_url: str | None, approval: bool = False) -> RunRequest:
     """The demo's run: the demo assistant's (Assistants), or the same agent as request fields (Responses)."""
     message = [MessageInput(content=QUESTION)]
     if backend == "assistants":
         model = AsyncOpenAI(base_url=base_url, api_key=api_key)
         try:
-            assistant_id = await prepare_assistant(model, admin_url)
+            assistant_id = await prepare_assistant(model, admin_url, approval)
         finally:
             await model.close()
         return RunRequest(assistant_id=assistant_id, messages=message, mode="stream")
     metadata = None
     if admin_url is not None:
-        httpx.put(f"{admin_url}/scenarios/durable-demo", json=DEMO_SCENARIO).raise_for_status()
+        httpx.put(f"{admin_url}/scenarios/durable-demo", json=demo_scenario(approval)).raise_for_status()
         metadata = {"emulator_scenario": "durable-demo"}
     # No tools given: the worker sends its registry's, in the Responses shape.
     return RunRequest(
@@ -251,6 +265,8 @@ async def run_demo(args: argparse.Namespace) -> int:
             "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "sk-local"),
             "DA_LOG_FORMAT": "json",
         }
+        if getattr(args, "approval", False):
+            env["DA_TOOL_MODULES"] = APPROVAL_MODULES
         if env.get("DA_CODEC_KEYS_FILE"):  # the worker runs in the repository, maybe not in this directory
             env["DA_CODEC_KEYS_FILE"] = os.path.abspath(env["DA_CODEC_KEYS_FILE"])
         worker = stack.enter_context(worker_process(env, state))
@@ -266,14 +282,31 @@ async def run_demo(args: argparse.Namespace) -> int:
             await _until_interrupted()
             return 0
 
-        request = await demo_request(args.backend, base_url, env["OPENAI_API_KEY"], admin_url)
+        request = await demo_request(args.backend, base_url, env["OPENAI_API_KEY"], admin_url, args.approval)
         client = await Client.connect(server.address, data_converter=data_converter())
         handle = await enqueue_run(client, request, request_id=f"demo-{uuid.uuid4().hex[:8]}", summary=f"make demo ({args.backend})")
         workflow_id = handle.workflow_id
         print(f"\n{request.agent_label} ({args.backend} API): {QUESTION}")
         link = f"{server.ui_url}/namespaces/default/workflows/{quote(workflow_id, safe='')}"
         print(f"workflow {workflow_id}: {link}\n")
-        await render_progress(handle, clock=True)
+        if args.approval and not args.once:
+            print(f"A refund will wait for your decision: run the approve or reject command it prints in another shell, "
+                  f"with TEMPORAL_ADDRESS={server.address}.\n", flush=True)
+        decided: list[asyncio.Task[Any]] = []
+
+        async def approve_when_asked(event: Any) -> None:
+            # --once has no person to wait for: the demo decides, as `approve` would, and says so.
+            if args.once and event.kind == "approval_requested":
+                async def approve() -> None:
+                    await asyncio.sleep(SELF_APPROVAL_SECONDS)
+                    print(f"      (--once: approving call {event.call_id} as demo-operator)", flush=True)
+                    await handle.approve(event.call_id, note="approved by make demo --once", by="demo-operator")
+
+                decided.append(asyncio.create_task(approve()))
+
+        await render_progress(handle, clock=True, on_event=approve_when_asked)
+        for task in decided:
+            await task
         result = await handle.result()
         what = "response" if result.backend == "responses" else "run"
         print(f"\n{what} {result.run_id} ended {result.status} after {result.rounds} tool rounds, {len(result.tool_calls)} tool calls")
@@ -299,6 +332,11 @@ def main(argv: list[str] | None = None, prog: str = "durable-assistants dev") ->
     parser.add_argument("--stack-only", action="store_true", help="start the stack without the demo run")
     parser.add_argument(
         "--backend", choices=["assistants", "responses"], default="assistants", help="the model API the demo run uses (default: assistants)"
+    )
+    parser.add_argument(
+        "--approval", action="store_true",
+        help="the run also refunds an order over the amount that needs a person's approval (tools/refunds.py): "
+        "decide with durable-assistants approve|reject (with --once the demo approves it itself)",
     )
     args = parser.parse_args(argv)
     try:

@@ -123,8 +123,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="the run's RunStatus: starting, in_progress, running_tools (its tools run), requires_action (outputs wait "
         "to be submitted), completed, incomplete, failed, cancelled, expired; `queued`: only the runs waiting in a queue",
     )
+    listing.add_argument(
+        "--awaiting-approval", action="store_true", help="only runs with a tool call waiting for a decision (AwaitingApproval)"
+    )
     listing.add_argument("--limit", type=positive_int, default=20, help="at most this many runs, queued ones included (default 20)")
     listing.add_argument("--json", action="store_true")
+
+    approvals = commands.add_parser("approvals", help="list the tool calls waiting for a decision, across runs")
+    approvals.add_argument("--limit", type=positive_int, default=100, help="at most this many calls (default 100)")
+    approvals.add_argument("--json", action="store_true")
+    approve = commands.add_parser("approve", help="approve a tool call that waits for a decision (it runs)")
+    approve.add_argument("workflow_id")
+    approve.add_argument("call_id")
+    approve.add_argument("--note", help="why (kept in the run's tool log)")
+    approve.add_argument("--edit", metavar="JSON", help="run the tool with these arguments instead (a JSON object; both are recorded)")
+    approve.add_argument("--by", help="who decides (default: DA_USER, else the login name)")
+    approve.add_argument("--json", action="store_true")
+    reject = commands.add_parser("reject", help="reject a tool call that waits for a decision (the model is told why)")
+    reject.add_argument("workflow_id")
+    reject.add_argument("call_id")
+    reject.add_argument("--note", required=True, help="why: the model reads it")
+    reject.add_argument("--by", help="who decides (default: DA_USER, else the login name)")
+    reject.add_argument("--json", action="store_true")
 
     sync = commands.add_parser("sync-tools", help="make an assistant's function tools match the registry")
     sync.add_argument("--assistant", required=True, help="assistant ID")
@@ -248,11 +268,18 @@ def render_event(event: ProgressEvent) -> str | None:
     if event.kind == "tool_finished":
         timing = f"{event.duration_seconds:.2f}s, attempt {event.attempt}"
         return f"  ✗ {event.tool} ({timing}): {event.error}" if event.error else f"  ✓ {event.tool} ({timing})"
+    if event.kind == "approval_requested":
+        return f"  ⏸ {event.tool}({event.arguments}) waits for approval, call {event.call_id}: {event.note}"
+    if event.kind == "approval_decided":
+        by = f" by {event.by}" if event.by else ""
+        return f"  ▶ {event.tool} call {event.call_id}: {event.decision}{by}" + (f" ({event.note})" if event.note else "")
     return None
 
 
-async def render_progress(handle: Any, clock: bool = False) -> None:
-    """Print a run's progress as it happens: a line per event, text deltas inline."""
+async def render_progress(handle: Any, clock: bool = False, on_event: Any = None) -> None:
+    """Print a run's progress as it happens: a line per event, text deltas inline (and a call
+    waiting for approval with the commands that decide it). ``on_event(event)``, if given, is
+    called after each event is printed."""
     started = time.monotonic()
     in_text = False
     async for event in handle.progress():
@@ -265,6 +292,11 @@ async def render_progress(handle: Any, clock: bool = False) -> None:
             prefix = f"{time.monotonic() - started:5.1f}s " if clock else ""
             print(("\n" if in_text else "") + prefix + line, flush=True)
             in_text = False
+            if event.kind == "approval_requested":
+                print(f"      durable-assistants approve {handle.workflow_id} {event.call_id} [--note ...] [--edit JSON]\n"
+                      f"      durable-assistants reject {handle.workflow_id} {event.call_id} --note ...", flush=True)
+        if on_event is not None:
+            await on_event(event)
     if in_text:
         print()
 
@@ -393,6 +425,9 @@ def print_snapshot(status: LiveSnapshot, as_json: bool) -> None:
     for call in status.pending_tool_calls:
         elapsed = now - call.started_at if call.started_at is not None else call.elapsed_seconds
         print(f"  running {call.name}({call.arguments}) for {elapsed:.1f}s")
+    for approval in status.pending_approvals:
+        print(f"  waiting for approval: {approval.tool}({approval.arguments}) call {approval.call_id}, "
+              f"{max(0.0, approval.deadline - now):.0f}s left ({approval.reason})")
     for pending in status.pending_activities:
         if status.source == "worker" and pending.attempt <= 1 and not pending.last_failure:
             continue  # already shown above as a running tool, or a model step going well
@@ -402,6 +437,69 @@ def print_snapshot(status: LiveSnapshot, as_json: bool) -> None:
         if pending.last_failure:
             line += f"; last failure: {pending.last_failure}"
         print(line)
+
+
+def _decider(given: str | None) -> str | None:
+    if given:
+        return given
+    if os.environ.get("DA_USER"):
+        return os.environ["DA_USER"]
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:  # no login name (some containers): the decision is recorded without one
+        return None
+
+
+async def cmd_approvals(args: argparse.Namespace) -> int:
+    from durable_assistants.client import awaiting_approval
+
+    client = await connect()
+    try:
+        rows = await awaiting_approval(client, args.limit)
+    except RPCError as exc:
+        raise CliError(f"listing failed: {exc.message} (is the AwaitingApproval search attribute registered? durable-assistants setup-namespace)") from None
+    if args.json:
+        print(json.dumps([{"workflow_id": wid, **call.model_dump(exclude={"parameters"})} for wid, call in rows], indent=2))
+        return 0
+    now = time.time()
+    for wid, call in rows:
+        print(f"{wid}  {call.call_id}  {call.tool}({call.arguments})")
+        print(f"    {call.reason}; waiting {now - call.requested_at:.0f}s, decide within {max(0.0, call.deadline - now):.0f}s")
+    if not rows:
+        print("no tool call waits for approval")
+    return 0
+
+
+async def cmd_decide(args: argparse.Namespace) -> int:
+    from durable_assistants.client import ApprovalError, RunNotFoundError, get_run
+
+    edited = None
+    if getattr(args, "edit", None) is not None:
+        try:
+            edited = json.loads(args.edit)
+        except ValueError as exc:
+            raise CliError(f"--edit is not valid JSON ({exc}): {args.edit[:80]!r}") from None
+        if not isinstance(edited, dict):
+            raise CliError(f"--edit must be a JSON object (the tool's arguments), got {type(edited).__name__}: {args.edit[:80]!r}")
+    if args.command == "reject" and not args.note.strip():
+        raise CliError("--note must say why the call is rejected (the model reads it)")
+    client = await connect()
+    handle = get_run(client, args.workflow_id)
+    by = _decider(args.by)
+    try:
+        if args.command == "reject":
+            record = await handle.reject(args.call_id, args.note, by=by)
+        else:
+            record = await handle.approve(args.call_id, note=args.note, by=by, edited_arguments=edited)
+    except (ApprovalError, RunNotFoundError) as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(record.model_dump_json(indent=2))
+    else:
+        print(f"{args.workflow_id} {args.call_id}: {record.decision}" + (f" by {record.by}" if record.by else ""))
+    return 0
 
 
 async def cmd_cancel(args: argparse.Namespace) -> int:
@@ -446,13 +544,15 @@ def visibility_query(args: argparse.Namespace) -> str:
     for field, value in (("AssistantId", args.assistant), ("ThreadId", args.thread), ("RunStatus", args.status)):
         if value:
             clauses.append(_clause(field, value))
+    if getattr(args, "awaiting_approval", False):
+        clauses.append("AwaitingApproval = true")
     return " AND ".join(clauses)
 
 
 def queues_query(args: argparse.Namespace) -> str | None:
     """The running thread queues whose waiting runs ``list`` shows; None when the filters
     exclude queued runs (another status, or an assistant: a queue does not say whose runs wait)."""
-    if args.assistant or (args.status and args.status != QUEUED):
+    if args.assistant or getattr(args, "awaiting_approval", False) or (args.status and args.status != QUEUED):
         return None
     clauses = [f"WorkflowType = '{THREAD_QUEUE_WORKFLOW_NAME}'", "ExecutionStatus = 'Running'"]
     if args.thread:
@@ -685,6 +785,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": cmd_status,
         "cancel": cmd_cancel,
         "list": cmd_list,
+        "approvals": cmd_approvals,
+        "approve": cmd_decide,
+        "reject": cmd_decide,
         "sync-tools": cmd_sync_tools,
         "assistant": cmd_assistant,
         "setup-namespace": cmd_setup_namespace,

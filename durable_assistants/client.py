@@ -56,13 +56,16 @@ from workflows.models import (
     EnqueueRequest,
     IDEMPOTENCY_CONFLICT,
     QUEUE_FULL,
+    ApprovalRecord,
     LiveSnapshot,
     PendingActivity,
+    PendingApproval,
     ProgressEvent,
     RunRequest,
     RunResult,
     ThreadQueueInput,
     ThreadQueueState,
+    ToolCallDecision,
 )
 from workflows import search_attributes as sa
 from workflows.search_attributes import QUEUE_ATTRIBUTES, RUN_ATTRIBUTES
@@ -72,6 +75,8 @@ WAIT_FOR_START = timedelta(milliseconds=250)
 MAX_WAIT_FOR_START = timedelta(seconds=2)
 # A query needs a worker to answer it; past this the server's own view is shown instead.
 QUERY_TIMEOUT = timedelta(seconds=2)
+# A decision is an update: the worker takes it in its next workflow task.
+APPROVAL_TIMEOUT = timedelta(seconds=30)
 # How many running thread queues ``get_run`` looks through for a run that has not started yet.
 QUEUES_SEARCHED = 200
 QUERIES_AT_ONCE = 20
@@ -114,6 +119,12 @@ class RunFailedError(WorkflowFailureError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class ApprovalError(ValueError):
+    """A decision on a tool call that could not be taken (no such call waits, it was decided
+    already, a rejection without a note, edited arguments that don't match the tool's schema);
+    the run is unchanged. The message says which."""
 
 
 class IdempotencyConflictError(ValueError):
@@ -313,6 +324,48 @@ class RunHandle:
         await self._handle.cancel()
         return not description.task_queue or await has_pollers(self.client, description.task_queue)
 
+    async def pending_approvals(self) -> list[PendingApproval]:
+        """The run's tool calls waiting for a person's decision (empty once it has ended)."""
+        description = await self.describe()
+        if description is None or description.status != WorkflowExecutionStatus.RUNNING:
+            return []
+        snapshot = await self._handle.query("snapshot", result_type=LiveSnapshot, rpc_timeout=QUERY_TIMEOUT)
+        return snapshot.pending_approvals
+
+    async def approve(
+        self, call_id: str, *, note: str | None = None, by: str | None = None, edited_arguments: dict[str, Any] | None = None
+    ) -> ApprovalRecord:
+        """Approve a waiting tool call, so it runs; with ``edited_arguments``, it runs with
+        those instead (decision ``edit``; both are recorded). Raises ``ApprovalError``."""
+        decision = "edit" if edited_arguments is not None else "approve"
+        return await self.decide(ToolCallDecision(
+            call_id=call_id, decision=decision, note=note, by=by, edited_arguments=edited_arguments,
+        ))
+
+    async def reject(self, call_id: str, note: str, *, by: str | None = None) -> ApprovalRecord:
+        """Reject a waiting tool call: the model gets an output saying so, with ``note``."""
+        return await self.decide(ToolCallDecision(call_id=call_id, decision="reject", note=note, by=by))
+
+    async def decide(self, decision: ToolCallDecision) -> ApprovalRecord:
+        """Send one decision (the ``decide_tool_call`` update). Raises ``ApprovalError`` when
+        the run refuses it, ``RunNotFoundError`` when there is no such run."""
+        description = await self.describe()
+        if description is None:
+            raise ApprovalError(f"{self.workflow_id} is still queued in {self.queue_id}; its calls wait for nothing yet")
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            status = description.status.name.lower() if description.status else "unknown"
+            raise ApprovalError(f"{self.workflow_id} has ended ({status}); no tool call waits for approval")
+        if description.task_queue and not await has_pollers(self.client, description.task_queue):
+            raise ApprovalError(
+                f"no worker is polling task queue {description.task_queue!r}, so {self.workflow_id} cannot take a decision now"
+            )
+        try:
+            return await self._handle.execute_update(
+                "decide_tool_call", decision, result_type=ApprovalRecord, rpc_timeout=APPROVAL_TIMEOUT
+            )
+        except WorkflowUpdateFailedError as exc:
+            raise ApprovalError(root_cause(exc)) from None
+
     async def progress(self, from_offset: int = 0) -> AsyncIterator[ProgressEvent]:
         """The run's story as it happens: status changes, tool calls started and finished,
         tool progress and (in stream mode) text deltas. From the start by default, so a late
@@ -323,6 +376,32 @@ class RunHandle:
         async for item in stream.subscribe([PROGRESS_TOPIC], from_offset=from_offset, result_type=ProgressEvent):
             if not is_repeat(item.data, seen):
                 yield item.data
+
+
+AWAITING_APPROVAL_QUERY = f"WorkflowType = '{RUN_WORKFLOW_NAME}' AND ExecutionStatus = 'Running' AND AwaitingApproval = true"
+
+
+async def awaiting_approval(client: Client, limit: int = 100) -> list[tuple[str, PendingApproval]]:
+    """Tool calls waiting for a decision across runs, oldest request first, as (workflow ID,
+    call): runs found by the AwaitingApproval search attribute (visibility may lag a second),
+    each asked for its pending approvals. A run that no worker answers is left out."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+    ids = [e.id async for e in client.list_workflows(AWAITING_APPROVAL_QUERY, limit=limit)]
+    gate = asyncio.Semaphore(QUERIES_AT_ONCE)
+
+    async def calls(workflow_id: str) -> list[tuple[str, PendingApproval]]:
+        async with gate:
+            try:
+                snapshot = await client.get_workflow_handle(workflow_id).query(
+                    "snapshot", result_type=LiveSnapshot, rpc_timeout=QUERY_TIMEOUT
+                )
+            except (RPCError, WorkflowQueryFailedError):
+                return []
+        return [(workflow_id, p) for p in snapshot.pending_approvals]
+
+    found = [row for rows in await asyncio.gather(*(calls(i) for i in ids)) for row in rows]
+    return sorted(found, key=lambda row: row[1].requested_at)[:limit]
 
 
 async def pollers(client: Client, task_queue: str, kind: str = "workflow") -> list[Any]:

@@ -26,7 +26,11 @@ from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
 CHECK_TIMEOUT_SECONDS = 10.0
 RPC_TIMEOUT = timedelta(seconds=CHECK_TIMEOUT_SECONDS)
-_TYPES = {"Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST}
+_TYPES = {
+    "Keyword": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    "KeywordList": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD_LIST,
+    "Bool": IndexedValueType.INDEXED_VALUE_TYPE_BOOL,
+}
 
 
 class SetupError(Exception):

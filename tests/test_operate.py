@@ -47,14 +47,14 @@ def test_setup_namespace_then_doctor_on_a_bare_namespace(emulator: Any, tmp_path
         assert done.returncode == 1, done.stderr
         found = lines_by_check(done.stdout)
         assert found["temporal"] == f"ok connected to {server.address}, namespace default"
-        assert found["search attributes"].startswith("FAIL missing ApiRunId, AssistantId, QueuedRuns, RunStatus, ThreadId, ToolNames")
+        assert found["search attributes"].startswith("FAIL missing ApiRunId, AssistantId, AwaitingApproval, QueuedRuns, RunStatus, ThreadId, ToolNames")
         assert "durable-assistants setup-namespace" in found["search attributes"]
         assert found["pollers durable-assistants"].startswith("FAIL no worker polls workflow tasks on 'durable-assistants'")
         assert found["model API"].startswith("ok ") and found["codec"].startswith("ok off")
 
         done = run_cli("setup-namespace", env=settings)
         assert (done.returncode, done.stdout.strip()) == (
-            0, "registered in namespace default: ApiRunId, AssistantId, QueuedRuns, RunStatus, ThreadId, ToolNames"
+            0, "registered in namespace default: ApiRunId, AssistantId, AwaitingApproval, QueuedRuns, RunStatus, ThreadId, ToolNames"
         ), done.stderr
         done = run_cli("setup-namespace", env=settings)
         assert (done.returncode, done.stdout.strip()) == (0, "namespace default has every search attribute already")

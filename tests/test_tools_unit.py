@@ -246,3 +246,43 @@ def test_an_inline_tool_has_no_task_queue_and_its_policy_stays_readable_by_earli
     assert "inline" not in registry.policies()["plain"].model_dump()  # earlier workers forbid unknown fields
     registry.tool(plain, name="fast", inline=True)
     assert registry.policies()["fast"].model_dump()["inline"] is True
+
+
+def test_approval_policies_say_why_a_call_waits() -> None:
+    registry = ToolRegistry()
+
+    def pay(amount: float) -> str:
+        return "paid"
+
+    def fragile(amount: float) -> bool:
+        raise KeyError("limit")
+
+    registry.tool(pay, name="always_pay", approval="always")
+    registry.tool(pay, name="big_pay", approval=lambda arguments: arguments["amount"] > 100)
+    registry.tool(pay, name="odd_pay", approval=fragile)
+    registry.tool(pay, name="free_pay")
+    tools = {t.name: t for t in registry}
+
+    assert tools["always_pay"].needs_approval({"amount": 1}) == "always_pay always needs approval"
+    assert tools["big_pay"].needs_approval({"amount": 5}) is None
+    assert tools["big_pay"].needs_approval({"amount": 500}) == "big_pay's approval check flagged these arguments"
+    assert tools["odd_pay"].needs_approval({"amount": 5}) == "odd_pay's approval check failed (KeyError: 'limit')"
+    assert tools["free_pay"].needs_approval({"amount": 10**9}) is None
+    assert [tools[n].policy.approval for n in ("always_pay", "big_pay", "free_pay")] == ["always", "conditional", "never"]
+    # "never" is left out of the policy as a workflow reads it: earlier workers (extra="forbid") read it still.
+    assert "approval" not in tools["free_pay"].policy.model_dump() and tools["big_pay"].policy.model_dump()["approval"] == "conditional"
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"approval": "sometimes"}, "approval must be 'always', 'never' or a function of the arguments, got 'sometimes'"),
+        ({"approval": "always", "inline": True}, "a tool that needs approval cannot be inline"),
+    ],
+)
+def test_approval_options_that_cannot_work_are_refused_at_registration(options: dict[str, object], error: str) -> None:
+    def pay(amount: float) -> str:
+        return "paid"
+
+    with pytest.raises(ValueError, match=error):
+        ToolRegistry().tool(pay, **options)  # type: ignore[arg-type]

@@ -26,11 +26,11 @@ from activities.responses import ResponsesBackend
 from devstack.temporal import TemporalDevServer
 from emulator.server import die_with_parent, stop_process
 from tests.apis import Api, Seen
-from tests.conftest import script, workflow_outcome
+from tests.conftest import eventually, script, workflow_outcome
 from tests.test_worker_runs import TOOLS, message, start
 from tests.worker_tools import CANCELLED
 from tools import registry
-from workflows.models import RunRequest
+from workflows.models import LiveSnapshot, RunRequest, ToolCallDecision
 from workflows.run import AssistantRunWorkflow
 from workflows.thread_queue import ThreadQueueWorkflow, queue_workflow_id
 from durable_assistants.client import enqueue_run
@@ -361,6 +361,21 @@ async def test_recorded_histories_replay_without_nondeterminism(
     await handle.cancel()
     assert (await handle.result()).status == "cancelled"
     fresh.append(("cancel-mid-tool", await handle.fetch_history()))
+    # A call that waits for approval (refunds over 100) and is edited, beside one that needs none.
+    handle = await start(temporal_client, task_queue, RunRequest(assistant_id=assistant_id, messages=[message(script(rounds=[[
+        {"name": "refund", "arguments": {"order_id": "o-1", "amount": 500}}, {"name": "refund", "arguments": {"order_id": "o-2", "amount": 5}},
+    ]]))]))
+    plain = temporal_client.get_workflow_handle(handle.id)
+
+    async def waiting() -> list[Any]:
+        return (await plain.query("snapshot", result_type=LiveSnapshot)).pending_approvals
+
+    [pending] = await eventually(waiting, lambda got: len(got) == 1, "a call waiting for approval")
+    await plain.execute_update("decide_tool_call", ToolCallDecision(
+        call_id=pending.call_id, decision="edit", edited_arguments={"order_id": "o-1", "amount": 50}, by="replay",
+    ))
+    assert (await handle.result()).tool_calls[0].output_preview == "refunded 50.00 on o-1"
+    fresh.append(("approval-edit", await handle.fetch_history()))
     # Two runs taking turns on one thread, through its ThreadQueue (still open, idling: replayed as far as it went).
     thread_id = client.beta.threads.create().id
     queued = [

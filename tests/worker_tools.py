@@ -93,3 +93,12 @@ def heavy(n: int) -> int:
     """Runs on its own task queue."""
     return n * 2
 
+
+
+REFUND_APPROVAL_OVER = 100.0
+
+
+@tool(approval=lambda arguments: arguments["amount"] > REFUND_APPROVAL_OVER)
+def refund(order_id: str, amount: float) -> str:
+    """Refund an order; refunds over 100 wait for a person's approval."""
+    return f"refunded {amount:.2f} on {order_id}"

@@ -22,6 +22,11 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 OnFailure = Literal["error_output", "fail_run"]
+# Whether a call waits for a person's decision before it runs: never, always, or as the
+# tool's predicate over the parsed arguments says ("conditional"; the model activity that
+# learns of the call asks it).
+Approval = Literal["never", "always", "conditional"]
+ApprovalCheck = Callable[[dict[str, Any]], bool]
 MAX_DEFAULT_BUDGET_SECONDS = 24 * 3600.0
 
 
@@ -57,6 +62,9 @@ class ToolPolicy(BaseModel):
         description="Run inside the model activity that learned of the call, not as an activity of its own: for fast, "
         "idempotent tools (docs/tools.md#inline-tools).",
     )
+    approval: Approval = Field(
+        "never", description="Whether a call waits for a person's decision before it runs (docs/approvals.md)."
+    )
 
     @model_serializer(mode="wrap")
     def _leave_out_unset_budget(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -67,6 +75,8 @@ class ToolPolicy(BaseModel):
             data.pop("budget_seconds", None)
         if not data.get("inline"):
             data.pop("inline", None)
+        if data.get("approval") == "never":
+            data.pop("approval", None)
         return data
 
     def retry_waits_seconds(self) -> float:
@@ -146,6 +156,21 @@ class Tool:
     policy: ToolPolicy
     context_parameter: str | None
     non_retryable: tuple[type[BaseException], ...] = field(default=())
+    approval_check: ApprovalCheck | None = None
+
+    def needs_approval(self, arguments: dict[str, Any]) -> str | None:
+        """Why this call waits for a person's decision, or None when it need not: the tool's
+        own policy (``@tool(approval=...)``); a predicate that raises asks for a decision."""
+        if self.policy.approval == "always":
+            return f"{self.name} always needs approval"
+        if self.policy.approval == "conditional" and self.approval_check is not None:
+            try:
+                flagged = bool(self.approval_check(arguments))
+            except Exception as exc:  # the check itself failed: a person decides
+                return f"{self.name}'s approval check failed ({type(exc).__name__}: {exc})"
+            if flagged:
+                return f"{self.name}'s approval check flagged these arguments"
+        return None
 
     @property
     def is_async(self) -> bool:
@@ -187,6 +212,7 @@ class ToolRegistry:
         on_failure: OnFailure = "error_output",
         budget: timedelta | None = None,
         inline: bool = False,
+        approval: Literal["never", "always"] | ApprovalCheck = "never",
     ) -> Any:
         """Register a function as a tool; usable bare (``@tool``) or with options.
 
@@ -195,7 +221,9 @@ class ToolRegistry:
         ``ToolPolicy.time_budget_seconds``). ``inline``: the tool is fast (well under its
         ``timeout``) and idempotent (running it again does no harm), and runs inside the model
         activity that learned of the call: a round of inline tools costs no activity of its own
-        (docs/tools.md#inline-tools)."""
+        (docs/tools.md#inline-tools). ``approval``: ``"always"``, ``"never"``, or a predicate
+        over the call's parsed arguments (a dict) that says whether this call must wait for a
+        person's decision before it runs (docs/approvals.md)."""
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             tool_name = name or fn.__name__
@@ -205,6 +233,19 @@ class ToolRegistry:
                 raise ValueError(
                     f"tool {tool_name!r}: an inline tool runs in the model activity on the run's own task queue; "
                     f"it cannot have task_queue={task_queue!r}"
+                )
+            if callable(approval):
+                approval_mode: Approval = "conditional"
+            elif approval in ("never", "always"):
+                approval_mode = approval
+            else:
+                raise ValueError(
+                    f"tool {tool_name!r}: approval must be 'always', 'never' or a function of the arguments, got {approval!r}"
+                )
+            if inline and approval_mode != "never":
+                raise ValueError(
+                    f"tool {tool_name!r}: an inline tool runs as soon as the model asks for it; "
+                    "a tool that needs approval cannot be inline"
                 )
             arguments_model, context_parameter = _arguments_model(fn, tool_name)
             policy = ToolPolicy(
@@ -220,6 +261,7 @@ class ToolRegistry:
                 on_failure=on_failure,
                 budget_seconds=budget.total_seconds() if budget is not None else None,
                 inline=inline,
+                approval=approval_mode,
             )
             self._tools[tool_name] = Tool(
                 name=tool_name,
@@ -229,6 +271,7 @@ class ToolRegistry:
                 policy=policy,
                 context_parameter=context_parameter,
                 non_retryable=non_retryable,
+                approval_check=approval if callable(approval) else None,
             )
             return fn
 

@@ -238,6 +238,22 @@ class RunRequest(BaseModel):
         "past it the run fails with 'model API unavailable since T: <last error>'. Stopping a run gets at most "
         "min(this, 300 s), then the run ends anyway, saying in what state the API run was left.",
     )
+    approval: dict[str, Literal["always", "never"]] = Field(
+        default_factory=dict,
+        description="Human approval for this run, by tool name ('*': every tool not named): 'always' makes each call "
+        "of the tool wait for a person's decision before it runs, 'never' runs it without one; unnamed tools follow "
+        "their own @tool(approval=...) policy (docs/approvals.md).",
+    )
+    approval_timeout_seconds: float | None = Field(
+        None, gt=0, le=7 * 86_400,
+        description="How long a call waits for its decision (default 24 h); never past the run's expires_at less the "
+        "expiry margin and the tool's own timeout (Assistants runs expire).",
+    )
+    approval_on_timeout: Literal["reject", "fail_run"] = Field(
+        "reject",
+        description="No decision in time: send the model an output saying the call was not approved (the run goes "
+        "on), or fail the run.",
+    )
     resume: SkipJsonSchema["RunProgress | None"] = Field(
         None, description="Set by the workflow when it continues as new; callers leave it unset."
     )
@@ -390,6 +406,9 @@ class RunSnapshot(BaseModel):
         default_factory=list,
         description="The turn's last streamed text, not yet sent as a signal: the workflow publishes it with this result.",
     )
+    approvals: list["ApprovalAsk"] = Field(
+        default_factory=list, description="The round's calls that wait for a person's decision before they run."
+    )
 
     @property
     def terminal(self) -> bool:
@@ -407,6 +426,54 @@ class InlineToolResult(BaseModel):
     outcome: Literal["ok", "error", "invalid_arguments"] = "ok"
 
 
+class ApprovalAsk(BaseModel):
+    """A call of the round that must wait for a person's decision (the model activity asked
+    the tool's policy and the request's)."""
+
+    call_id: str
+    reason: str = Field(description="Why it waits: the tool's policy or the request's.")
+    parameters: dict[str, Any] | None = Field(None, description="The tool's JSON schema: edited arguments must match it.")
+
+
+class PendingApproval(BaseModel):
+    """A tool call waiting for a decision (``decide_tool_call``)."""
+
+    call_id: str
+    tool: str
+    arguments: str
+    round: int
+    reason: str
+    requested_at: float = Field(description="Unix time the call started to wait.")
+    deadline: float = Field(description="Unix time the wait ends; approval_on_timeout then decides.")
+    parameters: dict[str, Any] | None = Field(None, description="The tool's JSON schema, for edited arguments.")
+
+
+Decision = Literal["approve", "reject", "edit"]
+
+
+class ToolCallDecision(BaseModel):
+    """The ``decide_tool_call`` update's input: one person's decision on one waiting call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    call_id: str = Field(min_length=1)
+    decision: Decision
+    note: str | None = Field(None, max_length=4_000, description="Why; required to reject (the model reads it).")
+    edited_arguments: dict[str, Any] | None = Field(None, description="edit: the arguments the tool runs with instead.")
+    by: str | None = Field(None, max_length=200, description="Who decided (a user name or email); recorded as given.")
+
+
+class ApprovalRecord(BaseModel):
+    """What was decided about a call that needed approval, kept with its tool-call record."""
+
+    decision: Literal["approved", "rejected", "edited", "timed_out"]
+    by: str | None = None
+    note: str | None = None
+    requested_at: float
+    decided_at: float
+    original_arguments: str | None = Field(None, description="edited: the arguments the model asked for.")
+
+
 class ToolCallRecord(BaseModel):
     round: int
     call_id: str
@@ -416,6 +483,7 @@ class ToolCallRecord(BaseModel):
     attempts: int
     duration_seconds: float
     error: str | None = None
+    approval: ApprovalRecord | None = Field(None, description="The decision, for a call that waited for one.")
 
 
 SUMMARY_EXCERPT_CHARS = 60
@@ -470,12 +538,15 @@ class RunProgress(BaseModel):
     rounds: int
     response_ids: list[str] = Field(default_factory=list)
     search_attributes: bool = False
+    approval_attribute: bool = False
     stream_state: WorkflowStreamState | None = None
     records_dropped: int = Field(0, description="Tool-call records no longer carried (the oldest of a long run).")
     dropped_tool_names: list[str] = Field(default_factory=list, description="Names of the tools in the dropped records.")
 
 
-ProgressKind = Literal["status", "tool_started", "tool_finished", "tool_progress", "text"]
+ProgressKind = Literal[
+    "status", "tool_started", "tool_finished", "tool_progress", "text", "approval_requested", "approval_decided"
+]
 
 
 class ProgressEvent(BaseModel):
@@ -500,6 +571,10 @@ class ProgressEvent(BaseModel):
         None, description="A text delta's place in its response's event stream (Responses), so a repeat can be dropped."
     )
     inline: bool | None = Field(None, description="tool_started: an inline tool, run by the model activity (no activity of its own).")
+    decision: str | None = Field(None, description="approval_decided: approved, rejected, edited or timed_out.")
+    by: str | None = Field(None, description="approval_decided: who decided.")
+    note: str | None = Field(None, description="approval_requested: why it waits; approval_decided: the decider's note.")
+    deadline: float | None = Field(None, description="approval_requested: Unix time the wait ends.")
 
 
 class PendingToolCall(BaseModel):
@@ -539,6 +614,9 @@ class LiveSnapshot(BaseModel):
     note: str | None = Field(None, description="Why the snapshot came from the server, when it did.")
     pending_activities: list[PendingActivity] = Field(
         default_factory=list, description="Activities under way with their attempt and last failure, from the server."
+    )
+    pending_approvals: list[PendingApproval] = Field(
+        default_factory=list, description="Tool calls waiting for a person's decision (decide_tool_call)."
     )
 
 

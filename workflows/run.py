@@ -28,6 +28,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    import jsonschema
     import pydantic
 
     from activities.model_api import (
@@ -48,7 +49,10 @@ with workflow.unsafe.imports_passed_through():
         RUN_EXPIRED,
         RUN_FAILED,
         RUN_WORKFLOW_NAME,
+        ApprovalAsk,
+        ApprovalRecord,
         LiveSnapshot,
+        PendingApproval,
         PendingToolCall,
         ProgressEvent,
         RunProgress,
@@ -56,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
         RunResult,
         RunSnapshot,
         ToolCall,
+        ToolCallDecision,
         ToolCallRecord,
     )
 
@@ -76,6 +81,9 @@ RECORDS_KEPT = 500
 # and followers can read the newest this many progress events after a continue-as-new.
 PROGRESS_KEPT = 1_000
 T = TypeVar("T")
+# A call that needs approval waits this long for a decision unless the request says otherwise
+# (and never past the run's expires_at less the margin and the tool's timeout).
+DEFAULT_APPROVAL_SECONDS = 24 * 3600.0
 # Responses runs that stop at requires_action on a conversation answer its pending calls.
 ANSWER_STOPPED_CALLS = "answer-stopped-calls"
 # A cancel during a model activity waits for it to stop the API run, then stops the workflow's run.
@@ -143,6 +151,13 @@ class AssistantRunWorkflow:
         self._progress = self._stream.topic(PROGRESS_TOPIC, type=ProgressEvent)
         self._final: RunResult | None = None
         self._finished_in_round = 0  # tool calls of this round that have ended (for the details)
+        # Human approval: the calls waiting for a decision, the decisions not yet taken up by
+        # their call, and what was decided this run (for a clear answer to a late decision).
+        self._approvals: dict[str, PendingApproval] = {}
+        self._decisions: dict[str, ApprovalRecord] = {}
+        self._edits: dict[str, dict[str, Any]] = {}
+        self._decided: dict[str, ApprovalRecord] = {}
+        self._approval_attribute = False  # the namespace has AwaitingApproval
 
     @workflow.query(name="result")
     def final_result(self) -> RunResult | None:
@@ -169,7 +184,55 @@ class AssistantRunWorkflow:
             ],
             tool_calls_done=self._records_dropped + len(self._records),
             failure=self._failure,
+            pending_approvals=list(self._approvals.values()),
         )
+
+    @workflow.update(name="decide_tool_call")
+    def decide_tool_call(self, decision: ToolCallDecision) -> ApprovalRecord:
+        """A person's decision on a call that waits for approval: approve (it runs), reject
+        (the model gets an output saying so, with the note) or edit (it runs with the edited
+        arguments). The validator refuses what cannot be taken, changing nothing; of two
+        decisions on one call that pass it together, the first wins and the other fails here."""
+        pending = self._approvals.get(decision.call_id)
+        if pending is None or decision.call_id in self._decisions:
+            raise ApplicationError(self._not_waiting(decision.call_id), type="ApprovalNotPending", non_retryable=True)
+        outcome = {"approve": "approved", "reject": "rejected", "edit": "edited"}[decision.decision]
+        record = ApprovalRecord(
+            decision=outcome,  # type: ignore[arg-type]
+            by=decision.by,
+            note=decision.note,
+            requested_at=pending.requested_at,
+            decided_at=workflow.now().timestamp(),
+            original_arguments=pending.arguments if decision.decision == "edit" else None,
+        )
+        self._decisions[decision.call_id] = record
+        if decision.edited_arguments is not None:
+            self._edits[decision.call_id] = decision.edited_arguments
+        return record
+
+    @decide_tool_call.validator
+    def _check_decision(self, decision: ToolCallDecision) -> None:
+        pending = self._approvals.get(decision.call_id)
+        if pending is None or decision.call_id in self._decisions:
+            raise ValueError(self._not_waiting(decision.call_id))
+        if decision.decision == "reject" and not (decision.note or "").strip():
+            raise ValueError(f"rejecting {pending.tool} call {decision.call_id} needs a note: the model is told why")
+        if decision.decision == "edit":
+            if decision.edited_arguments is None:
+                raise ValueError(f"decision 'edit' needs edited_arguments: the arguments {pending.tool} runs with")
+            problems = _schema_problems(pending.parameters, decision.edited_arguments)
+            if problems:
+                raise ValueError(f"edited_arguments do not match {pending.tool}'s parameters: {problems}")
+        elif decision.edited_arguments is not None:
+            raise ValueError(f"edited_arguments go with decision 'edit', not {decision.decision!r}")
+
+    def _not_waiting(self, call_id: str) -> str:
+        decided = self._decisions.get(call_id) or self._decided.get(call_id)
+        if decided is not None:
+            by = f" by {decided.by}" if decided.by else ""
+            return f"tool call {call_id} was already decided: {decided.decision}{by}"
+        waiting = ", ".join(f"{p.call_id} ({p.tool})" for p in self._approvals.values()) or "none"
+        return f"no tool call {call_id!r} waits for approval in this run (waiting: {waiting})"
 
     @workflow.run
     async def run(self, request: dict[str, Any]) -> RunResult:
@@ -281,7 +344,7 @@ class AssistantRunWorkflow:
                 ModelActivities.start_run,
                 StartInput(
                     request=request, thread_id=thread_id, key=key, add_messages=request.thread_id is not None,
-                    **self._version_asks(),
+                    **self._version_asks(), approval=dict(request.approval),
                 ),
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
                 schedule_to_close_timeout=self._model_budget(),
@@ -308,6 +371,7 @@ class AssistantRunWorkflow:
         self._policies = start.tools
         self._search_attributes = start.search_attributes
         self._private = start.private
+        self._approval_attribute = start.approval_attribute
         if start.snapshot.cancel_requested:
             raise asyncio.CancelledError()
 
@@ -393,6 +457,7 @@ class AssistantRunWorkflow:
         self._round = progress.rounds
         self._search_attributes = progress.search_attributes
         self._private = progress.private
+        self._approval_attribute = progress.approval_attribute
         self._response_ids = list(progress.response_ids)
 
     def _trim_records(self) -> None:
@@ -414,6 +479,7 @@ class AssistantRunWorkflow:
             rounds=self._round,
             search_attributes=self._search_attributes,
             private=self._private,
+            approval_attribute=self._approval_attribute,
             response_ids=self._response_ids,
             stream_state=_newest_events(stream_state),  # type: ignore[arg-type]
             records_dropped=self._records_dropped,
@@ -472,6 +538,12 @@ class AssistantRunWorkflow:
             lines.append("running: " + ", ".join(
                 f"{_summary(call, self._private)} since {_clock(started)}" for call, started in self._pending.values()
             ) + " (progress: the pending activity's heartbeat)")
+        if self._approvals:
+            lines.append("waiting for approval: " + ", ".join(
+                f"{_summary(ToolCall(id=p.call_id, name=p.tool, arguments=p.arguments), self._private)} (call {p.call_id}) "
+                f"until {_clock(p.deadline)}"
+                for p in self._approvals.values()
+            ) + f" (durable-assistants approve|reject {workflow.info().workflow_id} CALL)")
         if self._failure:
             lines.append(f"stopped: {self._failure}")
         workflow.set_current_details("\n\n".join(lines))
@@ -511,6 +583,23 @@ class AssistantRunWorkflow:
             return self._record(call, f"Error: {error}", started, attempts=0, error=error)
 
         assert policy is not None
+        ask = next((a for a in snapshot.approvals if a.call_id == call.id), None)
+        if ask is not None:
+            call, approval = await self._wait_for_decision(request, call, policy, ask, deadline)
+            if approval.decision in ("rejected", "timed_out"):
+                why = _not_approved(approval)
+                output, record = self._record(call, f"Error: {why}", started, attempts=0, error=why)
+                record.approval = approval
+                return output, record
+            # Its duration is the tool's own, from the decision on (the wait is in the approval).
+            output, record = await self._run_call(request, snapshot, call, policy, deadline, workflow.now())
+            record.approval = approval
+            return output, record
+        return await self._run_call(request, snapshot, call, policy, deadline, started)
+
+    async def _run_call(
+        self, request: RunRequest, snapshot: RunSnapshot, call: ToolCall, policy: ToolPolicy, deadline: float | None, started: Any
+    ) -> tuple[ToolOutput, ToolCallRecord]:
         inline = next((r for r in snapshot.inline_results if r.call_id == call.id), None)
         if inline is not None:
             # Run already by the model activity that saw the round (an inline tool).
@@ -530,6 +619,55 @@ class AssistantRunWorkflow:
             self._finished_in_round += 1
             if self._snapshot is not None:
                 self._set_details(self._snapshot)  # the UI's details drop it from "running" at once
+
+    async def _wait_for_decision(
+        self, request: RunRequest, call: ToolCall, policy: ToolPolicy, ask: ApprovalAsk, deadline: float | None
+    ) -> tuple[ToolCall, ApprovalRecord]:
+        """Wait for a person's decision on ``call`` (the ``decide_tool_call`` update), until
+        the request's approval timeout, and never past the run's deadline less the tool's own
+        timeout. Returns the call to run (edited arguments, if so decided) and the decision."""
+        now = workflow.now().timestamp()
+        ends = now + (request.approval_timeout_seconds or DEFAULT_APPROVAL_SECONDS)
+        if deadline is not None:
+            ends = min(ends, deadline - policy.timeout_seconds)
+        pending = PendingApproval(
+            call_id=call.id, tool=call.name, arguments=call.arguments, round=self._round, reason=ask.reason,
+            requested_at=now, deadline=ends, parameters=ask.parameters,
+        )
+        self._approvals[call.id] = pending
+        self._emit("approval_requested", tool=call.name, call_id=call.id, arguments=call.arguments[:PREVIEW_CHARS],
+                   note=ask.reason, deadline=ends)
+        self._approvals_changed()
+        try:
+            if ends > now:
+                await workflow.wait_condition(lambda: call.id in self._decisions, timeout=ends - now)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            del self._approvals[call.id]
+            self._approvals_changed()
+        record = self._decisions.pop(call.id, None)
+        if record is None:
+            waited = ends - now
+            record = ApprovalRecord(
+                decision="timed_out", requested_at=now, decided_at=workflow.now().timestamp(),
+                note=f"no decision within {waited:g} s" if waited > 0 else "no time was left for a decision before the run's deadline",
+            )
+            if request.approval_on_timeout == "fail_run" and self._failure is None:
+                self._failure = f"tool {call.name} call {call.id} was not approved in time ({record.note})"
+        self._decided[call.id] = record
+        self._emit("approval_decided", tool=call.name, call_id=call.id, decision=record.decision, by=record.by, note=record.note)
+        edited = self._edits.pop(call.id, None)
+        if edited is not None:
+            call = call.model_copy(update={"arguments": json.dumps(edited, separators=(",", ":"))})
+        return call, record
+
+    def _approvals_changed(self) -> None:
+        """The UI's details, and AwaitingApproval where the namespace has it."""
+        if self._approval_attribute:
+            self._upsert([sa.AWAITING_APPROVAL.value_set(bool(self._approvals))])
+        if self._snapshot is not None:
+            self._set_details(self._snapshot)
 
     async def _execute_tool(
         self,
@@ -647,6 +785,7 @@ class AssistantRunWorkflow:
                     else None,
                     **self._version_asks(),
                     output_cap_chars=request.output_cap_chars,
+                    approval=dict(request.approval),
                 ),
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
                 schedule_to_close_timeout=self._model_budget(),
@@ -861,3 +1000,21 @@ def _as_application_error(exc: ActivityError, doing: str, since: Any = None) -> 
     if isinstance(cause, ApplicationError):
         return ApplicationError(f"{doing}: {cause.message}", *cause.details, type=cause.type, non_retryable=True)
     return ApplicationError(f"{doing}: {_failure_message(exc)}", non_retryable=True)
+
+
+def _not_approved(approval: ApprovalRecord) -> str:
+    """The output the model gets for a call that was not approved."""
+    if approval.decision == "timed_out":
+        return f"this call was not approved: {approval.note}."
+    by = f" by {approval.by}" if approval.by else ""
+    return f"this call was rejected{by}: {approval.note}"
+
+
+def _schema_problems(schema: dict[str, Any] | None, arguments: dict[str, Any]) -> str | None:
+    """Where ``arguments`` break the tool's JSON schema (at most three places), or None."""
+    if not schema:
+        return None
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(arguments), key=lambda e: list(e.path))
+    if not errors:
+        return None
+    return "; ".join(f"{'.'.join(str(p) for p in e.path) or 'arguments'}: {e.message}" for e in errors[:3])

@@ -18,6 +18,7 @@ SEARCH_ATTRIBUTE_TYPES: dict[str, str] = {
     "RunStatus": "Keyword",
     "ToolNames": "KeywordList",
     "QueuedRuns": "KeywordList",  # on a ThreadQueue: the workflow IDs of the runs waiting in it
+    "AwaitingApproval": "Bool",  # a run with a tool call waiting for a person's decision
 }
 
 
@@ -27,6 +28,7 @@ RUN_ID = SearchAttributeKey.for_keyword("ApiRunId")
 RUN_STATUS = SearchAttributeKey.for_keyword("RunStatus")
 TOOL_NAMES = SearchAttributeKey.for_keyword_list("ToolNames")
 QUEUED_RUNS = SearchAttributeKey.for_keyword_list("QueuedRuns")
+AWAITING_APPROVAL = SearchAttributeKey.for_bool("AwaitingApproval")
 
 # QueuedRuns holds the first waiting runs only: at most this many, taking at most this many
 # bytes as JSON (Temporal refuses a search attribute value over 2 KB by default,
@@ -36,4 +38,7 @@ QUEUED_RUNS_MAX = 100
 # upsert of an attribute the namespace lacks fails the workflow task, again and again).
 RUN_ATTRIBUTES = ("AssistantId", "ThreadId", "ApiRunId", "RunStatus", "ToolNames")
 QUEUE_ATTRIBUTES = ("ThreadId", "QueuedRuns")
+# Upserted on its own, only where the namespace has it (added after the others: a namespace
+# set up before it keeps its runs' other attributes until `setup-namespace` adds it).
+APPROVAL_ATTRIBUTE = "AwaitingApproval"
 VALUE_MAX_BYTES = 1_800
