@@ -392,6 +392,7 @@ class AssistantsBackend:
             status=run.status,
             tool_calls=tool_calls,
             expires_at=run.expires_at,
+            model=run.model or None,
             usage=Usage(**run.usage.model_dump()) if run.usage else None,
             last_error=run.last_error.model_dump() if run.last_error else None,
             incomplete_details=run.incomplete_details.model_dump() if run.incomplete_details else None,

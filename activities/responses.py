@@ -551,6 +551,7 @@ class ResponsesBackend:
             if status == "requires_action"
             else [],
             usage=usage,
+            model=response.model or None,
             last_error=response.error.model_dump() if response.error else None,
             incomplete_details=response.incomplete_details.model_dump() if response.incomplete_details else None,
             final_text=final_text,

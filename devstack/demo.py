@@ -39,7 +39,7 @@ from openai import AsyncOpenAI
 from temporalio.client import Client
 
 from devstack.temporal import TemporalDevServer, free_port
-from durable_assistants.cli import render_progress
+from durable_assistants.cli import describe_cost, render_progress
 from durable_assistants.client import enqueue_run
 from durable_assistants.codec import CodecConfigError, KeyRing, data_converter, keys_from_env
 from durable_assistants.codec_server import TOKEN_VARIABLE, CodecServerProcess
@@ -310,6 +310,8 @@ async def run_demo(args: argparse.Namespace) -> int:
         result = await handle.result()
         what = "response" if result.backend == "responses" else "run"
         print(f"\n{what} {result.run_id} ended {result.status} after {result.rounds} tool rounds, {len(result.tool_calls)} tool calls")
+        if result.cost is not None:
+            print(f"cost: {describe_cost(result.cost)}")
         print(f"Inspect it in the Temporal UI: {link}")
         if worker.poll() is not None:
             print(f"the worker exited early (code {worker.returncode}); see {state / 'worker.log'}", file=sys.stderr)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import datetime
 import json
 import os
 import sys
@@ -27,7 +29,8 @@ from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from workflows.models import DEFAULT_TASK_QUEUE, THREAD_QUEUE_WORKFLOW_NAME, LiveSnapshot, ProgressEvent, RunRequest, RunResult
+from durable_assistants.cost import PricesError
+from workflows.models import DEFAULT_TASK_QUEUE, THREAD_QUEUE_WORKFLOW_NAME, LiveSnapshot, ProgressEvent, RunCost, RunRequest, RunResult
 
 PROG = "durable-assistants"
 
@@ -128,6 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listing.add_argument("--limit", type=positive_int, default=20, help="at most this many runs, queued ones included (default 20)")
     listing.add_argument("--json", action="store_true")
+
+    cost = commands.add_parser(
+        "cost",
+        help="sum what runs cost (tokens by model, Temporal actions from their histories, dollars with DA_PRICES)",
+        description="Sum the cost of the runs a visibility query finds: tokens by model (as each run counted them), the "
+        "Temporal actions read from each run's history, and dollars when a price table is set (DA_PRICES or "
+        "DA_PRICES_FILE; docs/cost.md). Reads one history per run: narrow the query for many runs.",
+    )
+    cost.add_argument("--assistant", help="an assistant ID")
+    cost.add_argument("--thread", help="a thread (Assistants) or conversation (Responses) ID")
+    cost.add_argument("--status", help="the run's RunStatus (completed, failed, ...)")
+    cost.add_argument("--task-queue", help="runs of this task queue")
+    cost.add_argument("--since", type=timestamp, help="runs started at or after this time (ISO 8601, e.g. 2026-12-01 or 2026-12-01T08:00:00Z)")
+    cost.add_argument("--until", type=timestamp, help="runs started before this time (ISO 8601)")
+    cost.add_argument("--limit", type=positive_int, default=100, help="at most this many runs, newest first (default 100)")
+    cost.add_argument("--json", action="store_true", help="the sum and each run's cost as JSON")
 
     approvals = commands.add_parser("approvals", help="list the tool calls waiting for a decision, across runs")
     approvals.add_argument("--limit", type=positive_int, default=100, help="at most this many calls (default 100)")
@@ -379,10 +398,30 @@ def print_result(result: RunResult, as_json: bool) -> None:
         print(f"{result.status}: response {result.run_id}{where}, {result.rounds} rounds, {len(result.tool_calls)} tool calls")
     else:
         print(f"{result.status}: run {result.run_id} on {result.thread_id}, {result.rounds} rounds, {len(result.tool_calls)} tool calls")
+    if result.cost is not None:
+        print(f"cost: {describe_cost(result.cost)}")
     if result.failure:
         print(f"stopped: {result.failure}")
     if result.final_text:
         print(result.final_text)
+
+
+def describe_cost(cost: RunCost) -> str:
+    """One line: tokens (by model), the Temporal actions, dollars."""
+    models = ", ".join(f"{m.model or 'unknown model'}: {m.turns} turn{'s' if m.turns != 1 else ''}" for m in cost.by_model)
+    line = f"{cost.input_tokens:,} tokens in, {cost.output_tokens:,} out" + (f" ({models})" if models else "")
+    if cost.actions is not None:
+        a = cost.actions
+        parts = [f"{a.workflows_started} workflow start{'s' if a.workflows_started != 1 else ''}",
+                 f"{a.activities_started} activity attempts ({a.activity_retries} retries)"]
+        parts += [f"{value} {name}{'s' if value != 1 else ''}" for name, value in (
+            ("signal", a.signals), ("update", a.updates), ("timer", a.timers),
+            ("search-attribute upsert", a.search_attribute_upserts), ("child workflow", a.child_workflows),
+        ) if value]
+        line += f"; {a.total:,} Temporal actions: " + ", ".join(parts)
+    if cost.dollars is not None:
+        line += f"; ${cost.dollars:.6f}" + (f" (no price for {', '.join(cost.unpriced)})" if cost.unpriced else "")
+    return line
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
@@ -393,6 +432,9 @@ async def cmd_status(args: argparse.Namespace) -> int:
     try:
         status = await handle.status()
         if isinstance(status, LiveSnapshot):
+            from durable_assistants.cost import full_cost, load_prices
+
+            status.cost = await full_cost(client, args.workflow_id, status.cost, load_prices())
             print_snapshot(status, args.json)
             return 0
         if status == "queued":
@@ -425,6 +467,8 @@ def print_snapshot(status: LiveSnapshot, as_json: bool) -> None:
     for call in status.pending_tool_calls:
         elapsed = now - call.started_at if call.started_at is not None else call.elapsed_seconds
         print(f"  running {call.name}({call.arguments}) for {elapsed:.1f}s")
+    if status.cost is not None:
+        print(f"  cost so far: {describe_cost(status.cost)}")
     for approval in status.pending_approvals:
         print(f"  waiting for approval: {approval.tool}({approval.arguments}) call {approval.call_id}, "
               f"{max(0.0, approval.deadline - now):.0f}s left ({approval.reason})")
@@ -437,6 +481,62 @@ def print_snapshot(status: LiveSnapshot, as_json: bool) -> None:
         if pending.last_failure:
             line += f"; last failure: {pending.last_failure}"
         print(line)
+
+
+def timestamp(text: str) -> datetime.datetime:
+    """An ISO 8601 date or time; without a zone, UTC."""
+    try:
+        value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r} (e.g. 2026-12-01 or 2026-12-01T08:00:00Z)") from None
+    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+
+
+async def cmd_cost(args: argparse.Namespace) -> int:
+    from durable_assistants.client import RunFailedError, get_run
+    from durable_assistants.cost import add_up, full_cost, load_prices
+
+    prices = load_prices()  # a bad table fails before anything is read
+    clauses = [visibility_query(args)]
+    if args.task_queue:
+        clauses.append(_clause("TaskQueue", args.task_queue))
+    if args.since:
+        clauses.append(f"StartTime >= '{args.since.isoformat()}'")
+    if args.until:
+        clauses.append(f"StartTime < '{args.until.isoformat()}'")
+    client = await connect()
+    try:
+        found = [e async for e in client.list_workflows(" AND ".join(clauses), limit=args.limit)]
+    except RPCError as exc:
+        raise CliError(f"listing failed: {exc.message}") from None
+    gate = asyncio.Semaphore(10)
+
+    async def one(execution: Any) -> tuple[str, RunCost]:
+        async with gate:
+            handle = get_run(client, execution.id)
+            tokens = None
+            if execution.status == WorkflowExecutionStatus.RUNNING:
+                status = await handle.status()
+                tokens = status.cost if isinstance(status, LiveSnapshot) else None
+            else:
+                with contextlib.suppress(RunFailedError):
+                    tokens = (await handle.result(cost=False)).cost
+            return execution.id, await full_cost(client, execution.id, tokens, prices)
+
+    per_run = await asyncio.gather(*(one(e) for e in found))
+    total = add_up(cost for _, cost in per_run)
+    if args.json:
+        print(json.dumps({
+            "runs": len(per_run), "cost": total.model_dump(mode="json"),
+            "per_run": [{"workflow_id": wid, "cost": cost.model_dump(mode="json")} for wid, cost in per_run],
+        }, indent=2))
+        return 0
+    print(f"{len(per_run)} run{'s' if len(per_run) != 1 else ''}: {describe_cost(total)}")
+    for used in total.by_model:
+        print(f"  {used.model or 'unknown model'}: {used.input_tokens:,} tokens in, {used.output_tokens:,} out, {used.turns} turns")
+    if prices is None:
+        print("  (no price table: set DA_PRICES or DA_PRICES_FILE for dollars; docs/cost.md)")
+    return 0
 
 
 def _decider(given: str | None) -> str | None:
@@ -786,6 +886,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cancel": cmd_cancel,
         "list": cmd_list,
         "approvals": cmd_approvals,
+        "cost": cmd_cost,
         "approve": cmd_decide,
         "reject": cmd_decide,
         "sync-tools": cmd_sync_tools,
@@ -796,6 +897,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(runner(args))
     except CliError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except PricesError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     except RPCError as exc:

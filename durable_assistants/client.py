@@ -61,6 +61,7 @@ from workflows.models import (
     PendingActivity,
     PendingApproval,
     ProgressEvent,
+    RunCost,
     RunRequest,
     RunResult,
     ThreadQueueInput,
@@ -281,20 +282,49 @@ class RunHandle:
             await asyncio.sleep(pause)
             pause = min(pause * 1.5, MAX_WAIT_FOR_START.total_seconds())  # a long queue: fewer looks
 
-    async def result(self) -> RunResult:
+    async def result(self, *, cost: bool = True) -> RunResult:
         """The run's result once it ends: completed, incomplete, failed, expired or cancelled
         alike (the workflow's own status says the same: Failed for a failed or expired run,
         Canceled for a cancelled one, Completed otherwise). Raises ``RunFailedError`` (its
         message the root cause) if the workflow failed without a result (an invalid request,
-        a model API that refused the run), ``RunNotFoundError`` if there is no such run."""
+        a model API that refused the run), ``RunNotFoundError`` if there is no such run.
+
+        With ``cost`` (the default) its ``cost`` also has the Temporal actions the run used,
+        read from its history, and dollars where a price table is set (``DA_PRICES``)."""
         await self.started()
         try:
-            return await self._handle.result()
+            result = await self._handle.result()
         except WorkflowFailureError as exc:
             found = await run_result_of(self._handle, exc)
-            if found is not None:
-                return found
-            raise RunFailedError(self.workflow_id, exc) from exc.cause
+            if found is None:
+                raise RunFailedError(self.workflow_id, exc) from exc.cause
+            result = found
+        if cost:
+            from durable_assistants.cost import full_cost, load_prices
+
+            result.cost = await full_cost(self.client, self.workflow_id, result.cost, load_prices())
+        return result
+
+    async def cost(self) -> RunCost:
+        """What the run used so far (or in all, once it has ended): tokens by turn and model,
+        Temporal actions from its history, and dollars where a price table is set."""
+        from durable_assistants.cost import full_cost, load_prices
+
+        prices = load_prices()  # a bad table fails before anything is read
+        description = await self.started()
+        tokens: RunCost | None = None
+        if description.status == WorkflowExecutionStatus.RUNNING:
+            try:
+                snapshot = await self._handle.query("snapshot", result_type=LiveSnapshot, rpc_timeout=QUERY_TIMEOUT)
+                tokens = snapshot.cost
+            except (RPCError, WorkflowQueryFailedError):
+                tokens = None  # no worker to answer: the actions alone
+        else:
+            try:
+                tokens = (await self.result(cost=False)).cost
+            except RunFailedError:
+                tokens = None  # failed before any turn: the actions alone
+        return await full_cost(self.client, self.workflow_id, tokens, prices)
 
     async def status(self) -> LiveSnapshot | str:
         """The live snapshot of the run; ``"queued"`` while it waits for its turn on the thread,

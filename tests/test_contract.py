@@ -62,9 +62,26 @@ async def test_a_run_enqueued_with_the_temporal_cli_and_plain_json(
     result = json.loads(stdout)["result"]
     # The CLI re-renders the result payload (keys sorted) and prints an empty array as null;
     # the payload itself holds [] (pydantic JSON). Read it as the payload says.
-    arrays = [name for name, prop in schema("run-result")["properties"].items() if prop.get("type") == "array"]
-    result = {k: ([] if v is None and k in arrays else v) for k, v in result.items()}
+    result = _empty_arrays(result, schema("run-result"), schema("run-result"))
     jsonschema.validate(result, schema("run-result"))
     assert result["backend"] == backend and len(result["response_ids"]) == (0 if backend == "assistants" else 2)
     assert result["status"] == "completed" and result["tool_calls"][0]["name"] == "get_weather"
     assert '"city": "Lima"' in result["final_text"]
+
+
+def _empty_arrays(value: Any, node: dict[str, Any], root: dict[str, Any]) -> Any:
+    """``value`` with each null the schema says is an array read as [] (nested objects too)."""
+    if "$ref" in node:
+        node = root["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    for option in node.get("anyOf", []):
+        if value is not None and option.get("type") != "null":
+            return _empty_arrays(value, option, root)
+    if isinstance(value, dict) and "properties" in node:
+        out = {}
+        for key, item in value.items():
+            prop = node["properties"].get(key, {})
+            out[key] = [] if item is None and prop.get("type") == "array" else _empty_arrays(item, prop, root)
+        return out
+    if isinstance(value, list) and "items" in node:
+        return [_empty_arrays(item, node["items"], root) for item in value]
+    return value

@@ -34,6 +34,7 @@ from workflows.models import LiveSnapshot, RunRequest, ToolCallDecision
 from workflows.run import AssistantRunWorkflow
 from workflows.thread_queue import ThreadQueueWorkflow, queue_workflow_id
 from durable_assistants.client import enqueue_run
+from durable_assistants.cost import run_actions
 
 HISTORIES = Path(__file__).parent / "histories"
 REPO = Path(__file__).parent.parent
@@ -445,10 +446,22 @@ async def test_long_runs_continue_as_new_without_repeating_anything(
             result = await handle.result()
         await model.close()
         runs = [w async for w in temporal.list_workflows(f"WorkflowId = '{handle.id}'")]
+        # The actions read across continue-as-new, against each run's own history.
+        actions = await run_actions(temporal, handle.id)
+        scheduled = 0
+        for run in runs:
+            events = (await temporal.get_workflow_handle(handle.id, run_id=run.run_id).fetch_history()).events
+            scheduled += sum(1 for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
 
     assert result.status == "completed" and result.rounds == 6
     assert [r.round for r in result.tool_calls] == [r for r in range(1, 7) for _ in range(2)]
     assert len(runs) >= 2  # it did continue as new
+    assert (actions.workflows_started, actions.continued_as_new) == (len(runs), len(runs) - 1)
+    assert actions.activities_started == scheduled == 1 + 6 * 3 and actions.activity_retries == 0
+    # Tokens carried across continue-as-new: every turn counted once.
+    assert result.cost is not None and result.usage is not None
+    assert (result.cost.input_tokens, result.cost.output_tokens) == (result.usage.prompt_tokens, result.usage.completion_tokens)
+    assert len(result.cost.turns) == (7 if api.name == "responses" else 1)
     assert api.seen(admin.get("/stats").json(), result) == Seen(turns_created=api.turns(6), user_messages=1, rounds_submitted=6)
     if api.name == "responses":
         assert len(set(result.response_ids)) == 7  # carried across continue-as-new

@@ -376,6 +376,75 @@ class Usage(BaseModel):
     total_tokens: int = 0
 
 
+class TurnTokens(BaseModel):
+    """The tokens of one model turn: a response (Responses), or a whole run (Assistants, which
+    reports usage once per run)."""
+
+    turn: int = Field(description="1 for the run's first turn that reported usage, and so on.")
+    id: str = Field(description="The response (Responses) or run (Assistants) the tokens are billed to.")
+    model: str | None = None
+    input_tokens: int
+    output_tokens: int
+
+
+class ModelTokens(BaseModel):
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    turns: int
+
+
+class ActionCount(BaseModel):
+    """Temporal actions as Temporal Cloud bills them, counted from a run's event history
+    (every run of it, across continue-as-new). Heartbeats and queries are billed too but leave
+    no event in the history: they are not counted (None)."""
+
+    workflows_started: int = Field(0, description="The run's workflow and each continue-as-new (each is a workflow start).")
+    activities_started: int = Field(0, description="Every attempt of every activity, retries included.")
+    activity_retries: int = Field(0, description="Of those, the attempts after an activity's first.")
+    signals: int = 0
+    updates: int = Field(0, description="Accepted updates: decisions, and followers' polls of the progress stream.")
+    timers: int = 0
+    child_workflows: int = 0
+    search_attribute_upserts: int = 0
+    total: int = Field(0, description="The sum of the counts above (activity_retries are in activities_started).")
+    continued_as_new: int = Field(0, description="How many times the run continued as new (already in workflows_started).")
+    markers: int = Field(0, description="Markers recorded (the workflow's patches); listed, not in the total.")
+    heartbeats: int | None = Field(None, description="Not in the history: not counted.")
+    queries: int | None = Field(None, description="Not in the history: not counted.")
+
+
+class ModelPrice(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0, description="Dollars per million input tokens.")
+    output: float = Field(ge=0, description="Dollars per million output tokens.")
+
+
+class PriceTable(BaseModel):
+    """What tokens and Temporal actions cost, from configuration (``DA_PRICES`` or
+    ``DA_PRICES_FILE``); nothing is priced without it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: dict[str, ModelPrice] = Field(default_factory=dict, description="By model name as the API reports it.")
+    actions: float | None = Field(None, ge=0, description="Dollars per million Temporal actions.")
+
+
+class RunCost(BaseModel):
+    """What a run used: tokens by turn and by model (from the model API's usage), and the
+    Temporal actions (read from the history by the client: None where it was not read), and
+    what that cost in dollars where a price table is set."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    turns: list[TurnTokens] = Field(default_factory=list)
+    by_model: list[ModelTokens] = Field(default_factory=list)
+    actions: ActionCount | None = None
+    dollars: float | None = Field(None, description="Tokens and actions priced; None without a price table.")
+    unpriced: list[str] = Field(default_factory=list, description="What the price table had no price for (models, actions).")
+
+
 class RunSnapshot(BaseModel):
     """What an activity saw of the run: compact, never the whole run object."""
 
@@ -385,7 +454,8 @@ class RunSnapshot(BaseModel):
     status: RunStatus
     tool_calls: list[ToolCall] = Field(default_factory=list)
     expires_at: float | None = None
-    usage: Usage | None = None
+    usage: Usage | None = Field(None, description="Tokens so far: the run's (Assistants, once it ends), or every turn's summed (Responses).")
+    model: str | None = Field(None, description="The model the API says answered this turn.")
     last_error: dict[str, Any] | None = None
     incomplete_details: dict[str, Any] | None = None
     final_text: str | None = None
@@ -525,6 +595,7 @@ class RunResult(BaseModel):
     tool_calls_total: int | None = Field(
         None, description="Every tool call of the run; tool_calls keeps only the newest (a long run drops the oldest)."
     )
+    cost: RunCost | None = Field(None, description="Tokens by turn and model; actions and dollars added by the client (docs/cost.md).")
 
 
 class RunProgress(BaseModel):
@@ -539,6 +610,9 @@ class RunProgress(BaseModel):
     response_ids: list[str] = Field(default_factory=list)
     search_attributes: bool = False
     approval_attribute: bool = False
+    turns: list[TurnTokens] = Field(default_factory=list, description="Tokens of the newest turns so far.")
+    by_model: list[ModelTokens] = Field(default_factory=list, description="Tokens of every turn so far, by model.")
+    tokens_seen: tuple[int, int] = Field((0, 0), description="Input and output tokens counted so far.")
     stream_state: WorkflowStreamState | None = None
     records_dropped: int = Field(0, description="Tool-call records no longer carried (the oldest of a long run).")
     dropped_tool_names: list[str] = Field(default_factory=list, description="Names of the tools in the dropped records.")
@@ -618,6 +692,7 @@ class LiveSnapshot(BaseModel):
     pending_approvals: list[PendingApproval] = Field(
         default_factory=list, description="Tool calls waiting for a person's decision (decide_tool_call)."
     )
+    cost: RunCost | None = Field(None, description="Tokens so far; actions and dollars added by the client.")
 
 
 RunRequest.model_rebuild()

@@ -52,16 +52,19 @@ with workflow.unsafe.imports_passed_through():
         ApprovalAsk,
         ApprovalRecord,
         LiveSnapshot,
+        ModelTokens,
         PendingApproval,
         PendingToolCall,
         ProgressEvent,
         RunProgress,
         RunRequest,
+        RunCost,
         RunResult,
         RunSnapshot,
         ToolCall,
         ToolCallDecision,
         ToolCallRecord,
+        TurnTokens,
     )
 
 # Model-API activities wait for the model inside (polling or streaming) and heartbeat.
@@ -78,8 +81,10 @@ PREVIEW_CHARS = 200
 RECORD_ARGUMENTS_CHARS = 1_000
 # the newest this many records are kept (the result says how many there were in all),
 RECORDS_KEPT = 500
-# and followers can read the newest this many progress events after a continue-as-new.
+# and followers can read the newest this many progress events after a continue-as-new;
 PROGRESS_KEPT = 1_000
+# the newest this many turns' tokens are itemized (the totals and the by-model sums keep all).
+TURNS_KEPT = 500
 T = TypeVar("T")
 # A call that needs approval waits this long for a decision unless the request says otherwise
 # (and never past the run's expires_at less the margin and the tool's timeout).
@@ -158,6 +163,10 @@ class AssistantRunWorkflow:
         self._edits: dict[str, dict[str, Any]] = {}
         self._decided: dict[str, ApprovalRecord] = {}
         self._approval_attribute = False  # the namespace has AwaitingApproval
+        # Tokens: each turn's, and every turn's by model (kept whole when turns are dropped).
+        self._turns: list[TurnTokens] = []
+        self._tokens_seen = (0, 0)
+        self._by_model: dict[str, ModelTokens] = {}
 
     @workflow.query(name="result")
     def final_result(self) -> RunResult | None:
@@ -185,6 +194,7 @@ class AssistantRunWorkflow:
             tool_calls_done=self._records_dropped + len(self._records),
             failure=self._failure,
             pending_approvals=list(self._approvals.values()),
+            cost=self._cost(),
         )
 
     @workflow.update(name="decide_tool_call")
@@ -459,6 +469,9 @@ class AssistantRunWorkflow:
         self._private = progress.private
         self._approval_attribute = progress.approval_attribute
         self._response_ids = list(progress.response_ids)
+        self._turns = list(progress.turns)
+        self._by_model = {m.model or "": m for m in progress.by_model}
+        self._tokens_seen = progress.tokens_seen
 
     def _trim_records(self) -> None:
         """Keep the newest ``RECORDS_KEPT`` tool-call records; count (and name) the others."""
@@ -481,6 +494,9 @@ class AssistantRunWorkflow:
             private=self._private,
             approval_attribute=self._approval_attribute,
             response_ids=self._response_ids,
+            turns=self._turns[-TURNS_KEPT:],
+            by_model=list(self._by_model.values()),
+            tokens_seen=self._tokens_seen,
             stream_state=_newest_events(stream_state),  # type: ignore[arg-type]
             records_dropped=self._records_dropped,
             dropped_tool_names=sorted(self._dropped_tool_names),
@@ -498,6 +514,7 @@ class AssistantRunWorkflow:
         snapshot.text_tail.clear()  # once: a snapshot carried over continue-as-new is observed again
         if snapshot.backend == "responses" and snapshot.run_id not in self._response_ids:
             self._response_ids.append(snapshot.run_id)
+        self._count_tokens(snapshot)
         self._emit("status", status=snapshot.status, run_id=snapshot.run_id, thread_id=snapshot.thread_id)
         if self._search_attributes:
             status = snapshot.status
@@ -513,6 +530,34 @@ class AssistantRunWorkflow:
                 updates.append(sa.TOOL_NAMES.value_set(names))
             self._upsert(updates)
         self._set_details(snapshot)
+
+    def _count_tokens(self, snapshot: RunSnapshot) -> None:
+        """The tokens the usage reported since the last turn counted: a new turn (each
+        response on Responses; the whole run, once it ends, on Assistants)."""
+        usage = snapshot.usage
+        if usage is None:
+            return
+        added_in, added_out = usage.prompt_tokens - self._tokens_seen[0], usage.completion_tokens - self._tokens_seen[1]
+        if added_in <= 0 and added_out <= 0:
+            return  # seen already (a snapshot observed again after continue-as-new)
+        self._tokens_seen = (usage.prompt_tokens, usage.completion_tokens)
+        turn = TurnTokens(
+            turn=(self._turns[-1].turn if self._turns else 0) + 1, id=snapshot.run_id, model=snapshot.model,
+            input_tokens=max(added_in, 0), output_tokens=max(added_out, 0),
+        )
+        self._turns = [*self._turns[-(TURNS_KEPT - 1):], turn]
+        key = snapshot.model or ""
+        known = self._by_model.get(key) or ModelTokens(model=snapshot.model, input_tokens=0, output_tokens=0, turns=0)
+        self._by_model[key] = ModelTokens(
+            model=snapshot.model, input_tokens=known.input_tokens + turn.input_tokens,
+            output_tokens=known.output_tokens + turn.output_tokens, turns=known.turns + 1,
+        )
+
+    def _cost(self) -> RunCost:
+        return RunCost(
+            input_tokens=self._tokens_seen[0], output_tokens=self._tokens_seen[1],
+            turns=list(self._turns), by_model=list(self._by_model.values()),
+        )
 
     def _upsert(self, updates: list) -> None:
         """Upsert the attributes whose value changes (each upsert is a command and a write on
@@ -888,6 +933,7 @@ class AssistantRunWorkflow:
             last_error=snapshot.last_error,
             incomplete_details=snapshot.incomplete_details,
             failure=self._failure,
+            cost=self._cost(),
         )
 
 
