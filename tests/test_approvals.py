@@ -261,3 +261,21 @@ async def _cli_json(cli: Any, *args: str) -> Any:
     code, out, err = await cli(*args)
     assert code == 0, err
     return json.loads(out)
+
+
+async def test_a_decision_after_the_deadline_is_refused_while_the_run_goes_on(
+    api: Api, temporal_client: Client, task_queue: str, workers: None, tmp_path: Any
+) -> None:
+    """The round's other call still runs when the wait for this one has ended: a late
+    decision is refused, saying the call timed out, and changes nothing."""
+    slow = {"name": "slow", "arguments": {"seconds": 4, "marker": str(tmp_path / "slow-marker")}}
+    handle = await enqueue(temporal_client, task_queue, api, [BIG, slow], approval_timeout_seconds=1)
+    [pending] = await waiting(handle)
+    await eventually(handle.pending_approvals, lambda got: got == [], "the wait to end", 10)
+    with pytest.raises(ApprovalError, match=f"tool call {pending.call_id} was already decided: timed_out"):
+        await handle.approve(pending.call_id, by="late")
+    result = await handle.result()
+
+    big = record_of(result, "o-1")
+    assert big.approval is not None and big.approval.decision == "timed_out" and big.approval.by is None
+    assert result.status == "completed"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import uuid
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from openai import AsyncOpenAI, OpenAI
 from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.api.enums.v1 import EventType
+from temporalio.service import RPCError
 from temporalio.worker import Replayer, Worker
 
 import worker
@@ -262,6 +264,40 @@ async def test_a_turn_that_ends_as_the_cancel_arrives_is_stopped_from_where_it_e
     assert after.status == "completed" and after.final_text == "still here"
 
 
+async def test_worker_killed_while_a_call_waits_for_approval_loses_nothing(
+    api: Api, temporal_client: Client, temporal_server: TemporalDevServer, emulator: Any, task_queue: str, tmp_path: Path
+) -> None:
+    """The wait is workflow state: a SIGKILLed worker's successor takes the decision."""
+    refund = {"name": "refund", "arguments": {"order_id": "o-9", "amount": 900}}
+    request = api.request([script(rounds=[[refund]], reply="Done:\n{outputs}")])
+    log = tmp_path / "workers.log"
+    first = spawn_worker(temporal_server, emulator, task_queue, log, api.name)
+    second = None
+    try:
+        handle = await enqueue_run(temporal_client, request, request_id=f"kill-approval-{uuid.uuid4()}", task_queue=task_queue)
+        async def waiting() -> list[Any]:
+            try:
+                return await handle.pending_approvals()
+            except RPCError:
+                return []  # the worker still starting: the query had no answer in time
+
+        [pending] = await eventually(waiting, lambda got: len(got) == 1, "a call waiting for approval", 60)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        second = spawn_worker(temporal_server, emulator, task_queue, log, api.name)
+        decided = await handle.approve(pending.call_id, note="after the crash", by="ops")
+        result = await asyncio.wait_for(handle.result(), 60)
+    finally:
+        for process in (first, second):
+            if process is not None:
+                stop_process(process)
+
+    assert decided.decision == "approved"
+    assert result.status == "completed", log.read_text()
+    [call] = result.tool_calls
+    assert call.output_preview == "refunded 900.00 on o-9" and call.approval is not None and call.approval.by == "ops"
+
+
 def spawn_worker(server: TemporalDevServer, emulator: Any, task_queue: str, log: Path, backend: str = "assistants") -> subprocess.Popen[bytes]:
     env = {
         "DA_BACKEND": backend,
@@ -439,10 +475,20 @@ async def test_long_runs_continue_as_new_without_repeating_anything(
         temporal = await Client.connect(server.address, data_converter=pydantic_data_converter)
         model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0)
         rounds = [[{"name": "structured", "arguments": {"n": r}}, {"name": "get_weather", "arguments": {"city": "Rome"}}] for r in range(6)]
+        # Round 5, after the first continue-as-new: a call that waits for approval in the continued run.
+        rounds[4].append({"name": "refund", "arguments": {"order_id": "o-5", "amount": 500}})
         context = api.new_context()
         request = api.request([script(rounds=rounds)], context=context)
         async with worker.WorkerGroup(worker.build_workers(temporal, model, registry, task_queue, backend=api.name)):
             handle = await start(temporal, task_queue, request)
+            plain = temporal.get_workflow_handle(handle.id)
+
+            async def waiting() -> list[Any]:
+                return (await plain.query("snapshot", result_type=LiveSnapshot)).pending_approvals
+
+            [pending] = await eventually(waiting, lambda got: len(got) == 1, "the round-5 call waiting for approval", 60)
+            runs_by_then = [w async for w in temporal.list_workflows(f"WorkflowId = '{handle.id}'")]
+            await plain.execute_update("decide_tool_call", ToolCallDecision(call_id=pending.call_id, decision="approve", by="after-can"))
             result = await handle.result()
         await model.close()
         runs = [w async for w in temporal.list_workflows(f"WorkflowId = '{handle.id}'")]
@@ -454,10 +500,14 @@ async def test_long_runs_continue_as_new_without_repeating_anything(
             scheduled += sum(1 for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
 
     assert result.status == "completed" and result.rounds == 6
-    assert [r.round for r in result.tool_calls] == [r for r in range(1, 7) for _ in range(2)]
+    assert [r.round for r in result.tool_calls] == [r for r in range(1, 7) for _ in range(3 if r == 5 else 2)]
     assert len(runs) >= 2  # it did continue as new
+    assert len(runs_by_then) >= 2 and pending.round == 5  # the call waited in a continued run
+    approved = next(r for r in result.tool_calls if r.name == "refund")
+    assert approved.approval is not None and approved.approval.by == "after-can" and approved.output_preview == "refunded 500.00 on o-5"
     assert (actions.workflows_started, actions.continued_as_new) == (len(runs), len(runs) - 1)
-    assert actions.activities_started == scheduled == 1 + 6 * 3 and actions.activity_retries == 0
+    assert actions.activities_started == scheduled == 1 + 6 * 3 + 1 and actions.activity_retries == 0
+    assert actions.updates >= 1  # the decision
     # Tokens carried across continue-as-new: every turn counted once.
     assert result.cost is not None and result.usage is not None
     assert (result.cost.input_tokens, result.cost.output_tokens) == (result.usage.prompt_tokens, result.usage.completion_tokens)
