@@ -193,7 +193,9 @@ def readable_request_id(request: RunRequest, private: bool = False) -> str:
 def request_fingerprint(request: RunRequest) -> str:
     """What makes two requests with one request ID the same request: everything but where it
     runs (a caller may name the thread the first enqueue created) and the workflow's own state."""
-    body = request.model_dump_json(exclude={"thread_id", "conversation_id", "resume"})
+    # Fields left at their default are not part of it: a field a later version adds (with a
+    # default) must not make a retried request a different one.
+    body = request.model_dump_json(exclude={"thread_id", "conversation_id", "resume"}, exclude_defaults=True)
     return hashlib.sha256(body.encode()).hexdigest()
 
 

@@ -256,3 +256,19 @@ async def test_a_queued_run_whose_queue_cannot_answer_is_still_queued_not_missin
     assert await asyncio.wait_for(queued.status(), ANSWERS_WITHIN) == "queued"
     for workflow_id in (first.workflow_id, queue_workflow_id(thread_id)):  # the queued run never started
         await temporal_client.get_workflow_handle(workflow_id).terminate("test over")
+
+
+def test_a_requests_fingerprint_leaves_out_what_is_at_its_default() -> None:
+    """A field a later version adds, with a default, must not turn a retried request into a
+    different one (an idempotency conflict across an upgrade): only what the caller set counts."""
+    import hashlib
+
+    from durable_assistants.client import request_fingerprint
+
+    plain = RunRequest(assistant_id="asst_1", messages=[MessageInput(content="hi")])
+    spelled_out = RunRequest(assistant_id="asst_1", messages=[MessageInput(content="hi")], mode="poll", approval={}, metadata=None)
+    assert request_fingerprint(plain) == request_fingerprint(spelled_out)
+    assert request_fingerprint(plain) == hashlib.sha256(b'{"assistant_id":"asst_1","messages":[{"content":"hi"}]}').hexdigest()
+    assert request_fingerprint(plain) != request_fingerprint(plain.model_copy(update={"mode": "stream"}))
+    # Where it runs is not part of it (a caller may name the thread the first enqueue created).
+    assert request_fingerprint(plain) == request_fingerprint(plain.model_copy(update={"thread_id": "thread_1"}))
