@@ -41,10 +41,13 @@ The worker's own settings (a flag wins over its variable; an empty variable coun
                                 model steps and tool calls it runs at once (default 100). Sync
                                 tools run on a thread pool of this size, one per worker, so
                                 every slot can run one.
-    DA_MAX_WORKFLOW_TASKS       workflow task slots of the run workflow's worker (default 100)
+    DA_MAX_WORKFLOW_TASKS       workflow task slots of the run workflow's worker (default 30)
+    DA_MAX_CACHED_WORKFLOWS     runs the worker keeps in memory between their workflow tasks
+                                (default 300; others are rebuilt from history when they next move)
     DA_ACTIVITY_POLLERS         concurrent activity task polls of each worker (default 5)
-    DA_WORKFLOW_POLLERS         concurrent workflow task polls (default 5; at least 2, one for
-                                the worker's sticky queue)
+    DA_WORKFLOW_POLLERS         concurrent workflow task polls: `auto` (the default: as many as the
+                                server's backlog calls for, 2 to 100) or a number, at least 2 (one
+                                for the worker's sticky queue)
     DA_METRICS_ADDRESS          host:port of a Prometheus /metrics endpoint: the Temporal SDK's
                                 metrics (temporal_*) and the project's own (durable_assistants_*:
                                 runs, rounds, tool calls and their durations, model API errors,
@@ -99,7 +102,7 @@ from openai import AsyncOpenAI
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import LogForwardingConfig, LoggingConfig, PrometheusConfig, Runtime, TelemetryConfig, TelemetryFilter
-from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
+from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum, Worker
 
 from activities import tracing
 from activities.assistants import AssistantsBackend
@@ -122,10 +125,18 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "json", "console")
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 10.0
 SHUTDOWN_MARGIN_SECONDS = 5.0
-# Temporal's own defaults, now stated and configurable.
+# Temporal's own defaults, now stated and configurable; the workflow side tuned for a loaded
+# worker (docs/benchmarks.md, figure 5): with the SDK's 100 workflow-task slots, a cache of
+# 1,000 and 5 pollers, 1,000 concurrent runs on one 2-core worker timed out ~750 workflow tasks
+# on the sticky queue (the server kept more tasks waiting than 5 polls took in) and peaked at
+# 466 MiB. Pollers that scale with the backlog, 30 slots (fewer tasks held in the worker than
+# it can finish in the 10 s workflow task timeout) and a cache of 300: 0 timeouts, 211 MiB,
+# the same runs/s.
 DEFAULT_MAX_ACTIVITIES = 100
-DEFAULT_MAX_WORKFLOW_TASKS = 100
+DEFAULT_MAX_WORKFLOW_TASKS = 30
+DEFAULT_MAX_CACHED_WORKFLOWS = 300
 DEFAULT_POLLERS = 5
+AUTO_POLLERS = PollerBehaviorAutoscaling(minimum=2, maximum=100, initial=DEFAULT_POLLERS)
 # Activities a workflow task may start on its own worker at once (eager execution), when the
 # server allows it and the worker has free slots: as many as a round's tools usually are.
 EAGER_ACTIVITIES = 20
@@ -165,8 +176,9 @@ class WorkerSettings:
     shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE_SECONDS
     max_activities: int = DEFAULT_MAX_ACTIVITIES
     max_workflow_tasks: int = DEFAULT_MAX_WORKFLOW_TASKS
+    max_cached_workflows: int = DEFAULT_MAX_CACHED_WORKFLOWS
     activity_pollers: int = DEFAULT_POLLERS
-    workflow_pollers: int = DEFAULT_POLLERS
+    workflow_pollers: int | None = None  # None: auto (scaled with the server's backlog)
     startup_retry_seconds: float = DEFAULT_STARTUP_RETRY_SECONDS
     metrics_address: str | None = None
     health_address: str | None = None
@@ -191,8 +203,9 @@ class WorkerSettings:
             "shutdown_grace_seconds": _env_grace,
             "max_activities": lambda: _env_count("DA_MAX_ACTIVITIES", DEFAULT_MAX_ACTIVITIES, 1),
             "max_workflow_tasks": lambda: _env_count("DA_MAX_WORKFLOW_TASKS", DEFAULT_MAX_WORKFLOW_TASKS, 1),
+            "max_cached_workflows": lambda: _env_count("DA_MAX_CACHED_WORKFLOWS", DEFAULT_MAX_CACHED_WORKFLOWS, 0),
             "activity_pollers": lambda: _env_count("DA_ACTIVITY_POLLERS", DEFAULT_POLLERS, 1),
-            "workflow_pollers": lambda: _env_count("DA_WORKFLOW_POLLERS", DEFAULT_POLLERS, 2),
+            "workflow_pollers": _env_workflow_pollers,
             "startup_retry_seconds": lambda: _env_seconds("DA_STARTUP_RETRY_SECONDS", DEFAULT_STARTUP_RETRY_SECONDS),
             "metrics_address": lambda: _env_address("DA_METRICS_ADDRESS"),
             "health_address": lambda: _env_address("DA_HEALTH_ADDRESS"),
@@ -204,8 +217,11 @@ class WorkerSettings:
         return {
             "max_concurrent_activities": self.max_activities,
             "max_concurrent_workflow_tasks": self.max_workflow_tasks,
+            "max_cached_workflows": self.max_cached_workflows,
             "activity_task_poller_behavior": PollerBehaviorSimpleMaximum(maximum=self.activity_pollers),
-            "workflow_task_poller_behavior": PollerBehaviorSimpleMaximum(maximum=self.workflow_pollers),
+            "workflow_task_poller_behavior": AUTO_POLLERS
+            if self.workflow_pollers is None
+            else PollerBehaviorSimpleMaximum(maximum=self.workflow_pollers),
             # A round's tools start on this worker straight from the workflow task that
             # schedules them (eager execution; the SDK's default reserves 3, so a round of 4
             # sent one through the server's matching and cost a workflow task more).
@@ -256,6 +272,19 @@ def _env_seconds(name: str, default: float) -> float:
     if not 0 <= seconds < float("inf"):
         raise SettingsError(f"{name}={value!r} is not valid; give a number of seconds, 0 or more")
     return seconds
+
+
+def _env_workflow_pollers() -> int | None:
+    value = _env("DA_WORKFLOW_POLLERS")
+    if value is None or value.strip().lower() == "auto":
+        return None
+    try:
+        count = int(value.strip())
+    except ValueError:
+        count = 0
+    if count < 2:
+        raise SettingsError(f"DA_WORKFLOW_POLLERS={value!r} is not valid; give auto, or a whole number, 2 or more")
+    return count
 
 
 def _env_count(name: str, default: int, minimum: int) -> int:
@@ -656,8 +685,9 @@ async def serve(settings: WorkerSettings, registry: ToolRegistry = default_regis
         tracing=bool(interceptors),
         max_activities=settings.max_activities,
         max_workflow_tasks=settings.max_workflow_tasks,
+        max_cached_workflows=settings.max_cached_workflows,
         activity_pollers=settings.activity_pollers,
-        workflow_pollers=settings.workflow_pollers,
+        workflow_pollers=settings.workflow_pollers or "auto",
     )
     health = Health()
     with contextlib.ExitStack() as endpoints:

@@ -33,7 +33,7 @@ from temporalio.common import RetryPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import ActivityEnvironment
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import PollerBehaviorAutoscaling, UnsandboxedWorkflowRunner, Worker
 
 import worker
 from activities import progress
@@ -428,7 +428,9 @@ async def test_every_activity_slot_can_run_a_sync_tool(temporal_client: Client, 
         ({"DA_MAX_ACTIVITIES": "0"}, "DA_MAX_ACTIVITIES='0' is not valid; give a whole number, 1 or more"),
         ({"DA_MAX_WORKFLOW_TASKS": "many"}, "DA_MAX_WORKFLOW_TASKS='many' is not valid; give a whole number, 1 or more"),
         ({"DA_ACTIVITY_POLLERS": "2.5"}, "DA_ACTIVITY_POLLERS='2.5' is not valid; give a whole number, 1 or more"),
-        ({"DA_WORKFLOW_POLLERS": "1"}, "DA_WORKFLOW_POLLERS='1' is not valid; give a whole number, 2 or more"),
+        ({"DA_WORKFLOW_POLLERS": "1"}, "DA_WORKFLOW_POLLERS='1' is not valid; give auto, or a whole number, 2 or more"),
+        ({"DA_WORKFLOW_POLLERS": "lots"}, "DA_WORKFLOW_POLLERS='lots' is not valid; give auto, or a whole number, 2 or more"),
+        ({"DA_MAX_CACHED_WORKFLOWS": "-1"}, "DA_MAX_CACHED_WORKFLOWS='-1' is not valid; give a whole number, 0 or more"),
         ({"DA_STARTUP_RETRY_SECONDS": "-1"}, "DA_STARTUP_RETRY_SECONDS='-1' is not valid; give a number of seconds, 0 or more"),
     ],
 )
@@ -442,18 +444,25 @@ def test_slot_poller_and_retry_settings_are_checked(monkeypatch: pytest.MonkeyPa
 
 def test_slot_and_poller_settings_reach_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in {"DA_MAX_ACTIVITIES": "7", "DA_MAX_WORKFLOW_TASKS": "9", "DA_ACTIVITY_POLLERS": "3",
-                        "DA_WORKFLOW_POLLERS": "4", "DA_STARTUP_RETRY_SECONDS": "2.5"}.items():
+                        "DA_WORKFLOW_POLLERS": "4", "DA_STARTUP_RETRY_SECONDS": "2.5", "DA_MAX_CACHED_WORKFLOWS": "11"}.items():
         monkeypatch.setenv(name, value)
     settings = worker.WorkerSettings.from_env()
     options = settings.worker_options()
     assert settings.startup_retry_seconds == 2.5
     assert (options["max_concurrent_activities"], options["max_concurrent_workflow_tasks"]) == (7, 9)
     assert (options["activity_task_poller_behavior"].maximum, options["workflow_task_poller_behavior"].maximum) == (3, 4)
-    for name in ("DA_MAX_ACTIVITIES", "DA_MAX_WORKFLOW_TASKS", "DA_ACTIVITY_POLLERS", "DA_WORKFLOW_POLLERS", "DA_STARTUP_RETRY_SECONDS"):
+    assert options["max_cached_workflows"] == 11
+    for name in ("DA_MAX_ACTIVITIES", "DA_MAX_WORKFLOW_TASKS", "DA_ACTIVITY_POLLERS", "DA_WORKFLOW_POLLERS", "DA_STARTUP_RETRY_SECONDS",
+                 "DA_MAX_CACHED_WORKFLOWS"):
         monkeypatch.delenv(name)
     defaults = worker.WorkerSettings.from_env()
-    assert (defaults.max_activities, defaults.max_workflow_tasks, defaults.activity_pollers, defaults.workflow_pollers) == (100, 100, 5, 5)
-    assert defaults.startup_retry_seconds == 60
+    assert (defaults.max_activities, defaults.max_workflow_tasks, defaults.activity_pollers) == (100, 30, 5)
+    assert (defaults.max_cached_workflows, defaults.workflow_pollers, defaults.startup_retry_seconds) == (300, None, 60)
+    # Workflow pollers scale with the server's backlog unless a number is given (figure 5 of docs/benchmarks.md).
+    auto = defaults.worker_options()["workflow_task_poller_behavior"]
+    assert isinstance(auto, PollerBehaviorAutoscaling) and (auto.minimum, auto.maximum) == (2, 100)
+    monkeypatch.setenv("DA_WORKFLOW_POLLERS", "auto")
+    assert worker.WorkerSettings.from_env().workflow_pollers is None
 
 
 async def test_when_one_worker_dies_the_others_are_shut_down(temporal_client: Client, temporal_server: TemporalDevServer, task_queue: str) -> None:
