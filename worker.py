@@ -275,19 +275,14 @@ def _env_seconds(name: str, default: float) -> float:
 
 
 def _env_workflow_pollers() -> int | None:
+    """DA_WORKFLOW_POLLERS: None for auto (unset, or "auto"), else a count of at least 2."""
     value = _env("DA_WORKFLOW_POLLERS")
     if value is None or value.strip().lower() == "auto":
         return None
-    try:
-        count = int(value.strip())
-    except ValueError:
-        count = 0
-    if count < 2:
-        raise SettingsError(f"DA_WORKFLOW_POLLERS={value!r} is not valid; give auto, or a whole number, 2 or more")
-    return count
+    return _env_count("DA_WORKFLOW_POLLERS", 0, 2, alternative="auto, or ")
 
 
-def _env_count(name: str, default: int, minimum: int) -> int:
+def _env_count(name: str, default: int, minimum: int, alternative: str = "") -> int:
     value = _env(name)
     if value is None:
         return default
@@ -296,7 +291,7 @@ def _env_count(name: str, default: int, minimum: int) -> int:
     except ValueError:
         count = minimum - 1
     if count < minimum:
-        raise SettingsError(f"{name}={value!r} is not valid; give a whole number, {minimum} or more")
+        raise SettingsError(f"{name}={value!r} is not valid; give {alternative}a whole number, {minimum} or more")
     return count
 
 

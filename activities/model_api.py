@@ -340,6 +340,18 @@ class ModelActivities:
         log.info("inline tools ran", calls=len(results), of=len(snapshot.tool_calls))
         return snapshot.model_copy(update={"inline_results": list(results)})
 
+    async def _finish_turn(
+        self, snapshot: RunSnapshot, input: StartInput | SubmitInput, cap: int, progress: ProgressPublisher
+    ) -> RunSnapshot:
+        """What a model step adds to the turn it saw, as far as its workflow asked: the calls
+        that wait for approval, the inline tools' outputs, the turn's last text."""
+        snapshot = self._flag_approvals(snapshot, input.approval)
+        if input.inline_tools:
+            snapshot = await self._run_inline(snapshot, cap)
+        if input.text_tail:
+            snapshot = snapshot.model_copy(update={"text_tail": progress.take_tail()})
+        return snapshot
+
     @activity.defn(name="start_run")
     async def start_run(self, input: StartInput) -> StartResult:
         request = input.request
@@ -350,11 +362,7 @@ class ModelActivities:
             if input.add_messages or backend.name != "assistants":
                 await backend.check_request(request)
             snapshot = await _cancellable(backend, io, backend.start(request, input.thread_id, input.key, input.add_messages, io))
-            snapshot = self._flag_approvals(snapshot, input.approval)
-            if input.inline_tools:
-                snapshot = await self._run_inline(snapshot, request.output_cap_chars)
-            if input.text_tail:
-                snapshot = snapshot.model_copy(update={"text_tail": progress.take_tail()})
+            snapshot = await self._finish_turn(snapshot, input, request.output_cap_chars, progress)
             search_attributes, approval_attribute = await self._search_attributes()
         return StartResult(
             snapshot=_ended(snapshot), tools=self.tools.policies(), search_attributes=search_attributes, private=self.private,
@@ -373,11 +381,7 @@ class ModelActivities:
         async with _kept_alive(_io(input.key)) as io, _text_publisher(io) as progress:
             io.on_text = _text_to(progress)
             snapshot = await _cancellable(backend, io, backend.submit_and_wait(input.request, input.snapshot, outputs, input.mode, io))
-            snapshot = self._flag_approvals(snapshot, input.approval)
-            if input.inline_tools:
-                snapshot = await self._run_inline(snapshot, input.output_cap_chars)
-            if input.text_tail:
-                snapshot = snapshot.model_copy(update={"text_tail": progress.take_tail()})
+            snapshot = await self._finish_turn(snapshot, input, input.output_cap_chars, progress)
         return _ended(snapshot)
 
     @activity.defn(name="cancel_run")

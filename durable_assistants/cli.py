@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime
 import json
 import os
@@ -64,6 +63,20 @@ def positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
     return value
+
+
+RUN_STATUS_HELP = (
+    "the run's RunStatus: starting, in_progress, running_tools (its tools run), requires_action (outputs wait "
+    "to be submitted), completed, incomplete, failed, cancelled, expired"
+)
+
+
+def run_filters(parser: argparse.ArgumentParser, *, assistant: str, status: str) -> None:
+    """The visibility filters `list` and `cost` share (read by ``visibility_query``)."""
+    parser.add_argument("--assistant", help=assistant)
+    parser.add_argument("--thread", help="a thread (Assistants) or conversation (Responses) ID")
+    parser.add_argument("--conversation", dest="thread", help="the same as --thread")
+    parser.add_argument("--status", help=status)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,13 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
         "order, with status `queued` (from the queues' QueuedRuns search attribute: the first 100 or so of each "
         "queue); then the runs that started, newest first.",
     )
-    listing.add_argument("--assistant", help="an assistant ID (queued runs are not listed: their queue does not say)")
-    listing.add_argument("--thread", help="a thread (Assistants) or conversation (Responses) ID")
-    listing.add_argument("--conversation", dest="thread", help="the same as --thread")
-    listing.add_argument(
-        "--status",
-        help="the run's RunStatus: starting, in_progress, running_tools (its tools run), requires_action (outputs wait "
-        "to be submitted), completed, incomplete, failed, cancelled, expired; `queued`: only the runs waiting in a queue",
+    run_filters(
+        listing,
+        assistant="an assistant ID (queued runs are not listed: their queue does not say)",
+        status=f"{RUN_STATUS_HELP}; `queued`: only the runs waiting in a queue",
     )
     listing.add_argument(
         "--awaiting-approval", action="store_true", help="only runs with a tool call waiting for a decision (AwaitingApproval)"
@@ -139,9 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Temporal actions read from each run's history, and dollars when a price table is set (DA_PRICES or "
         "DA_PRICES_FILE; docs/cost.md). Reads one history per run: narrow the query for many runs.",
     )
-    cost.add_argument("--assistant", help="an assistant ID")
-    cost.add_argument("--thread", help="a thread (Assistants) or conversation (Responses) ID")
-    cost.add_argument("--status", help="the run's RunStatus (completed, failed, ...)")
+    run_filters(cost, assistant="an assistant ID", status=RUN_STATUS_HELP)
     cost.add_argument("--task-queue", help="runs of this task queue")
     cost.add_argument("--since", type=timestamp, help="runs started at or after this time (ISO 8601, e.g. 2026-12-01 or 2026-12-01T08:00:00Z)")
     cost.add_argument("--until", type=timestamp, help="runs started before this time (ISO 8601)")
@@ -493,8 +501,8 @@ def timestamp(text: str) -> datetime.datetime:
 
 
 async def cmd_cost(args: argparse.Namespace) -> int:
-    from durable_assistants.client import RunFailedError, get_run
-    from durable_assistants.cost import add_up, full_cost, load_prices
+    from durable_assistants.client import get_run
+    from durable_assistants.cost import add_up, load_prices
 
     prices = load_prices()  # a bad table fails before anything is read
     clauses = [visibility_query(args)]
@@ -513,15 +521,7 @@ async def cmd_cost(args: argparse.Namespace) -> int:
 
     async def one(execution: Any) -> tuple[str, RunCost]:
         async with gate:
-            handle = get_run(client, execution.id)
-            tokens = None
-            if execution.status == WorkflowExecutionStatus.RUNNING:
-                status = await handle.status()
-                tokens = status.cost if isinstance(status, LiveSnapshot) else None
-            else:
-                with contextlib.suppress(RunFailedError):
-                    tokens = (await handle.result(cost=False)).cost
-            return execution.id, await full_cost(client, execution.id, tokens, prices)
+            return execution.id, await get_run(client, execution.id).cost(prices)
 
     per_run = await asyncio.gather(*(one(e) for e in found))
     total = add_up(cost for _, cost in per_run)

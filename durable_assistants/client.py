@@ -22,7 +22,7 @@ import re
 import uuid
 import weakref
 from datetime import timedelta, timezone
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Literal, Sequence
 
 from temporalio.api.enums.v1 import PendingActivityState, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -44,6 +44,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.exceptions import CancelledError as TemporalCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
+from durable_assistants.cost import full_cost, load_prices
 from workflows.models import (
     DEFAULT_TASK_QUEUE,
     default_summary,
@@ -60,6 +61,7 @@ from workflows.models import (
     LiveSnapshot,
     PendingActivity,
     PendingApproval,
+    PriceTable,
     ProgressEvent,
     RunCost,
     RunRequest,
@@ -294,36 +296,41 @@ class RunHandle:
         With ``cost`` (the default) its ``cost`` also has the Temporal actions the run used,
         read from its history, and dollars where a price table is set (``DA_PRICES``)."""
         await self.started()
+        result = await self._outcome()
+        if cost:
+            result.cost = await full_cost(self.client, self.workflow_id, result.cost, load_prices())
+        return result
+
+    async def _outcome(self) -> RunResult:
+        """The result of a run whose workflow exists (``result()`` without the wait to start)."""
         try:
-            result = await self._handle.result()
+            return await self._handle.result()
         except WorkflowFailureError as exc:
             found = await run_result_of(self._handle, exc)
             if found is None:
                 raise RunFailedError(self.workflow_id, exc) from exc.cause
-            result = found
-        if cost:
-            from durable_assistants.cost import full_cost, load_prices
+            return found
 
-            result.cost = await full_cost(self.client, self.workflow_id, result.cost, load_prices())
-        return result
+    async def _snapshot(self) -> LiveSnapshot:
+        """The run's own ``snapshot`` query (a worker must answer it within ``QUERY_TIMEOUT``)."""
+        return await self._handle.query("snapshot", result_type=LiveSnapshot, rpc_timeout=QUERY_TIMEOUT)
 
-    async def cost(self) -> RunCost:
+    async def cost(self, prices: PriceTable | None | Literal["env"] = "env") -> RunCost:
         """What the run used so far (or in all, once it has ended): tokens by turn and model,
-        Temporal actions from its history, and dollars where a price table is set."""
-        from durable_assistants.cost import full_cost, load_prices
-
-        prices = load_prices()  # a bad table fails before anything is read
+        Temporal actions from its history, and dollars under ``prices`` (by default the table
+        of ``DA_PRICES`` / ``DA_PRICES_FILE``, if set)."""
+        if prices == "env":
+            prices = load_prices()  # a bad table fails before anything is read
         description = await self.started()
         tokens: RunCost | None = None
         if description.status == WorkflowExecutionStatus.RUNNING:
             try:
-                snapshot = await self._handle.query("snapshot", result_type=LiveSnapshot, rpc_timeout=QUERY_TIMEOUT)
-                tokens = snapshot.cost
+                tokens = (await self._snapshot()).cost
             except (RPCError, WorkflowQueryFailedError):
                 tokens = None  # no worker to answer: the actions alone
         else:
             try:
-                tokens = (await self.result(cost=False)).cost
+                tokens = (await self._outcome()).cost
             except RunFailedError:
                 tokens = None  # failed before any turn: the actions alone
         return await full_cost(self.client, self.workflow_id, tokens, prices)
@@ -343,7 +350,7 @@ class RunHandle:
         if task_queue and not await has_pollers(self.client, task_queue):
             return server_snapshot(description, pending, f"no worker is polling task queue {task_queue!r}")
         try:
-            snapshot = await self._handle.query("snapshot", result_type=LiveSnapshot, rpc_timeout=QUERY_TIMEOUT)
+            snapshot = await self._snapshot()
         except RPCError as exc:
             return server_snapshot(description, pending, f"the worker did not answer: {exc.message}")
         return snapshot.model_copy(update={"pending_activities": pending})
@@ -361,8 +368,7 @@ class RunHandle:
         description = await self.describe()
         if description is None or description.status != WorkflowExecutionStatus.RUNNING:
             return []
-        snapshot = await self._handle.query("snapshot", result_type=LiveSnapshot, rpc_timeout=QUERY_TIMEOUT)
-        return snapshot.pending_approvals
+        return (await self._snapshot()).pending_approvals
 
     async def approve(
         self, call_id: str, *, note: str | None = None, by: str | None = None, edited_arguments: dict[str, Any] | None = None

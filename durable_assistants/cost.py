@@ -25,7 +25,7 @@ import pydantic
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from workflows.models import ActionCount, PriceTable, RunCost
+from workflows.models import ActionCount, ModelTokens, PriceTable, RunCost
 
 PRICES_VARIABLE = "DA_PRICES"
 PRICES_FILE_VARIABLE = "DA_PRICES_FILE"
@@ -41,7 +41,6 @@ _ONE_EACH = {
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW: "continued_as_new",
     EventType.EVENT_TYPE_MARKER_RECORDED: "markers",
 }
-_IN_TOTAL = ("workflows_started", "activities_started", "signals", "updates", "timers", "child_workflows", "search_attribute_upserts")
 
 
 class PricesError(ValueError):
@@ -50,7 +49,7 @@ class PricesError(ValueError):
 
 def count_actions(events: Iterable[Any]) -> ActionCount:
     """The actions in one or more runs' history events."""
-    counts = {name: 0 for name in ActionCount.model_fields if name not in ("heartbeats", "queries")}
+    counts = dict.fromkeys([*_ONE_EACH.values(), "activities_started", "activity_retries"], 0)
     for event in events:
         name = _ONE_EACH.get(event.event_type)
         if name is not None:
@@ -60,7 +59,6 @@ def count_actions(events: Iterable[Any]) -> ActionCount:
             attempts = max(event.activity_task_started_event_attributes.attempt, 1)
             counts["activities_started"] += attempts
             counts["activity_retries"] += attempts - 1
-    counts["total"] = sum(counts[name] for name in _IN_TOTAL)
     return ActionCount(**counts)
 
 
@@ -131,28 +129,18 @@ async def full_cost(client: Client, workflow_id: str, tokens: RunCost | None, pr
 
 def add_up(costs: Iterable[RunCost]) -> RunCost:
     """Several runs' costs as one (dollars summed only if every run was priced)."""
-    total = RunCost(actions=ActionCount())
-    by_model: dict[str, dict[str, Any]] = {}
-    dollars: float | None = 0.0
-    unpriced: set[str] = set()
-    assert total.actions is not None
-    actions = total.actions.model_dump()
-    for cost in costs:
-        total.input_tokens += cost.input_tokens
-        total.output_tokens += cost.output_tokens
-        for used in cost.by_model:
-            entry = by_model.setdefault(used.model or "", {"model": used.model, "input_tokens": 0, "output_tokens": 0, "turns": 0})
-            entry["input_tokens"] += used.input_tokens
-            entry["output_tokens"] += used.output_tokens
-            entry["turns"] += used.turns
-        if cost.actions is not None:
-            for name, value in cost.actions.model_dump().items():
-                if value is not None:
-                    actions[name] += value
-        dollars = None if dollars is None or cost.dollars is None else dollars + cost.dollars
-        unpriced.update(cost.unpriced)
-    return RunCost.model_validate({
-        "input_tokens": total.input_tokens, "output_tokens": total.output_tokens,
-        "by_model": list(by_model.values()), "actions": actions,
-        "dollars": round(dollars, 6) if dollars is not None else None, "unpriced": sorted(unpriced),
+    costs = list(costs)
+    by_model: dict[str, ModelTokens] = {}
+    for used in (m for cost in costs for m in cost.by_model):
+        known = by_model.get(used.model or "")
+        by_model[used.model or ""] = used if known is None else known.plus(used)
+    counted = [cost.actions for cost in costs if cost.actions is not None]
+    actions = ActionCount(**{
+        name: sum(getattr(a, name) for a in counted) for name in ActionCount.model_fields if name not in ("total", "heartbeats", "queries")
     })
+    dollars = None if any(cost.dollars is None for cost in costs) else round(sum(cost.dollars or 0.0 for cost in costs), 6)
+    return RunCost(
+        input_tokens=sum(cost.input_tokens for cost in costs), output_tokens=sum(cost.output_tokens for cost in costs),
+        by_model=list(by_model.values()), actions=actions, dollars=dollars,
+        unpriced=sorted({item for cost in costs for item in cost.unpriced}),
+    )

@@ -393,6 +393,13 @@ class ModelTokens(BaseModel):
     output_tokens: int
     turns: int
 
+    def plus(self, other: "ModelTokens") -> "ModelTokens":
+        """Both counts together (for one model)."""
+        return ModelTokens(
+            model=self.model, input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens, turns=self.turns + other.turns,
+        )
+
 
 class ActionCount(BaseModel):
     """Temporal actions as Temporal Cloud bills them, counted from a run's event history
@@ -407,11 +414,19 @@ class ActionCount(BaseModel):
     timers: int = 0
     child_workflows: int = 0
     search_attribute_upserts: int = 0
-    total: int = Field(0, description="The sum of the counts above (activity_retries are in activities_started).")
+    total: int = Field(0, description="The sum of the counts above (activity_retries are in activities_started); derived.")
     continued_as_new: int = Field(0, description="How many times the run continued as new (already in workflows_started).")
     markers: int = Field(0, description="Markers recorded (the workflow's patches); listed, not in the total.")
     heartbeats: int | None = Field(None, description="Not in the history: not counted.")
     queries: int | None = Field(None, description="Not in the history: not counted.")
+
+    @model_validator(mode="after")
+    def _total(self) -> "ActionCount":
+        self.total = (
+            self.workflows_started + self.activities_started + self.signals + self.updates + self.timers
+            + self.child_workflows + self.search_attribute_upserts
+        )
+        return self
 
 
 class ModelPrice(BaseModel):

@@ -546,12 +546,9 @@ class AssistantRunWorkflow:
             input_tokens=max(added_in, 0), output_tokens=max(added_out, 0),
         )
         self._turns = [*self._turns[-(TURNS_KEPT - 1):], turn]
-        key = snapshot.model or ""
-        known = self._by_model.get(key) or ModelTokens(model=snapshot.model, input_tokens=0, output_tokens=0, turns=0)
-        self._by_model[key] = ModelTokens(
-            model=snapshot.model, input_tokens=known.input_tokens + turn.input_tokens,
-            output_tokens=known.output_tokens + turn.output_tokens, turns=known.turns + 1,
-        )
+        used = ModelTokens(model=snapshot.model, input_tokens=turn.input_tokens, output_tokens=turn.output_tokens, turns=1)
+        known = self._by_model.get(snapshot.model or "")
+        self._by_model[snapshot.model or ""] = used if known is None else known.plus(used)
 
     def _cost(self) -> RunCost:
         return RunCost(
