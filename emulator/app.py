@@ -610,7 +610,7 @@ def api_endpoint(emu: Emulator, operation: str, handler: Handler) -> Callable[[R
         if rule is not None:
             emu.stats.faults_fired[operation] += 1
         if rule is not None and rule.when == "before" and rule.action != "cut":
-            spoiled = await _apply_fault(rule)
+            spoiled = await _apply_fault(rule, emu.faults)
             if spoiled is not None:
                 emu.stats.response(operation, _outcome(spoiled))
                 return spoiled
@@ -625,7 +625,7 @@ def api_endpoint(emu: Emulator, operation: str, handler: Handler) -> Callable[[R
             else:
                 response = DroppedConnection()
         elif rule is not None and rule.when == "after":
-            spoiled = await _apply_fault(rule)
+            spoiled = await _apply_fault(rule, emu.faults)
             if spoiled is not None:
                 if isinstance(response, (RunEventStream, ResponseEventStream)):
                     response.discard()
@@ -650,10 +650,9 @@ def admin_endpoint(emu: Emulator, handler: Handler) -> Callable[[Request], Await
     return endpoint
 
 
-async def _apply_fault(rule: FaultRule) -> Response | None:
+async def _apply_fault(rule: FaultRule, faults: FaultInjector) -> Response | None:
     if rule.action == "delay":
-        await asyncio.sleep(rule.delay_seconds)
-        return None
+        return None if await faults.hold(rule.delay_seconds) else DroppedConnection()
     if rule.action == "drop":
         return DroppedConnection()
     if rule.status == 429:

@@ -8,6 +8,7 @@ response: the case a client can't tell apart from a failure, which idempotency m
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Literal
 
@@ -52,6 +53,7 @@ class FaultInjector:
         self._random = random.Random(seed)
         self._next_id = 0
         self.rules: list[FaultRule] = []
+        self._cleared = asyncio.Event()  # set (and replaced) by clear(): releases held requests
 
     def add(self, rule: FaultRule) -> FaultRule:
         self._next_id += 1
@@ -65,7 +67,20 @@ class FaultInjector:
         return len(self.rules) != before
 
     def clear(self) -> None:
+        """No rules; and requests a `delay` still holds are let go as dropped connections: a
+        request from before a reset must not act on the state after it."""
         self.rules.clear()
+        self._cleared.set()
+        self._cleared = asyncio.Event()
+
+    async def hold(self, seconds: float) -> bool:
+        """Hold a request for ``seconds``; False if the faults were cleared meanwhile."""
+        cleared = self._cleared
+        try:
+            await asyncio.wait_for(cleared.wait(), seconds)
+        except asyncio.TimeoutError:
+            return True
+        return False
 
     def pick(self, operation: str) -> FaultRule | None:
         """The rule that fires for this call, if any. Every matching rule counts the call."""

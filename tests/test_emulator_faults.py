@@ -8,6 +8,7 @@ request's effect behind, one with ``when: "before"`` must not.
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import httpx
@@ -443,3 +444,30 @@ def test_cut_on_a_run_stream_and_on_a_plain_response(client: OpenAI, assistant, 
     admin.post("/faults", json={"operation": "threads.retrieve", "nth": 1, "action": "cut"}).raise_for_status()
     with pytest.raises(openai.APIConnectionError):
         client.beta.threads.retrieve(thread.id)
+
+
+def test_reset_lets_a_held_request_go_as_a_dropped_connection(client: OpenAI, admin: httpx.Client) -> None:
+    """A request a `delay` fault still holds when the emulator is reset must not act on the
+    state after the reset: it ends as a dropped connection, having created nothing."""
+    import threading
+
+    add_fault(admin, operation="threads.create", action="delay", delay_seconds=30)
+    outcome: list[BaseException | str] = []
+
+    def create() -> None:
+        try:
+            outcome.append(client.with_options(max_retries=0, timeout=60).beta.threads.create().id)
+        except BaseException as exc:  # noqa: BLE001  (the outcome is what the test reads)
+            outcome.append(exc)
+
+    held = threading.Thread(target=create)
+    held.start()
+    deadline = time.monotonic() + 10
+    while not stats(admin).get("faults_fired") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    admin.post("/reset").raise_for_status()
+    held.join(10)
+
+    assert not held.is_alive() and len(outcome) == 1
+    assert isinstance(outcome[0], openai.APIConnectionError), outcome
+    assert admin.get("/health").json()["threads"] == 0
