@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -102,13 +103,26 @@ def load_prices(environ: dict[str, str] | None = None) -> PriceTable | None:
         raise PricesError(f"{where} is not a price table ({detail}); see docs/cost.md") from None
 
 
+# A dated snapshot name: `gpt-4o-2024-08-06`, `gpt-3.5-turbo-0125`.
+_SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
+
+
+def price_of(prices: PriceTable, model: str) -> Any:
+    """The price of ``model``: its own entry, else its base model's for a dated snapshot (the
+    Responses API answers ``gpt-4o-2024-08-06`` to a request for ``gpt-4o``); None if neither."""
+    found = prices.models.get(model)
+    if found is None and _SNAPSHOT.search(model):
+        found = prices.models.get(_SNAPSHOT.sub("", model))
+    return found
+
+
 def priced(cost: RunCost, prices: PriceTable | None) -> RunCost:
     """``cost`` with ``dollars`` (and what had no price) under ``prices``; unchanged without."""
     if prices is None:
         return cost
     dollars, unpriced = 0.0, []
     for used in cost.by_model:
-        price = prices.models.get(used.model or "")
+        price = price_of(prices, used.model or "")
         if price is None:
             unpriced.append(f"model {used.model or 'unknown'}")
             continue

@@ -105,6 +105,28 @@ class CompatConfig(BaseModel):
 COMPAT_SWITCHES: tuple[str, ...] = tuple(CompatConfig.model_fields)
 
 
+# Model names the emulator knows, each with the dated snapshot the Responses API echoes for it
+# (OpenAI answered `model: "gpt-4o-2024-08-06"` to a request for `gpt-4o`). A snapshot name is
+# known too, and echoed as it is.
+DEFAULT_MODELS: dict[str, str] = {
+    "gpt-3.5-turbo": "gpt-3.5-turbo-0125",
+    "gpt-4": "gpt-4-0613",
+    "gpt-4-turbo": "gpt-4-turbo-2024-04-09",
+    "gpt-4o": "gpt-4o-2024-08-06",
+    "gpt-4o-mini": "gpt-4o-mini-2024-07-18",
+    "gpt-4.1": "gpt-4.1-2025-04-14",
+    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+    "gpt-4.1-nano": "gpt-4.1-nano-2025-04-14",
+    "o1": "o1-2024-12-17",
+    "o3": "o3-2025-04-16",
+    "o3-mini": "o3-mini-2025-01-31",
+    "o4-mini": "o4-mini-2025-04-16",
+    "gpt-5": "gpt-5-2025-08-07",
+    "gpt-5-mini": "gpt-5-mini-2025-08-07",
+    "gpt-5-nano": "gpt-5-nano-2025-08-07",
+}
+
+
 class EmulatorConfig(BaseModel):
     """Timing and behaviour knobs. Every field can be set on the command line
     (``--expiry-seconds 3``) or changed live with ``PATCH /_emulator/config``."""
@@ -136,6 +158,24 @@ class EmulatorConfig(BaseModel):
     seed: int | None = Field(
         None, description="Seeds ID generation and fault sampling so a session can be replayed."
     )
+    models: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_MODELS),
+        description="Known models, each mapped to the snapshot the Responses API echoes for it; any other "
+        "model is a 400 `model_not_found`. A snapshot name is known and echoed as is. Map a name to itself "
+        "to echo it unchanged.",
+    )
+    strict_spec: bool = Field(
+        False,
+        description="Enforce the pinned spec's letter where the real service was more lenient (e.g. "
+        "`max_completion_tokens` of at least 256; the service took 16). Off: as the service did.",
+    )
     compat: CompatConfig = Field(
         default_factory=CompatConfig, description="Compatibility switches: behave like a server that is not OpenAI."
     )
+
+
+def resolve_model(config: EmulatorConfig, model: str) -> str | None:
+    """The snapshot a known model resolves to (a snapshot resolves to itself); None if unknown."""
+    if model in config.models:
+        return config.models[model]
+    return model if model in config.models.values() else None

@@ -27,8 +27,8 @@ from openai.types.beta.threads import run as run_types
 from openai.types.beta.threads.runs import RunStep
 from openai.types.beta.threads.runs import run_step as step_types
 
-from .config import EmulatorConfig
-from .errors import APIError, bad_request, not_found, server_error
+from .config import EmulatorConfig, resolve_model
+from .errors import APIError, bad_request, model_not_found, not_found, server_error
 from .ids import IdFactory
 from .model import (
     CompletedCall,
@@ -65,10 +65,24 @@ def dump(obj: Any) -> dict[str, Any]:
 
 def step_body(step: RunStep) -> dict[str, Any]:
     body = dump(step)
-    # The spec and the SDK say `expired_at`; the real service sent `expires_at` on steps.
-    # Send both so clients written against either keep working.
-    body["expires_at"] = body.get("expired_at")
+    # The spec and the SDK say `expired_at`; the real service sent `expires_at` on steps, and
+    # only that (the SDK's `RunStep.expired_at` read None from it).
+    body["expires_at"] = body.pop("expired_at", None)
     return body
+
+
+def _check_something_to_answer(
+    stored: list[Message], new: list[dict[str, Any]], params: dict[str, Any], assistant: Assistant
+) -> None:
+    """OpenAI refused a run with neither a user message on its thread nor instructions."""
+    if any(m.role == "user" for m in stored) or any(m.get("role") == "user" for m in new):
+        return
+    if assistant.instructions or params.get("instructions") or params.get("additional_instructions"):
+        return
+    raise bad_request(
+        "Run creation requires a Thread with a user message or an assistant with instructions.",
+        code="invalid_thread",
+    )
 
 
 @dataclass
@@ -142,7 +156,13 @@ class AssistantsEngine:
 
     # ------------------------------------------------------------------ assistants
 
+    def check_model(self, model: str | None) -> None:
+        """An unknown model is a 400 `model_not_found` (the Assistants API echoes it as given)."""
+        if model is not None and resolve_model(self.config, model) is None:
+            raise model_not_found(model)
+
     def create_assistant(self, params: dict[str, Any]) -> Assistant:
+        self.check_model(params.get("model"))
         assistant = Assistant.model_validate(
             {
                 "id": self.ids.new("asst_"),
@@ -153,7 +173,7 @@ class AssistantsEngine:
                 "model": params["model"],
                 "instructions": params.get("instructions"),
                 "tools": _check_tools(params.get("tools") or []),
-                "tool_resources": params.get("tool_resources"),
+                "tool_resources": params.get("tool_resources") or {},  # OpenAI sent {}, not null
                 "metadata": params.get("metadata") or {},
                 "temperature": params.get("temperature", 1.0),
                 "top_p": params.get("top_p", 1.0),
@@ -171,6 +191,7 @@ class AssistantsEngine:
 
     def update_assistant(self, assistant_id: str, params: dict[str, Any]) -> Assistant:
         assistant = self.get_assistant(assistant_id)
+        self.check_model(params.get("model"))
         if "tools" in params:
             params = {**params, "tools": _check_tools(params["tools"] or [])}
         data = dump(assistant)
@@ -206,7 +227,7 @@ class AssistantsEngine:
                     "object": "thread",
                     "created_at": _now(),
                     "metadata": params.get("metadata") or {},
-                    "tool_resources": params.get("tool_resources"),
+                    "tool_resources": params.get("tool_resources") or {},  # OpenAI sent {}, not null
                 }
             )
         )
@@ -298,12 +319,14 @@ class AssistantsEngine:
     def create_run(self, thread_id: str, params: dict[str, Any]) -> RunState:
         state = self.get_thread(thread_id)
         assistant = self.get_assistant(params["assistant_id"])
+        self.check_model(params.get("model"))
         if state.active_run is not None:
             raise bad_request(f"Thread {thread_id} already has an active run {state.active_run.run.id}.")
         additional = params.get("additional_messages") or []
         for i, message in enumerate(additional):
             _check_message_params(message, f"additional_messages[{i}]")
         tools = _check_tools(params["tools"]) if params.get("tools") is not None else [dump(t) for t in assistant.tools]
+        _check_something_to_answer(state.messages, additional, params, assistant)
         script, user_text = self._choose_script(state.messages, additional, params.get("metadata"), assistant)
         for message in additional:
             self._add_message(state, message, run_id=None, assistant_id=None)
@@ -311,12 +334,14 @@ class AssistantsEngine:
 
     def create_thread_and_run(self, params: dict[str, Any]) -> RunState:
         assistant = self.get_assistant(params["assistant_id"])
+        self.check_model(params.get("model"))
         if params.get("tools") is not None:
             _check_tools(params["tools"])
         thread_params = params.get("thread") or {}
         for i, message in enumerate(thread_params.get("messages") or []):
             _check_message_params(message, f"thread.messages[{i}]")
-        # Resolve the script before creating anything, so a bad script leaves no thread behind.
+        # Check and resolve the script before creating anything, so a bad request leaves no thread behind.
+        _check_something_to_answer([], thread_params.get("messages") or [], params, assistant)
         self._choose_script([], thread_params.get("messages") or [], params.get("metadata"), assistant, "the thread's messages")
         state = self.create_thread(thread_params)
         run_params = {k: v for k, v in params.items() if k not in ("thread", "tool_resources")}
@@ -677,11 +702,12 @@ class AssistantsEngine:
             run_state.emit("thread.message.completed", lambda: dump(message))
         run_state.open_message = None
         self._complete_step(run_state, step, count_tokens(text))
+        # An incomplete run has finished too: OpenAI set its completed_at.
+        run.completed_at = now
         if turn.incomplete_reason is not None:
             run.incomplete_details = run_types.IncompleteDetails(reason=turn.incomplete_reason)  # type: ignore[arg-type]
             self._finish(run_state, "incomplete")
         else:
-            run.completed_at = now
             self._finish(run_state, "completed")
 
     def _new_step(self, run_state: RunState, details: dict[str, Any]) -> RunStep:
@@ -698,7 +724,8 @@ class AssistantsEngine:
                 "status": "in_progress",
                 "step_details": details,
                 "last_error": None,
-                "expired_at": None,
+                # Sent as `expires_at` (step_body): the run's deadline while the step is open.
+                "expired_at": run.expires_at,
                 "cancelled_at": None,
                 "failed_at": None,
                 "completed_at": None,
@@ -713,6 +740,7 @@ class AssistantsEngine:
     def _complete_step(self, run_state: RunState, step: RunStep, completion_tokens: int) -> None:
         step.status = "completed"
         step.completed_at = _now()
+        step.expired_at = None
         step.usage = step_types.Usage(**_usage(run_state.prompt_tokens, completion_tokens))
         run_state.open_step = None
         run_state.emit("thread.run.step.completed", lambda: step_body(step))
@@ -722,6 +750,7 @@ class AssistantsEngine:
         step = run_state.open_step
         if step is not None and step.status == "in_progress":
             step.status = status  # type: ignore[assignment]
+            step.expired_at = None
             setattr(step, {"cancelled": "cancelled_at", "expired": "expired_at", "failed": "failed_at"}[status], now)
             run_state.emit(f"thread.run.step.{status}", lambda: step_body(step))
         run_state.open_step = None
@@ -814,6 +843,15 @@ def _check_message_params(params: dict[str, Any], where: str) -> None:
 _FUNCTION_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
+def _file_search_defaults(tool: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI echoed a file_search tool with the ranking options it applied."""
+    if tool.get("type") != "file_search":
+        return tool
+    options = dict(tool.get("file_search") or {})
+    options.setdefault("ranking_options", {"ranker": "default_2024_08_21", "score_threshold": 0.0})
+    return {**tool, "file_search": options}
+
+
 def _check_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if len(tools) > 128:
         raise bad_request(
@@ -821,6 +859,7 @@ def _check_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
             param="tools",
             code="array_above_max_length",
         )
+    tools = [_file_search_defaults(tool) for tool in tools]
     for i, tool in enumerate(tools):
         if tool["type"] != "function":
             continue

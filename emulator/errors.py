@@ -65,3 +65,8 @@ def rate_limited(retry_after_ms: int | None) -> APIError:
 
 class ConnectionDropped(Exception):
     """Raised to make the server close a connection on purpose (a fault: ``drop``, ``cut``)."""
+
+
+def model_not_found(model: str, param: str = "model") -> APIError:
+    # OpenAI's answer to an unknown model on assistants, runs and responses alike.
+    return APIError(400, f"The requested model '{model}' does not exist.", param=param, code="model_not_found")

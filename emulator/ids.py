@@ -1,4 +1,5 @@
-"""OpenAI-style object IDs (`asst_`, `thread_`, `msg_`, `run_`, `step_`, `call_`)."""
+"""OpenAI-style object IDs: 24 letters and digits after `asst_`, `thread_`, `msg_`, `run_`,
+`step_`, `call_`; 48 hex digits after the Responses family's `resp_`, `msg_`, `fc_`, `conv_`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ class IdFactory:
 
     def new(self, prefix: str, length: int = 24) -> str:
         return prefix + "".join(self._random.choices(_ALPHABET, k=length))
+
+    def hex(self, prefix: str, length: int = 48) -> str:
+        """A Responses-family ID: the prefix and lowercase hex (`resp_`, `msg_`, `fc_`, `conv_`)."""
+        return prefix + "".join(self._random.choices("0123456789abcdef", k=length))
 
     def request_id(self) -> str:
         return "req_" + "".join(self._random.choices("0123456789abcdef", k=32))

@@ -47,9 +47,9 @@ from openai.types.responses import response_create_params
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import EmulatorConfig
+from .config import EmulatorConfig, resolve_model
 from .engine import dump
-from .errors import APIError, bad_request
+from .errors import APIError, bad_request, model_not_found
 from .ids import IdFactory
 from .model import (
     CompletedCall,
@@ -86,6 +86,17 @@ LOCKED_MESSAGE = "Another process is currently operating on this conversation. P
 MAX_ITEMS_PER_REQUEST = 20
 # Characters after `resp_` in a response ID under compat.long_response_ids (425 in all).
 RESPONSE_ID_CHARS = 420
+_TIMESTAMPS = ("created_at", "completed_at")
+
+
+def response_body(response: Response) -> dict[str, Any]:
+    """A response as OpenAI sent it: the SDK's type holds timestamps as floats; the service
+    sent integer seconds."""
+    body = dump(response)
+    for key in _TIMESTAMPS:
+        if isinstance(body.get(key), float):
+            body[key] = int(body[key])
+    return body
 # The Responses API names only one reason for running out of tokens.
 INCOMPLETE_REASONS = {"max_completion_tokens": "max_output_tokens", "max_prompt_tokens": "max_output_tokens"}
 _FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -259,6 +270,11 @@ class ResponsesEngine:
         model = params.get("model") or (stored_prompt.model if stored_prompt else None)
         if not model:
             raise bad_request("Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+        snapshot = resolve_model(self.config, model)
+        if snapshot is None:
+            raise model_not_found(model)
+        if "input" not in params and conversation_ref is None and stored_prompt is None:
+            raise bad_request("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
         store = params.get("store")
         store = True if store is None else store
         background = bool(params.get("background")) and not compat.responses_background_ignored
@@ -306,7 +322,7 @@ class ResponsesEngine:
         new_items: list[dict[str, Any]] = params.get("input") or []
         if not compat.previous_response_id_ignored:
             _check_outputs_match_calls(prior, new_items)  # a stateless gateway can't know the calls
-        input_items = [store_item(item, self.ids.new) for item in new_items]
+        input_items = [store_item(item, self.ids.hex) for item in new_items]
         context = prior + input_items
         _check_calls_answered(context)
         script, user_text, rounds = self._turn_inputs(context, len(prior), params.get("metadata"))
@@ -315,7 +331,7 @@ class ResponsesEngine:
         parallel = True if parallel is None else parallel
         prompt_tokens = count_tokens((instructions or "") + "".join(text_of(i) for i in context) + json.dumps(tools))
         fields: dict[str, Any] = {
-            "id": self.ids.new("resp_", RESPONSE_ID_CHARS if compat.long_response_ids else 24),
+            "id": self.ids.new("resp_", RESPONSE_ID_CHARS) if compat.long_response_ids else self.ids.hex("resp_"),
             "object": "response",
             "created_at": int(time.time()),
             "status": "queued" if background else "in_progress",
@@ -328,19 +344,27 @@ class ResponsesEngine:
             "max_output_tokens": params.get("max_output_tokens"),
             "max_tool_calls": params.get("max_tool_calls"),
             "metadata": params.get("metadata") or {},
-            "model": model,
+            "model": snapshot,
             "output": [],
             "parallel_tool_calls": parallel,
             "previous_response_id": previous_id,
             "prompt": prompt_echo,
             "store": store,
             "temperature": _or(params.get("temperature"), 1.0),
-            "text": params.get("text") or {"format": {"type": "text"}},
+            "text": {"format": {"type": "text"}, "verbosity": "medium", **(params.get("text") or {})},
             "tool_choice": tool_choice,
             "tools": tools,
             "top_p": _or(params.get("top_p"), 1.0),
             "truncation": params.get("truncation") or "disabled",
             "usage": None,
+            # Echoed as OpenAI did, null (or its default) when the request left them out.
+            "reasoning": {"effort": None, "summary": None, **(params.get("reasoning") or {})},
+            "service_tier": params.get("service_tier") or "default",
+            "top_logprobs": params.get("top_logprobs") or 0,
+            "user": params.get("user"),
+            "safety_identifier": params.get("safety_identifier"),
+            "prompt_cache_key": params.get("prompt_cache_key"),
+            "prompt_cache_retention": params.get("prompt_cache_retention"),
         }
         if compat.responses_background_ignored:
             # The gateway knows no `background`: the key is left unset, so no body or event has it.
@@ -406,7 +430,7 @@ class ResponsesEngine:
         if not state.done:
             await self._stop(state)
         self.responses.pop(response_id, None)
-        return {"id": response_id, "object": "response", "deleted": True}
+        return {"id": response_id, "object": "response.deleted", "deleted": True}
 
     async def _stop(self, state: ResponseState) -> None:
         if state.task is not None:
@@ -434,12 +458,12 @@ class ResponsesEngine:
     async def _drive(self, state: ResponseState) -> None:
         response = state.response
         try:
-            state.emit("response.created", lambda: {"response": dump(response)})
+            state.emit("response.created", lambda: {"response": response_body(response)})
             if response.background:
-                state.emit("response.queued", lambda: {"response": dump(response)})
+                state.emit("response.queued", lambda: {"response": response_body(response)})
                 await _sleep(self.config.queue_seconds)
                 response.status = "in_progress"
-            state.emit("response.in_progress", lambda: {"response": dump(response)})
+            state.emit("response.in_progress", lambda: {"response": response_body(response)})
             script = state.script
             await _sleep(script.turn_seconds if script and script.turn_seconds is not None else self.config.turn_seconds)
             turn = self.model.next_turn(script, state.turn)
@@ -466,7 +490,7 @@ class ResponsesEngine:
             index = len(response.output)
             item = ResponseFunctionToolCall.model_validate(
                 {
-                    "id": self.ids.new("fc_"),
+                    "id": self.ids.hex("fc_"),
                     "type": "function_call",
                     "status": "in_progress",
                     "call_id": self.ids.new("call_"),
@@ -495,7 +519,7 @@ class ResponsesEngine:
         response = state.response
         index = len(response.output)
         message = ResponseOutputMessage.model_validate(
-            {"id": self.ids.new("msg_"), "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+            {"id": self.ids.hex("msg_"), "type": "message", "role": "assistant", "status": "in_progress", "content": []}
         )
         response.output.append(message)  # type: ignore[arg-type]
         state.emit("response.output_item.added", lambda: {"output_index": index, "item": dump(message)})
@@ -556,7 +580,7 @@ class ResponsesEngine:
                 conversation.active = None
         self.stats.run(response.id, f"ended_{status}")
         state.finished.set()
-        state.emit(TERMINAL_EVENTS[status], lambda: {"response": dump(response)})
+        state.emit(TERMINAL_EVENTS[status], lambda: {"response": response_body(response)})
 
     # ------------------------------------------------------------------ conversations
 
@@ -564,7 +588,7 @@ class ResponsesEngine:
         state = ConversationState(
             Conversation.model_validate(
                 {
-                    "id": self.ids.new("conv_"),
+                    "id": self.ids.hex("conv_"),
                     "object": "conversation",
                     "created_at": int(time.time()),
                     "metadata": params.get("metadata") or {},
@@ -572,7 +596,7 @@ class ResponsesEngine:
             )
         )
         self.conversations[state.conversation.id] = state
-        self._append(state, [store_item(item, self.ids.new) for item in params["items"]])
+        self._append(state, [store_item(item, self.ids.hex) for item in params["items"]])
         return state
 
     def get_conversation(self, conversation_id: str, *, param: str | None = None) -> ConversationState:
@@ -593,7 +617,7 @@ class ResponsesEngine:
 
     def add_items(self, conversation_id: str, params: dict[str, Any]) -> dict[str, Any]:
         state = self.get_conversation(conversation_id)
-        items = [store_item(item, self.ids.new) for item in params["items"]]
+        items = [store_item(item, self.ids.hex) for item in params["items"]]
         self._append(state, items)
         return {
             "object": "list",

@@ -37,6 +37,12 @@ def build_parser(prog: str = "durable-assistants emulator") -> argparse.Argument
     parser.add_argument("--poll-after-ms", type=int, help="openai-poll-after-ms on non-terminal run reads (default: 100)")
     parser.add_argument("--seed", type=int, help="seed for IDs and fault sampling")
     parser.add_argument(
+        "--strict-spec",
+        action="store_true",
+        default=None,
+        help="enforce the spec's letter where OpenAI was more lenient (docs/emulator-fidelity.md)",
+    )
+    parser.add_argument(
         "--compat",
         action="append",
         default=[],
@@ -57,6 +63,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         "chars_per_second": args.chars_per_second,
         "poll_after_ms": args.poll_after_ms,
         "seed": args.seed,
+        "strict_spec": args.strict_spec,
         "compat": compat_from_args(args.compat) or None,
     }
     return EmulatorConfig(**{k: v for k, v in fields.items() if v is not None})

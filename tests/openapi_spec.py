@@ -20,6 +20,8 @@ The spec is read as published, with only these changes (each one is a gap, liste
   (``expires_at: null``) would fail.
 * List pages (``List*Response``): ``first_id`` and ``last_id`` may be null, as they were
   on empty pages.
+* ``RunObject.max_completion_tokens``: the spec's minimum is 256, but the service accepted
+  less (16 ended the run ``incomplete``) and echoed it, so a run's value need only be >= 1.
 * Run steps: the service sent ``expires_at`` where the spec declares ``expired_at``.
   Either name is accepted (typed like ``expired_at``), but one of the two must be present.
 * Error statuses (any non-2xx): the spec documents only a body-less 429, yet the service
@@ -39,9 +41,12 @@ rewrite finds nothing there) two more gaps are relaxed, for the same reasons:
 * ``Response.usage`` may be null. The spec types it as a ``ResponseUsage`` object (though
   it is not required), but its own examples (``cancelResponse``) and the service sent
   ``"usage": null`` on responses that had not completed.
-* ``DELETE /responses/{response_id}``: the spec documents a ``200`` with no body, but its
-  own example (and the service) answers ``{"id", "object": "response", "deleted": true}``.
-  That body is checked against a schema written from the example (``DeletedResponse``,
+* ``Response.user`` may be null: the spec types it as a string, the service sent
+  ``"user": null`` when the request had none.
+* ``DELETE /responses/{response_id}``: the spec documents a ``200`` with no body; the service
+  answered ``{"id", "object": "response.deleted", "deleted": true}`` (the spec's example says
+  ``"object": "response"``). That body is checked against a schema written from what the
+  service sent (``DeletedResponse``,
   added to the document here), since the SDK's test clients parse every JSON body.
 
 Nothing else is loosened: ``required`` and ``additionalProperties`` stay as published.
@@ -93,7 +98,7 @@ _DELETED_RESPONSE = {
     "type": "object",
     "properties": {
         "id": {"type": "string"},
-        "object": {"enum": ["response"]},
+        "object": {"enum": ["response.deleted"]},
         "deleted": {"type": "boolean"},
     },
     "required": ["id", "object", "deleted"],
@@ -201,6 +206,16 @@ def _apply_traffic_gaps(schemas: dict[str, Any]) -> None:
         for key in ("first_id", "last_id"):
             properties[key] = _nullable(properties[key])
 
+    # The service took max_completion_tokens below the spec's minimum of 256 (16 ended the run
+    # `incomplete`); the run echoes it. Requests keep the minimum (the emulator's strict_spec).
+    completion = schemas["RunObject"]["properties"]["max_completion_tokens"]
+    for branch in completion["anyOf"]:
+        if branch.pop("minimum", None) is not None:
+            branch["minimum"] = 1
+            break
+    else:
+        raise ValueError("RunObject.max_completion_tokens has no minimum any more; drop the gap")
+
     step = schemas["RunStepObject"]
     step["properties"]["expires_at"] = step["properties"]["expired_at"]
     step["required"].remove("expired_at")
@@ -218,6 +233,8 @@ def _apply_responses_traffic_gaps(document: dict[str, Any]) -> None:
             properties[key] = _nullable(properties[key])
     response_properties = next(m["properties"] for m in schemas["Response"]["allOf"] if "usage" in m.get("properties", {}))
     response_properties["usage"] = _nullable(response_properties["usage"])
+    user = next(m["properties"] for m in _members(schemas, "Response") if "user" in m.get("properties", {}))
+    user["user"] = _nullable(user["user"])
     if _DELETED_RESPONSE_SCHEMA in schemas:
         raise ValueError(f"the spec now defines {_DELETED_RESPONSE_SCHEMA}; use it instead of ours")
     schemas[_DELETED_RESPONSE_SCHEMA] = _DELETED_RESPONSE
@@ -225,6 +242,11 @@ def _apply_responses_traffic_gaps(document: dict[str, Any]) -> None:
     if "content" in deleted:
         raise ValueError("the spec now documents the body of DELETE /responses/{response_id}; drop the gap")
     deleted["content"] = {_JSON: {"schema": {"$ref": _SCHEMAS_REF + _DELETED_RESPONSE_SCHEMA}}}
+
+
+def _members(schemas: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The object schemas an ``allOf`` schema is made of, references resolved."""
+    return [schemas[_component_name(m["$ref"])] if "$ref" in m else m for m in schemas[name]["allOf"]]
 
 
 def _component_name(ref: str) -> str:

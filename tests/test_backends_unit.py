@@ -16,26 +16,26 @@ ASSISTANTS_TOOL = {"type": "function", "function": {"name": "add", "description"
 
 def test_a_request_says_which_api_plainly() -> None:
     assert RunRequest(assistant_id="asst_1").implied_backend() == "assistants"
-    assert RunRequest(conversation_id="conv_1", model="m").implied_backend() == "responses"
+    assert RunRequest(conversation_id="conv_1", model="gpt-4o").implied_backend() == "responses"
     assert RunRequest(prompt={"id": "pmpt_1"}).implied_backend() == "responses"  # type: ignore[arg-type]
-    assert RunRequest(model="m").implied_backend() is None  # the worker's default decides
-    assert RunRequest(backend="responses", model="m").implied_backend() == "responses"
+    assert RunRequest(model="gpt-4o").implied_backend() is None  # the worker's default decides
+    assert RunRequest(backend="responses", model="gpt-4o").implied_backend() == "responses"
 
 
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
         ({"assistant_id": "asst_1", "previous_response_id": "resp_1"}, "assistant_id belong to the Assistants API and previous_response_id to the Responses API"),
-        ({"model": "m", "conversation_id": "conv_1", "previous_response_id": "resp_1"}, "give conversation_id ('conv_1') or previous_response_id ('resp_1'), not both"),
+        ({"model": "gpt-4o", "conversation_id": "conv_1", "previous_response_id": "resp_1"}, "give conversation_id ('conv_1') or previous_response_id ('resp_1'), not both"),
         ({"backend": "responses"}, "the responses backend needs a model or a stored prompt"),
-        ({"backend": "responses", "model": "m", "max_prompt_tokens": 500}, "the responses backend has no max_prompt_tokens (got max_prompt_tokens=500)"),
+        ({"backend": "responses", "model": "gpt-4o", "max_prompt_tokens": 500}, "the responses backend has no max_prompt_tokens (got max_prompt_tokens=500)"),
         ({"backend": "assistants", "instructions": "Be brief."}, "the assistants backend needs an assistant_id, or a model"),
-        ({"backend": "responses", "model": "m", "messages": [{"content": "x", "attachments": [{"file_id": "f"}]}]}, "messages [0] have attachments"),
+        ({"backend": "responses", "model": "gpt-4o", "messages": [{"content": "x", "attachments": [{"file_id": "f"}]}]}, "messages [0] have attachments"),
         ({"backend": "chat"}, "Input should be 'assistants' or 'responses'"),
-        ({"model": "m", "conversation_id": "conv_1", "responses_state": "chain"}, "responses_state 'chain' does not go with conversation_id ('conv_1')"),
-        ({"model": "m", "previous_response_id": "resp_1", "responses_state": "conversation"}, "responses_state 'conversation' does not go with previous_response_id ('resp_1')"),
+        ({"model": "gpt-4o", "conversation_id": "conv_1", "responses_state": "chain"}, "responses_state 'chain' does not go with conversation_id ('conv_1')"),
+        ({"model": "gpt-4o", "previous_response_id": "resp_1", "responses_state": "conversation"}, "responses_state 'conversation' does not go with previous_response_id ('resp_1')"),
         ({"assistant_id": "asst_1", "responses_state": "chain"}, "assistant_id belong to the Assistants API and responses_state to the Responses API"),
-        ({"model": "m", "responses_state": "stored"}, "Input should be 'conversation', 'chain' or 'stateless'"),
+        ({"model": "gpt-4o", "responses_state": "stored"}, "Input should be 'conversation', 'chain' or 'stateless'"),
     ],
 )
 def test_requests_that_mix_or_lack_api_fields_say_what_is_wrong(fields: dict, message: str) -> None:

@@ -198,6 +198,6 @@ async def test_emulator_command_serves_and_stops_cleanly() -> None:
     assert line.startswith("emulator listening on http://127.0.0.1:")
     base_url = line.split()[-1]
     async with AsyncOpenAI(base_url=base_url, api_key="k") as sdk:
-        assert (await sdk.beta.assistants.create(model="m")).id.startswith("asst_")
+        assert (await sdk.beta.assistants.create(model="gpt-4o")).id.startswith("asst_")
     process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), 30) == 0

@@ -14,7 +14,8 @@ from temporalio.client import Client
 
 import tests.worker_tools  # noqa: F401  (registers flaky)
 from durable_assistants import enqueue_run
-from durable_assistants.cost import PricesError, load_prices
+from durable_assistants.cost import PricesError, load_prices, priced
+from workflows.models import ModelTokens, PriceTable, RunCost
 from tests.apis import Api
 from tests.conftest import script
 from tests.test_cli import cli  # noqa: F401  (fixture)
@@ -44,7 +45,9 @@ async def test_a_run_with_retries_counts_its_tokens_and_actions_as_its_history_h
     assert len(cost.turns) == (2 if api.name == "responses" else 1)
     assert [t.id for t in cost.turns] == (result.response_ids if api.name == "responses" else [result.run_id])
     assert sum(t.input_tokens for t in cost.turns) == cost.input_tokens and sum(t.output_tokens for t in cost.turns) == cost.output_tokens
-    assert [(m.model, m.turns, m.input_tokens) for m in cost.by_model] == [("gpt-4o", len(cost.turns), cost.input_tokens)]
+    # The Responses API echoes the snapshot; it is priced as gpt-4o (below).
+    model = "gpt-4o-2024-08-06" if api.name == "responses" else "gpt-4o"
+    assert [(m.model, m.turns, m.input_tokens) for m in cost.by_model] == [(model, len(cost.turns), cost.input_tokens)]
 
     # Actions, against the history's own events.
     def count(kind: int) -> int:
@@ -103,3 +106,11 @@ def test_a_price_table_that_cannot_be_read_says_why(environ: dict[str, str], mes
 
 def test_no_price_table_prices_nothing() -> None:
     assert load_prices({}) is None
+
+
+def test_a_dated_snapshot_is_priced_as_its_model_unless_it_has_its_own_price() -> None:
+    prices = PriceTable.model_validate({"models": {"gpt-4o": {"input": 2.5, "output": 10}, "gpt-3.5-turbo": {"input": 0.5, "output": 1.5}, "gpt-4o-2024-05-13": {"input": 5, "output": 15}}})
+    used = [ModelTokens(model=m, turns=1, input_tokens=1_000_000, output_tokens=0) for m in ("gpt-4o-2024-08-06", "gpt-4o-2024-05-13", "gpt-3.5-turbo-0125", "gpt-4o-mini-2024-07-18")]
+    cost = priced(RunCost(by_model=used), prices)
+    assert cost.dollars == pytest.approx(2.5 + 5 + 0.5)
+    assert cost.unpriced == ["model gpt-4o-mini-2024-07-18"]

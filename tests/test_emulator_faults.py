@@ -138,7 +138,7 @@ def test_nth_fault_fires_only_on_that_call(client: OpenAI, admin: httpx.Client) 
 
 def test_fault_only_matches_its_operation(client: OpenAI, admin: httpx.Client) -> None:
     add_fault(admin, operation="assistants.retrieve", status=500)
-    created = client.beta.assistants.create(model="m")
+    created = client.beta.assistants.create(model="gpt-4o")
     assert [a.id for a in client.beta.assistants.list()] == [created.id]
     with pytest.raises(openai.InternalServerError):
         client.beta.assistants.retrieve(created.id)
@@ -152,12 +152,12 @@ def test_drop_before_raises_connection_error_and_has_no_effect(client: OpenAI, a
     add_fault(admin, operation="assistants.create", action="drop", nth=1)
 
     with pytest.raises(openai.APIConnectionError) as dropped:
-        client.beta.assistants.create(model="m")
+        client.beta.assistants.create(model="gpt-4o")
     assert not isinstance(dropped.value, openai.APITimeoutError)
     assert client.beta.assistants.list().data == []
     assert stats(admin)["responses"]["assistants.create dropped"] == 1
     # The next call goes through on a fresh connection.
-    assert client.beta.assistants.create(model="m").id.startswith("asst_")
+    assert client.beta.assistants.create(model="gpt-4o").id.startswith("asst_")
 
 
 def test_drop_after_run_create_leaves_the_run(client: OpenAI, assistant, admin: httpx.Client) -> None:
@@ -364,7 +364,7 @@ def test_config_patch_applies_and_hides_the_api_key(admin: httpx.Client) -> None
 
 
 def test_message_counters_per_thread(client: OpenAI, admin: httpx.Client) -> None:
-    assistant = client.beta.assistants.create(model="m")  # no tools: the model replies at once
+    assistant = client.beta.assistants.create(model="gpt-4o")  # no tools: the model replies at once
     thread = client.beta.threads.create(
         messages=[{"role": "user", "content": "one"}, {"role": "user", "content": "two"}]
     )
@@ -390,7 +390,7 @@ def test_message_counters_per_thread(client: OpenAI, admin: httpx.Client) -> Non
 
 
 def test_counters_are_per_thread(client: OpenAI, admin: httpx.Client) -> None:
-    assistant = client.beta.assistants.create(model="m")
+    assistant = client.beta.assistants.create(model="gpt-4o")
     run = client.beta.threads.create_and_run_poll(
         assistant_id=assistant.id, thread={"messages": [{"role": "user", "content": "a"}]}
     )
@@ -402,11 +402,11 @@ def test_counters_are_per_thread(client: OpenAI, admin: httpx.Client) -> None:
 
 
 def test_requests_and_responses_are_counted_per_operation(client: OpenAI, admin: httpx.Client) -> None:
-    client.beta.assistants.create(model="m")
+    client.beta.assistants.create(model="gpt-4o")
     with pytest.raises(openai.NotFoundError):
         client.beta.assistants.retrieve("asst_nope")
     with pytest.raises(openai.BadRequestError):
-        client.beta.assistants.create(model="m", temperature=3)
+        client.beta.assistants.create(model="gpt-4o", temperature=3)
     counters = stats(admin)
     assert counters["requests"] == {"assistants.create": 2, "assistants.retrieve": 1}
     assert counters["responses"] == {"assistants.create 200": 1, "assistants.create 400": 1, "assistants.retrieve 404": 1}

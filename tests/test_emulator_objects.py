@@ -85,7 +85,7 @@ def test_auto_pagination_and_cursors(client: OpenAI) -> None:
 
 
 def test_assistants_list_pages_past_one_hundred(client: OpenAI) -> None:
-    made = {client.beta.assistants.create(model="m", name=f"p{i}").id for i in range(105)}
+    made = {client.beta.assistants.create(model="gpt-4o", name=f"p{i}").id for i in range(105)}
     listed = [a.id for a in client.beta.assistants.list(limit=100)]
     assert set(listed) == made and len(listed) == 105
 

@@ -135,7 +135,7 @@ def test_foreground_response_answers_when_completed(client: OpenAI) -> None:
 
 def test_background_response_is_queued_then_completes(client: OpenAI, admin: httpx.Client) -> None:
     admin.patch("/config", json={"queue_seconds": 1.0}).raise_for_status()
-    response = client.responses.create(model="m", input="later", background=True)
+    response = client.responses.create(model="gpt-4o", input="later", background=True)
     assert response.status == "queued" and response.background is True and response.usage is None
 
     raw = client.responses.with_raw_response.retrieve(response.id)
@@ -148,7 +148,7 @@ def test_background_response_is_queued_then_completes(client: OpenAI, admin: htt
 
 
 def test_function_calls_end_the_response_completed(client: OpenAI, admin: httpx.Client) -> None:
-    response = client.responses.create(model="m", input="Paris", tools=TOOLS)
+    response = client.responses.create(model="gpt-4o", input="Paris", tools=TOOLS)
 
     # No requires_action on this API: the calls are the output of a completed response.
     assert response.status == "completed" and response.output_text == ""
@@ -163,18 +163,18 @@ def test_function_calls_end_the_response_completed(client: OpenAI, admin: httpx.
 
 
 def test_one_call_per_response_without_parallel_tool_calls(client: OpenAI, admin: httpx.Client) -> None:
-    first = client.responses.create(model="m", input="Rome", tools=TOOLS, parallel_tool_calls=False)
+    first = client.responses.create(model="gpt-4o", input="Rome", tools=TOOLS, parallel_tool_calls=False)
     assert [c.name for c in first.output] == ["add"]
 
     second = client.responses.create(
-        model="m", previous_response_id=first.id, input=outputs_for(first, "2"), tools=TOOLS, parallel_tool_calls=False
+        model="gpt-4o", previous_response_id=first.id, input=outputs_for(first, "2"), tools=TOOLS, parallel_tool_calls=False
     )
     assert second.previous_response_id == first.id
     assert [c.name for c in second.output] == ["get_weather"]
     assert json.loads(second.output[0].arguments) == {"city": "Paris"}  # the schema's first example
 
     third = client.responses.create(
-        model="m", previous_response_id=second.id, input=outputs_for(second, "sunny"), tools=TOOLS, parallel_tool_calls=False
+        model="gpt-4o", previous_response_id=second.id, input=outputs_for(second, "sunny"), tools=TOOLS, parallel_tool_calls=False
     )
     assert third.output_text == "Here is what the 2 tool calls returned:\n- add: 2\n- get_weather: sunny"
 
@@ -189,27 +189,27 @@ def test_scripted_parallel_rounds_over_a_previous_response_chain(client: OpenAI)
         rounds=[[{"name": "add", "arguments": {"a": 2, "b": 3}, "count": 3}], [{"name": "get_weather", "arguments": {"city": "Oslo"}}]],
         reply="done: {outputs}",
     )
-    first = client.responses.create(model="m", input=[{"role": "user", "content": content}], tools=TOOLS)
+    first = client.responses.create(model="gpt-4o", input=[{"role": "user", "content": content}], tools=TOOLS)
     assert [(c.name, c.arguments) for c in first.output] == [("add", '{"a":2,"b":3}')] * 3
     assert len({c.call_id for c in first.output}) == 3
 
-    second = client.responses.create(model="m", previous_response_id=first.id, input=outputs_for(first, "5"), tools=TOOLS)
+    second = client.responses.create(model="gpt-4o", previous_response_id=first.id, input=outputs_for(first, "5"), tools=TOOLS)
     assert [c.name for c in second.output] == ["get_weather"]
 
-    third = client.responses.create(model="m", previous_response_id=second.id, input=outputs_for(second, "cold"), tools=TOOLS)
+    third = client.responses.create(model="gpt-4o", previous_response_id=second.id, input=outputs_for(second, "cold"), tools=TOOLS)
     assert third.output_text == "done: - add: 5\n- add: 5\n- add: 5\n- get_weather: cold"
 
 
 def test_instructions_are_not_inherited_along_the_chain(client: OpenAI) -> None:
-    first = client.responses.create(model="m", input="one", instructions="Be brief.")
-    second = client.responses.create(model="m", previous_response_id=first.id, input="two")
+    first = client.responses.create(model="gpt-4o", input="one", instructions="Be brief.")
+    second = client.responses.create(model="gpt-4o", previous_response_id=first.id, input="two")
     assert first.instructions == "Be brief." and second.instructions is None
     assert second.output_text == "You said: two"
 
 
 def test_input_in_every_shape_reaches_the_model(client: OpenAI) -> None:
     response = client.responses.create(
-        model="m",
+        model="gpt-4o",
         input=[
             {"role": "developer", "content": "Answer in English."},
             {"role": "user", "content": "first"},
@@ -227,9 +227,9 @@ def test_input_in_every_shape_reaches_the_model(client: OpenAI) -> None:
 
 def test_metadata_scenario_scripts_the_response(client: OpenAI, admin: httpx.Client) -> None:
     assert admin.put("/scenarios/echo", json={"reply": "scenario says {user}"}).status_code == 200
-    response = client.responses.create(model="m", input="hi", metadata={"emulator_scenario": "echo"})
+    response = client.responses.create(model="gpt-4o", input="hi", metadata={"emulator_scenario": "echo"})
     assert response.output_text == "scenario says hi"
-    default = client.responses.create(model="m", input="hi")
+    default = client.responses.create(model="gpt-4o", input="hi")
     assert default.output_text == "You said: hi"
 
 
@@ -238,7 +238,7 @@ def test_metadata_scenario_scripts_the_response(client: OpenAI, admin: httpx.Cli
 
 def test_scripted_failure(client: OpenAI) -> None:
     response = client.responses.create(
-        model="m", input="x\n" + script(end="failed", error_code="rate_limit_exceeded", error_message="slow down")
+        model="gpt-4o", input="x\n" + script(end="failed", error_code="rate_limit_exceeded", error_message="slow down")
     )
     assert response.status == "failed" and response.output == []
     assert response.error is not None and (response.error.code, response.error.message) == ("rate_limit_exceeded", "slow down")
@@ -247,7 +247,7 @@ def test_scripted_failure(client: OpenAI) -> None:
 
 def test_max_output_tokens_makes_the_response_incomplete(client: OpenAI, admin: httpx.Client) -> None:
     long_text = "word " * 40
-    response = client.responses.create(model="m", input="x\n" + script(reply=long_text), max_output_tokens=16)
+    response = client.responses.create(model="gpt-4o", input="x\n" + script(reply=long_text), max_output_tokens=16)
     assert response.status == "incomplete" and response.max_output_tokens == 16
     assert response.incomplete_details is not None and response.incomplete_details.reason == "max_output_tokens"
     assert response.output[0].status == "incomplete"
@@ -256,7 +256,7 @@ def test_max_output_tokens_makes_the_response_incomplete(client: OpenAI, admin: 
 
 
 def test_scripted_incomplete(client: OpenAI) -> None:
-    response = client.responses.create(model="m", input="x\n" + script(reply="abcdefgh", end="incomplete"))
+    response = client.responses.create(model="gpt-4o", input="x\n" + script(reply="abcdefgh", end="incomplete"))
     assert response.status == "incomplete" and response.output_text == "abcd"
     assert response.incomplete_details.reason == "max_output_tokens"
 
@@ -265,7 +265,7 @@ def test_scripted_incomplete(client: OpenAI) -> None:
 
 
 def test_stream_helper_parses_a_foreground_stream(client: OpenAI) -> None:
-    with client.responses.stream(model="m", input="x\n" + script(reply="abcdefghij", chunk_chars=4)) as stream:
+    with client.responses.stream(model="gpt-4o", input="x\n" + script(reply="abcdefghij", chunk_chars=4)) as stream:
         events = list(stream)
         final = stream.get_final_response()
     names = [e.type for e in events]
@@ -290,7 +290,7 @@ def test_stream_helper_parses_a_foreground_stream(client: OpenAI) -> None:
 
 def test_stream_of_function_calls(client: OpenAI) -> None:
     content = "x\n" + script(rounds=[[{"name": "add", "arguments": {"a": 1, "b": 2}}, {"name": "get_weather", "arguments": {"city": "Lima"}}]], chunk_chars=5)
-    with client.responses.stream(model="m", input=content, tools=TOOLS) as stream:
+    with client.responses.stream(model="gpt-4o", input=content, tools=TOOLS) as stream:
         events = list(stream)
         final = stream.get_final_response()
     names = [e.type for e in events]
@@ -312,7 +312,7 @@ def test_stream_of_function_calls(client: OpenAI) -> None:
 
 def test_background_stream_on_the_wire_matches_the_spec(emulator: Any, client: OpenAI) -> None:
     body = {
-        "model": "m",
+        "model": "gpt-4o",
         "input": "x\n" + script(rounds=[[{"name": "add", "arguments": {"a": 1, "b": 1}}]], chunk_chars=3),
         "tools": TOOLS,
         "background": True,
@@ -325,7 +325,7 @@ def test_background_stream_on_the_wire_matches_the_spec(emulator: Any, client: O
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert events[0]["response"]["status"] == "queued" and events[2]["response"]["status"] == "in_progress"
 
-    body = {"model": "m", "input": "x\n" + script(reply="ok"), "stream": True, "background": True}
+    body = {"model": "gpt-4o", "input": "x\n" + script(reply="ok"), "stream": True, "background": True}
     reply = raw_events(emulator, "POST", "/responses", json=body)
     assert [e["type"] for e in reply] == ["response.created", "response.queued", "response.in_progress", *MESSAGE_EVENTS, "response.completed"]
     # Each event carries the type it is sent under; no `[DONE]` ends a response stream.
@@ -334,7 +334,7 @@ def test_background_stream_on_the_wire_matches_the_spec(emulator: Any, client: O
 
 def test_retrieve_stream_resumes_after_a_sequence_number(emulator: Any, client: OpenAI) -> None:
     content = "x\n" + script(reply="the quick brown fox", chunk_chars=3, chars_per_second=150)
-    stream = client.responses.create(model="m", input=content, background=True, stream=True)
+    stream = client.responses.create(model="gpt-4o", input=content, background=True, stream=True)
     seen = []
     for event in stream:
         seen.append(event)
@@ -360,7 +360,7 @@ def test_retrieve_stream_resumes_after_a_sequence_number(emulator: Any, client: 
 
 
 def test_stream_helper_reads_an_existing_response(client: OpenAI) -> None:
-    response = client.responses.create(model="m", input="x\n" + script(reply="resumable", chunk_chars=2, turn_seconds=0.1), background=True)
+    response = client.responses.create(model="gpt-4o", input="x\n" + script(reply="resumable", chunk_chars=2, turn_seconds=0.1), background=True)
     with client.responses.stream(response_id=response.id, starting_after=3) as stream:
         events = list(stream)
         final = stream.get_final_response()
@@ -369,14 +369,14 @@ def test_stream_helper_reads_an_existing_response(client: OpenAI) -> None:
 
 
 def test_live_retrieve_stream_continues_until_the_end(emulator: Any, client: OpenAI) -> None:
-    response = client.responses.create(model="m", input="x\n" + script(reply="slowly", turn_seconds=0.3), background=True)
+    response = client.responses.create(model="gpt-4o", input="x\n" + script(reply="slowly", turn_seconds=0.3), background=True)
     events = raw_events(emulator, "GET", f"/responses/{response.id}", params={"stream": "true", "starting_after": 0})
     assert events[0]["sequence_number"] == 1 and events[-1]["type"] == "response.completed"
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == "slowly"
 
 
 def test_foreground_response_cannot_be_streamed_again(client: OpenAI) -> None:
-    response = client.responses.create(model="m", input="x")
+    response = client.responses.create(model="gpt-4o", input="x")
     with pytest.raises(openai.BadRequestError) as refused:
         client.responses.retrieve(response.id, stream=True)
     assert refused.value.body["param"] == "stream"
@@ -384,7 +384,7 @@ def test_foreground_response_cannot_be_streamed_again(client: OpenAI) -> None:
 
 
 async def test_async_background_stream(aclient: AsyncOpenAI) -> None:
-    async with aclient.responses.stream(model="m", input="async hello", background=True) as stream:
+    async with aclient.responses.stream(model="gpt-4o", input="async hello", background=True) as stream:
         names = [event.type async for event in stream]
         final = await stream.get_final_response()
     assert names[:3] == ["response.created", "response.queued", "response.in_progress"]
@@ -395,7 +395,7 @@ async def test_async_background_stream(aclient: AsyncOpenAI) -> None:
 
 def test_idle_stream_sends_keepalive_comments(emulator: Any, client: OpenAI, admin: httpx.Client) -> None:
     admin.patch("/config", json={"keepalive_seconds": 0.05}).raise_for_status()
-    body = {"model": "m", "input": "x\n" + script(reply="late", turn_seconds=0.3), "stream": True}
+    body = {"model": "gpt-4o", "input": "x\n" + script(reply="late", turn_seconds=0.3), "stream": True}
     with httpx.stream("POST", f"{emulator.base_url}/responses", json=body, timeout=30) as response:
         lines = list(sse(response))
     comments = [data for name, data in lines if not name]
@@ -407,7 +407,7 @@ def test_idle_stream_sends_keepalive_comments(emulator: Any, client: OpenAI, adm
 
 
 def test_cancel_a_background_response_in_progress(emulator: Any, client: OpenAI, admin: httpx.Client) -> None:
-    response = client.responses.create(model="m", input="x\n" + script(reply="never", turn_seconds=30), background=True)
+    response = client.responses.create(model="gpt-4o", input="x\n" + script(reply="never", turn_seconds=30), background=True)
     wait_status(client, response.id, "in_progress")
     events: list[dict[str, Any]] = []
     reader = threading.Thread(
@@ -431,17 +431,17 @@ def test_cancel_a_background_response_in_progress(emulator: Any, client: OpenAI,
 
 def test_cancel_a_queued_response(client: OpenAI, admin: httpx.Client) -> None:
     admin.patch("/config", json={"queue_seconds": 30}).raise_for_status()
-    response = client.responses.create(model="m", input="x", background=True)
+    response = client.responses.create(model="gpt-4o", input="x", background=True)
     assert client.responses.cancel(response.id).status == "cancelled"
 
 
 def test_only_background_responses_in_flight_can_be_cancelled(client: OpenAI) -> None:
-    foreground = client.responses.create(model="m", input="x")
+    foreground = client.responses.create(model="gpt-4o", input="x")
     with pytest.raises(openai.BadRequestError) as refused:
         client.responses.cancel(foreground.id)
     assert "background" in refused.value.message
 
-    finished = client.responses.create(model="m", input="x", background=True)
+    finished = client.responses.create(model="gpt-4o", input="x", background=True)
     wait_done(client, finished.id)
     with pytest.raises(openai.BadRequestError) as too_late:
         client.responses.cancel(finished.id)
@@ -465,17 +465,17 @@ def test_stored_prompt_versions(client: OpenAI, admin: httpx.Client) -> None:
     assert listed["pmpt_demo"]["latest"] == "2" and [v["version"] for v in listed["pmpt_demo"]["versions"]] == ["1", "2"]
 
     latest = client.responses.create(prompt={"id": "pmpt_demo", "variables": {"persona": "a pirate"}}, input="Lima")
-    assert (latest.model, latest.instructions) == ("gpt-4.1", "v2 for a pirate")
+    assert (latest.model, latest.instructions) == ("gpt-4.1-2025-04-14", "v2 for a pirate")  # the snapshot, as OpenAI echoed it
     assert [t.name for t in latest.tools] == ["get_weather"] and latest.output[0].type == "function_call"
     assert latest.prompt.id == "pmpt_demo" and latest.prompt.version == "2"
     assert latest.prompt.variables == {"persona": "a pirate"}
 
     pinned = client.responses.create(prompt={"id": "pmpt_demo", "version": "1", "variables": {"persona": "a poet"}}, input="hi")
-    assert (pinned.model, pinned.instructions, pinned.tools) == ("gpt-4o", "Talk like a poet.", [])
+    assert (pinned.model, pinned.instructions, pinned.tools) == ("gpt-4o-2024-08-06", "Talk like a poet.", [])
 
     # What the request sets wins over the prompt.
-    overridden = client.responses.create(prompt={"id": "pmpt_demo"}, model="m", instructions="Mine.", tools=[], input="hi")
-    assert (overridden.model, overridden.instructions, overridden.tools) == ("m", "Mine.", [])
+    overridden = client.responses.create(prompt={"id": "pmpt_demo"}, model="gpt-4o-mini", instructions="Mine.", tools=[], input="hi")
+    assert (overridden.model, overridden.instructions, overridden.tools) == ("gpt-4o-mini-2024-07-18", "Mine.", [])
 
     with pytest.raises(openai.NotFoundError) as no_prompt:
         client.responses.create(prompt={"id": "pmpt_nope"}, input="hi")
@@ -499,7 +499,7 @@ def test_bad_prompt_definitions_are_refused(admin: httpx.Client) -> None:
 
 def test_input_items_pagination(client: OpenAI) -> None:
     texts = [f"message {i}" for i in range(5)]
-    response = client.responses.create(model="m", input=[{"role": "user", "content": t} for t in texts])
+    response = client.responses.create(model="gpt-4o", input=[{"role": "user", "content": t} for t in texts])
     assert response.output_text == "You said: message 4"
 
     newest_first = client.responses.input_items.list(response.id)
@@ -513,15 +513,15 @@ def test_input_items_pagination(client: OpenAI) -> None:
 
 
 def test_input_items_are_this_responses_own(client: OpenAI) -> None:
-    first = client.responses.create(model="m", input="one", tools=[ADD])
-    second = client.responses.create(model="m", previous_response_id=first.id, input=outputs_for(first, "2"), tools=[ADD])
+    first = client.responses.create(model="gpt-4o", input="one", tools=[ADD])
+    second = client.responses.create(model="gpt-4o", previous_response_id=first.id, input=outputs_for(first, "2"), tools=[ADD])
     items = client.responses.input_items.list(second.id).data
     assert [(i.type, i.call_id, i.output) for i in items] == [("function_call_output", first.output[0].call_id, "2")]
     assert items[0].status == "completed" and items[0].id
 
 
 def test_delete_a_response(client: OpenAI) -> None:
-    response = client.responses.create(model="m", input="x")
+    response = client.responses.create(model="gpt-4o", input="x")
     assert client.responses.delete(response.id) is None  # the SDK returns nothing
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(response.id)
@@ -533,25 +533,25 @@ def test_delete_a_response(client: OpenAI) -> None:
 
 
 def test_delete_body_on_the_wire(emulator: Any, client: OpenAI) -> None:
-    response = client.responses.create(model="m", input="x")
+    response = client.responses.create(model="gpt-4o", input="x")
     deleted = httpx.delete(f"{emulator.base_url}/responses/{response.id}", timeout=10)
-    assert deleted.status_code == 200 and deleted.json() == {"id": response.id, "object": "response", "deleted": True}
+    assert deleted.status_code == 200 and deleted.json() == {"id": response.id, "object": "response.deleted", "deleted": True}
 
 
 def test_unstored_response_is_not_kept(client: OpenAI) -> None:
-    response = client.responses.create(model="m", input="x", store=False)
+    response = client.responses.create(model="gpt-4o", input="x", store=False)
     assert response.status == "completed" and response.output_text == "You said: x"
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(response.id)
     with pytest.raises(openai.NotFoundError) as chained:
-        client.responses.create(model="m", previous_response_id=response.id, input="y")
+        client.responses.create(model="gpt-4o", previous_response_id=response.id, input="y")
     assert chained.value.body["param"] == "previous_response_id"
 
 
 def test_reset_ends_a_foreground_response_that_is_waited_for(client: OpenAI, admin: httpx.Client) -> None:
     answers: list[Any] = []
     waiter = threading.Thread(
-        target=lambda: answers.append(client.responses.create(model="m", input="x\n" + script(reply="r", turn_seconds=30)))
+        target=lambda: answers.append(client.responses.create(model="gpt-4o", input="x\n" + script(reply="r", turn_seconds=30)))
     )
     waiter.start()
     deadline = time.monotonic() + 10
@@ -564,9 +564,9 @@ def test_reset_ends_a_foreground_response_that_is_waited_for(client: OpenAI, adm
 
 
 def test_reset_forgets_responses_conversations_and_prompts(client: OpenAI, admin: httpx.Client) -> None:
-    response = client.responses.create(model="m", input="x")
+    response = client.responses.create(model="gpt-4o", input="x")
     conversation = client.conversations.create()
-    admin.put("/prompts/p", json={"model": "m"}).raise_for_status()
+    admin.put("/prompts/p", json={"model": "gpt-4o"}).raise_for_status()
     admin.post("/reset").raise_for_status()
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(response.id)

@@ -112,13 +112,13 @@ def test_the_responses_switches_are_off_by_default_and_named_on_the_command_line
 def test_responses_background_ignored(plain: OpenAI, admin: httpx.Client, http: httpx.Client) -> None:
     slow = "x\n" + script(reply="done", turn_seconds=0.3)
     started = time.monotonic()
-    queued = plain.responses.create(model="m", input=slow, background=True)
+    queued = plain.responses.create(model="gpt-4o", input=slow, background=True)
     assert time.monotonic() - started < 0.3
     assert queued.status == "queued" and queued.background is True  # OpenAI: answers at once, queued
 
     switch(admin, "responses_background_ignored")
     started = time.monotonic()
-    raw = http.post("/responses", json={"model": "m", "input": slow, "background": True})
+    raw = http.post("/responses", json={"model": "gpt-4o", "input": slow, "background": True})
     elapsed = time.monotonic() - started
     body = raw.json()
     assert raw.status_code == 200 and elapsed >= 0.3  # answered once the turn was over
@@ -126,11 +126,11 @@ def test_responses_background_ignored(plain: OpenAI, admin: httpx.Client, http: 
     assert "background" not in body  # no key at all, not even null
     assert "background" not in http.get(f"/responses/{body['id']}").json()
     # Through the SDK: a finished response whose `background` is absent (None).
-    response = plain.responses.create(model="m", input="hi", background=True)
+    response = plain.responses.create(model="gpt-4o", input="hi", background=True)
     assert response.status == "completed" and response.output_text == "You said: hi" and response.background is None
 
     # A streamed create still streams, as a foreground response: no `queued`, no `background` anywhere.
-    with http.stream("POST", "/responses", json={"model": "m", "input": "hey", "background": True, "stream": True}) as streamed:
+    with http.stream("POST", "/responses", json={"model": "gpt-4o", "input": "hey", "background": True, "stream": True}) as streamed:
         assert streamed.headers["content-type"].startswith("text/event-stream")
         events = sse_names(streamed)
     names = [name for name, _ in events]
@@ -142,7 +142,7 @@ def test_responses_background_ignored(plain: OpenAI, admin: httpx.Client, http: 
 
 
 def test_responses_retrieve_unsupported(plain: OpenAI, admin: httpx.Client, http: httpx.Client) -> None:
-    response = plain.responses.create(model="m", input="hi", background=True)
+    response = plain.responses.create(model="gpt-4o", input="hi", background=True)
     assert wait_done(plain, response.id).output_text == "You said: hi"  # OpenAI: retrievable
     assert http.get(f"/responses/{response.id}", params={"stream": "true"}).status_code == 200
 
@@ -159,7 +159,7 @@ def test_responses_retrieve_unsupported(plain: OpenAI, admin: httpx.Client, http
         assert refused.headers["content-type"] == "application/json"
     # Other operations still work.
     assert [i.type for i in plain.responses.input_items.list(response.id)] == ["message"]
-    assert plain.responses.create(model="m", input="again").output_text == "You said: again"
+    assert plain.responses.create(model="gpt-4o", input="again").output_text == "You said: again"
 
     switch(admin, "responses_retrieve_unsupported", False)
     assert plain.responses.retrieve(response.id).status == "completed"
@@ -168,7 +168,7 @@ def test_responses_retrieve_unsupported(plain: OpenAI, admin: httpx.Client, http
 def test_responses_cancel_unsupported(plain: OpenAI, admin: httpx.Client, http: httpx.Client) -> None:
     slow = "x\n" + script(reply="late", turn_seconds=5)
     switch(admin, "responses_cancel_unsupported")
-    response = plain.responses.create(model="m", input=slow, background=True)
+    response = plain.responses.create(model="gpt-4o", input=slow, background=True)
     with pytest.raises(openai.InternalServerError, match="not supported"):
         plain.responses.cancel(response.id)
     refused = http.post(f"/responses/{response.id}/cancel")
@@ -184,7 +184,7 @@ def test_responses_cancel_unsupported(plain: OpenAI, admin: httpx.Client, http: 
 
 
 def test_responses_background_stream_as_json(plain: OpenAI, admin: httpx.Client, http: httpx.Client) -> None:
-    body = {"model": "m", "input": "streamed?", "background": True, "stream": True}
+    body = {"model": "gpt-4o", "input": "streamed?", "background": True, "stream": True}
     with http.stream("POST", "/responses", json=body) as streamed:
         assert streamed.headers["content-type"].startswith("text/event-stream")  # OpenAI: an event stream
         assert [name for name, _ in sse_names(streamed)][:3] == ["response.created", "response.queued", "response.in_progress"]
@@ -201,7 +201,7 @@ def test_responses_background_stream_as_json(plain: OpenAI, admin: httpx.Client,
         assert [name for name, _ in sse_names(replay)][-1] == "response.completed"
 
     # The SDK, asked for a stream, finds no events in the JSON body: the response's ID is not seen.
-    assert list(plain.responses.create(model="m", input="sdk", background=True, stream=True)) == []
+    assert list(plain.responses.create(model="gpt-4o", input="sdk", background=True, stream=True)) == []
     # Without background, a stream is still a stream.
     with http.stream("POST", "/responses", json={**body, "background": False}) as streamed:
         assert streamed.headers["content-type"].startswith("text/event-stream")
@@ -211,16 +211,16 @@ def test_responses_background_stream_as_json(plain: OpenAI, admin: httpx.Client,
 
 
 def test_previous_response_id_ignored(plain: OpenAI, admin: httpx.Client) -> None:
-    first = plain.responses.create(model="m", input=ONE_ROUND, tools=[ADD])
-    second = plain.responses.create(model="m", previous_response_id=first.id, input=outputs_for(first, "3"), tools=[ADD])
+    first = plain.responses.create(model="gpt-4o", input=ONE_ROUND, tools=[ADD])
+    second = plain.responses.create(model="gpt-4o", previous_response_id=first.id, input=outputs_for(first, "3"), tools=[ADD])
     assert second.previous_response_id == first.id and second.output_text == "sum: - add: 3"  # OpenAI: the chain counts
     with pytest.raises(openai.NotFoundError):
-        plain.responses.create(model="m", previous_response_id="resp_unknown", input="hi")
+        plain.responses.create(model="gpt-4o", previous_response_id="resp_unknown", input="hi")
 
     switch(admin, "previous_response_id_ignored")
-    first = plain.responses.create(model="m", input=ONE_ROUND, tools=[ADD])
+    first = plain.responses.create(model="gpt-4o", input=ONE_ROUND, tools=[ADD])
     assert [item.type for item in first.output] == ["function_call"]  # a turn with its user message is unchanged
-    second = plain.responses.create(model="m", previous_response_id=first.id, input=outputs_for(first, "3"), tools=[ADD])
+    second = plain.responses.create(model="gpt-4o", previous_response_id=first.id, input=outputs_for(first, "3"), tools=[ADD])
     # The outputs arrive without their calls or the script: a text reply, no tool round.
     assert second.status == "completed" and second.previous_response_id is None
     assert [item.type for item in second.output] == ["message"]
@@ -228,12 +228,12 @@ def test_previous_response_id_ignored(plain: OpenAI, admin: httpx.Client) -> Non
     assert [i.type for i in plain.responses.input_items.list(second.id)] == ["function_call_output"]
 
     # Unscripted too: the default policy would call every tool again; it replies instead.
-    calls = plain.responses.create(model="m", input="Paris", tools=[ADD, WEATHER])
+    calls = plain.responses.create(model="gpt-4o", input="Paris", tools=[ADD, WEATHER])
     assert [item.name for item in calls.output] == ["add", "get_weather"]
-    answered = plain.responses.create(model="m", previous_response_id=calls.id, input=outputs_for(calls, "ok"), tools=[ADD, WEATHER])
+    answered = plain.responses.create(model="gpt-4o", previous_response_id=calls.id, input=outputs_for(calls, "ok"), tools=[ADD, WEATHER])
     assert answered.output_text == "Hello from the durable-assistants emulator."
     # An unknown previous_response_id is no error: it is not looked up.
-    assert plain.responses.create(model="m", previous_response_id="resp_unknown", input="hi").output_text == "You said: hi"
+    assert plain.responses.create(model="gpt-4o", previous_response_id="resp_unknown", input="hi").output_text == "You said: hi"
 
     # A client that resends the whole history in `input` gets the turn right.
     history = [
@@ -241,7 +241,7 @@ def test_previous_response_id_ignored(plain: OpenAI, admin: httpx.Client) -> Non
         *[{"type": "function_call", "call_id": c.call_id, "name": c.name, "arguments": c.arguments} for c in first.output],
         *outputs_for(first, "3"),
     ]
-    resent = plain.responses.create(model="m", previous_response_id=first.id, input=history, tools=[ADD])  # type: ignore[arg-type]
+    resent = plain.responses.create(model="gpt-4o", previous_response_id=first.id, input=history, tools=[ADD])  # type: ignore[arg-type]
     assert resent.output_text == "sum: - add: 3" and resent.previous_response_id is None
 
 
@@ -250,7 +250,7 @@ def test_previous_response_id_ignored(plain: OpenAI, admin: httpx.Client) -> Non
 
 def test_conversations_absent(plain: OpenAI, admin: httpx.Client, http: httpx.Client) -> None:
     conversation = plain.conversations.create(items=[{"role": "user", "content": "hello"}])  # OpenAI: there are conversations
-    assert plain.responses.create(model="m", conversation=conversation.id, input="hi").conversation is not None
+    assert plain.responses.create(model="gpt-4o", conversation=conversation.id, input="hi").conversation is not None
 
     switch(admin, "conversations_absent")
     with pytest.raises(openai.NotFoundError, match="Not Found"):
@@ -275,14 +275,14 @@ def test_conversations_absent(plain: OpenAI, admin: httpx.Client, http: httpx.Cl
     created_before = admin.get("/health").json()["responses"]
     for conversation_ref in (conversation.id, {"id": conversation.id}):
         with pytest.raises(openai.NotFoundError) as refused:
-            plain.responses.create(model="m", conversation=conversation_ref, input="hi")
+            plain.responses.create(model="gpt-4o", conversation=conversation_ref, input="hi")
         assert refused.value.body == {  # type: ignore[comparison-overlap]
             "message": f"Conversation with id '{conversation.id}' not found.",
             "type": "invalid_request_error",
             "param": "conversation",
             "code": None,
         }
-    streamed = http.post("/responses", json={"model": "m", "conversation": conversation.id, "input": "hi", "stream": True})
+    streamed = http.post("/responses", json={"model": "gpt-4o", "conversation": conversation.id, "input": "hi", "stream": True})
     assert streamed.status_code == 404 and streamed.headers["content-type"] == "application/json"
     assert admin.get("/health").json()["responses"] == created_before  # nothing was created
 
@@ -317,25 +317,25 @@ def test_unknown_response_400(plain: OpenAI, admin: httpx.Client, http: httpx.Cl
         answer = http.request(method, path, params=params)
         assert answer.status_code == 400 and answer.json()["error"]["code"] is None, (method, path)
     # Known responses are unaffected; an unknown previous_response_id is still a 404.
-    known = plain.responses.create(model="m", input="hi")
+    known = plain.responses.create(model="gpt-4o", input="hi")
     assert plain.responses.retrieve(known.id).status == "completed"
     with pytest.raises(openai.NotFoundError):
-        plain.responses.create(model="m", previous_response_id="resp_unknown", input="hi")
+        plain.responses.create(model="gpt-4o", previous_response_id="resp_unknown", input="hi")
 
 
 # ---------------------------------------------------------------------------- long response IDs
 
 
 def test_long_response_ids(plain: OpenAI, admin: httpx.Client) -> None:
-    usual = plain.responses.create(model="m", input="hi")
+    usual = plain.responses.create(model="gpt-4o", input="hi")
     assert usual.id.startswith("resp_") and len(usual.id) < 64  # OpenAI-like
 
     switch(admin, "long_response_ids")
-    first = plain.responses.create(model="m", input=ONE_ROUND, tools=[ADD], background=True)
+    first = plain.responses.create(model="gpt-4o", input=ONE_ROUND, tools=[ADD], background=True)
     assert first.id.startswith("resp_") and len(first.id) == 425
     assert first.id[len("resp_") :].isalnum()
     done = wait_done(plain, first.id)  # retrievable by it
-    second = plain.responses.create(model="m", previous_response_id=done.id, input=outputs_for(done, "3"), tools=[ADD])
+    second = plain.responses.create(model="gpt-4o", previous_response_id=done.id, input=outputs_for(done, "3"), tools=[ADD])
     assert len(second.id) == 425 and second.previous_response_id == first.id and second.output_text == "sum: - add: 3"
     [message] = second.output
     assert message.id.startswith("msg_") and len(message.id) < 64  # item IDs keep their length
@@ -346,7 +346,7 @@ def test_long_response_ids(plain: OpenAI, admin: httpx.Client) -> None:
 
 
 def test_no_poll_after_header_on_response_reads(plain: OpenAI, admin: httpx.Client) -> None:
-    response = plain.responses.create(model="m", input="x\n" + script(reply="late", turn_seconds=5), background=True)
+    response = plain.responses.create(model="gpt-4o", input="x\n" + script(reply="late", turn_seconds=5), background=True)
     read = plain.responses.with_raw_response.retrieve(response.id)
     assert read.headers.get("openai-poll-after-ms") == "20"  # OpenAI: a pacing hint (the session's --poll-after-ms)
 

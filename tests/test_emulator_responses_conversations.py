@@ -105,7 +105,7 @@ def test_items_create_list_retrieve_delete(client: OpenAI, admin: httpx.Client) 
 
 def test_turns_with_tool_calls_on_a_conversation(client: OpenAI, admin: httpx.Client) -> None:
     conversation = client.conversations.create()
-    first = client.responses.create(model="m", conversation=conversation.id, input="Oslo", tools=TOOLS)
+    first = client.responses.create(model="gpt-4o", conversation=conversation.id, input="Oslo", tools=TOOLS)
     assert first.conversation is not None and first.conversation.id == conversation.id
     assert [c.name for c in first.output] == ["add", "get_weather"]
     items = client.conversations.items.list(conversation.id, order="asc").data
@@ -113,7 +113,7 @@ def test_turns_with_tool_calls_on_a_conversation(client: OpenAI, admin: httpx.Cl
     # Output items are the same items, with the same IDs, in the response and the conversation.
     assert [i.id for i in items[1:]] == [c.id for c in first.output]
 
-    second = client.responses.create(model="m", conversation={"id": conversation.id}, input=outputs_for(first, "ok"), tools=TOOLS)
+    second = client.responses.create(model="gpt-4o", conversation={"id": conversation.id}, input=outputs_for(first, "ok"), tools=TOOLS)
     assert second.output_text == "Here is what the 2 tool calls returned:\n- add: ok\n- get_weather: ok"
     assert second.previous_response_id is None and second.conversation.id == conversation.id
     items = client.conversations.items.list(conversation.id, order="asc").data
@@ -124,7 +124,7 @@ def test_turns_with_tool_calls_on_a_conversation(client: OpenAI, admin: httpx.Cl
     ]
 
     # A new user turn on the same conversation starts over: the model sees the newest message.
-    third = client.responses.create(model="m", conversation=conversation.id, input="and now?")
+    third = client.responses.create(model="gpt-4o", conversation=conversation.id, input="and now?")
     assert third.output_text == "You said: and now?"
 
     counters = stats(admin)
@@ -138,16 +138,16 @@ def test_turns_with_tool_calls_on_a_conversation(client: OpenAI, admin: httpx.Cl
 def test_the_conversations_newest_user_message_drives_the_model(client: OpenAI) -> None:
     directive = script(rounds=[[{"name": "add", "arguments": {"a": 40, "b": 2}}]], reply="answer {outputs}")
     conversation = client.conversations.create(items=[{"role": "user", "content": "compute\n" + directive}])
-    first = client.responses.create(model="m", conversation=conversation.id, tools=[ADD])  # no input at all
+    first = client.responses.create(model="gpt-4o", conversation=conversation.id, tools=[ADD])  # no input at all
     assert json.loads(first.output[0].arguments) == {"a": 40, "b": 2}
-    second = client.responses.create(model="m", conversation=conversation.id, input=outputs_for(first, "42"), tools=[ADD])
+    second = client.responses.create(model="gpt-4o", conversation=conversation.id, input=outputs_for(first, "42"), tools=[ADD])
     assert second.output_text == "answer - add: 42"
 
 
 def test_input_lands_at_create_and_output_when_completed(client: OpenAI) -> None:
     conversation = client.conversations.create()
     response = client.responses.create(
-        model="m", conversation=conversation.id, input="x\n" + script(reply="later", turn_seconds=1.0), background=True
+        model="gpt-4o", conversation=conversation.id, input="x\n" + script(reply="later", turn_seconds=1.0), background=True
     )
     assert response.status == "queued"
     assert [i.type for i in client.conversations.items.list(conversation.id).data] == ["message"]
@@ -158,7 +158,7 @@ def test_input_lands_at_create_and_output_when_completed(client: OpenAI) -> None
 @pytest.mark.parametrize("ending", ["failed", "incomplete"])
 def test_failed_output_stays_out_incomplete_output_goes_in(client: OpenAI, ending: str) -> None:
     conversation = client.conversations.create()
-    response = client.responses.create(model="m", conversation=conversation.id, input="x\n" + script(reply="half done", end=ending))
+    response = client.responses.create(model="gpt-4o", conversation=conversation.id, input="x\n" + script(reply="half done", end=ending))
     assert response.status == ending
     kinds = [i.type for i in client.conversations.items.list(conversation.id, order="asc").data]
     assert kinds == (["message"] if ending == "failed" else ["message", "message"])
@@ -167,7 +167,7 @@ def test_failed_output_stays_out_incomplete_output_goes_in(client: OpenAI, endin
 def test_cancelled_output_stays_out(client: OpenAI) -> None:
     conversation = client.conversations.create()
     response = client.responses.create(
-        model="m", conversation=conversation.id, input="x\n" + script(reply="never", turn_seconds=30), background=True
+        model="gpt-4o", conversation=conversation.id, input="x\n" + script(reply="never", turn_seconds=30), background=True
     )
     wait_status(client, response.id, "in_progress")
     client.responses.cancel(response.id)
@@ -177,10 +177,10 @@ def test_cancelled_output_stays_out(client: OpenAI) -> None:
 def test_a_running_response_locks_its_conversation(client: OpenAI, admin: httpx.Client) -> None:
     conversation = client.conversations.create()
     running = client.responses.create(
-        model="m", conversation=conversation.id, input="x\n" + script(reply="slow", turn_seconds=30), background=True
+        model="gpt-4o", conversation=conversation.id, input="x\n" + script(reply="slow", turn_seconds=30), background=True
     )
     with pytest.raises(openai.BadRequestError) as locked:
-        client.responses.create(model="m", conversation=conversation.id, input="me too")
+        client.responses.create(model="gpt-4o", conversation=conversation.id, input="me too")
     assert locked.value.code == "conversation_locked" and locked.value.status_code == 400
     assert locked.value.message.endswith(LOCKED)
     assert locked.value.body["param"] == "conversation"
@@ -189,29 +189,29 @@ def test_a_running_response_locks_its_conversation(client: OpenAI, admin: httpx.
     assert stats(admin)["threads"][conversation.id] == {"responses_created": 1, "items_added": 1}
 
     client.responses.cancel(running.id)
-    after = client.responses.create(model="m", conversation=conversation.id, input="now")
+    after = client.responses.create(model="gpt-4o", conversation=conversation.id, input="now")
     assert after.output_text == "You said: now"
 
 
 def test_other_conversations_are_not_locked(client: OpenAI) -> None:
     busy = client.conversations.create()
-    client.responses.create(model="m", conversation=busy.id, input="x\n" + script(reply="slow", turn_seconds=30), background=True)
+    client.responses.create(model="gpt-4o", conversation=busy.id, input="x\n" + script(reply="slow", turn_seconds=30), background=True)
     idle = client.conversations.create()
-    assert client.responses.create(model="m", conversation=idle.id, input="free").status == "completed"
+    assert client.responses.create(model="gpt-4o", conversation=idle.id, input="free").status == "completed"
 
 
 def test_conversation_and_previous_response_are_exclusive(client: OpenAI) -> None:
     conversation = client.conversations.create()
-    previous = client.responses.create(model="m", input="x")
+    previous = client.responses.create(model="gpt-4o", input="x")
     with pytest.raises(openai.BadRequestError) as both:
-        client.responses.create(model="m", conversation=conversation.id, previous_response_id=previous.id, input="y")
+        client.responses.create(model="gpt-4o", conversation=conversation.id, previous_response_id=previous.id, input="y")
     assert "previous_response_id" in both.value.message and "conversation" in both.value.message
     assert client.conversations.items.list(conversation.id).data == []
 
 
 def test_unknown_conversation_is_a_404(client: OpenAI) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
-        client.responses.create(model="m", conversation="conv_nope", input="x")
+        client.responses.create(model="gpt-4o", conversation="conv_nope", input="x")
     assert missing.value.message.endswith("Conversation with id 'conv_nope' not found.")
     assert missing.value.body["param"] == "conversation"
     with pytest.raises(openai.NotFoundError):
@@ -223,7 +223,7 @@ def test_unknown_conversation_is_a_404(client: OpenAI) -> None:
 def test_a_weather_call_answered_through_items_create(client: OpenAI) -> None:
     """Outputs may reach the conversation through items.create; the next response sees them."""
     conversation = client.conversations.create()
-    first = client.responses.create(model="m", conversation=conversation.id, input="Quito", tools=[WEATHER])
+    first = client.responses.create(model="gpt-4o", conversation=conversation.id, input="Quito", tools=[WEATHER])
     client.conversations.items.create(conversation.id, items=outputs_for(first, "rain"))
-    second = client.responses.create(model="m", conversation=conversation.id, tools=[WEATHER])
+    second = client.responses.create(model="gpt-4o", conversation=conversation.id, tools=[WEATHER])
     assert second.output_text == "Here is what the 1 tool call returned:\n- get_weather: rain"

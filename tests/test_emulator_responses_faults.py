@@ -61,7 +61,7 @@ BAD_CREATES = [
 
 @pytest.mark.parametrize(("change", "param", "fragment"), BAD_CREATES, ids=[c[1] + ":" + c[2][:20] for c in BAD_CREATES])
 def test_bad_create_is_a_clear_400(client: OpenAI, admin: httpx.Client, change: dict[str, Any], param: str, fragment: str) -> None:
-    body: dict[str, Any] = {"model": "m", "input": "hi", **change}
+    body: dict[str, Any] = {"model": "gpt-4o", "input": "hi", **change}
     if body["model"] is None:
         del body["model"]
     with pytest.raises(openai.BadRequestError) as refused:
@@ -99,7 +99,7 @@ def test_items_create_needs_items(client: OpenAI, admin: httpx.Client) -> None:
 
 
 def test_bad_stream_query_is_a_400(client: OpenAI) -> None:
-    response = client.responses.create(model="m", input="x", background=True)
+    response = client.responses.create(model="gpt-4o", input="x", background=True)
     with pytest.raises(openai.BadRequestError) as refused:
         client.get(f"/responses/{response.id}", options={"params": {"stream": "maybe"}}, cast_to=dict)
     assert refused.value.body["param"] == "stream" and "'maybe'" in refused.value.message
@@ -110,16 +110,16 @@ def test_bad_stream_query_is_a_400(client: OpenAI) -> None:
 
 def test_unknown_previous_response_is_a_404(client: OpenAI, admin: httpx.Client) -> None:
     with pytest.raises(openai.NotFoundError) as missing:
-        client.responses.create(model="m", previous_response_id="resp_nope", input="x")
+        client.responses.create(model="gpt-4o", previous_response_id="resp_nope", input="x")
     assert missing.value.message.endswith("Previous response with id 'resp_nope' not found.")
     assert missing.value.body["param"] == "previous_response_id"
     nothing_created(admin)
 
 
 def test_previous_response_still_running_is_a_400(client: OpenAI) -> None:
-    running = client.responses.create(model="m", input="x\n" + script(reply="slow", turn_seconds=30), background=True)
+    running = client.responses.create(model="gpt-4o", input="x\n" + script(reply="slow", turn_seconds=30), background=True)
     with pytest.raises(openai.BadRequestError) as refused:
-        client.responses.create(model="m", previous_response_id=running.id, input="next")
+        client.responses.create(model="gpt-4o", previous_response_id=running.id, input="next")
     assert refused.value.body["param"] == "previous_response_id" and running.id in refused.value.message
 
 
@@ -127,10 +127,10 @@ def test_previous_response_still_running_is_a_400(client: OpenAI) -> None:
 
 
 def test_output_for_an_unknown_call_is_a_400(client: OpenAI, admin: httpx.Client) -> None:
-    first = client.responses.create(model="m", input="x", tools=[ADD])
+    first = client.responses.create(model="gpt-4o", input="x", tools=[ADD])
     with pytest.raises(openai.BadRequestError) as refused:
         client.responses.create(
-            model="m",
+            model="gpt-4o",
             previous_response_id=first.id,
             input=[*outputs_for(first, "1"), {"type": "function_call_output", "call_id": "call_nope", "output": "?"}],
             tools=[ADD],
@@ -141,20 +141,20 @@ def test_output_for_an_unknown_call_is_a_400(client: OpenAI, admin: httpx.Client
 
 
 def test_every_call_needs_its_output(client: OpenAI) -> None:
-    first = client.responses.create(model="m", input="x", tools=TOOLS)
+    first = client.responses.create(model="gpt-4o", input="x", tools=TOOLS)
     add_call, weather_call = first.output
 
     with pytest.raises(openai.BadRequestError) as partial:
-        client.responses.create(model="m", previous_response_id=first.id, input=outputs_for(first)[:1], tools=TOOLS)
+        client.responses.create(model="gpt-4o", previous_response_id=first.id, input=outputs_for(first)[:1], tools=TOOLS)
     assert partial.value.message.endswith(f"No tool output found for function call {weather_call.call_id}.")
 
     with pytest.raises(openai.BadRequestError) as ignored:
-        client.responses.create(model="m", previous_response_id=first.id, input="never mind", tools=TOOLS)
+        client.responses.create(model="gpt-4o", previous_response_id=first.id, input="never mind", tools=TOOLS)
     assert ignored.value.message.endswith(f"No tool output found for function call {add_call.call_id}.")
 
     # Answering them all works, and a client may resend the calls themselves (stateless style).
     stateless = client.responses.create(
-        model="m",
+        model="gpt-4o",
         input=[
             {"role": "user", "content": "x"},
             *[{"type": "function_call", "call_id": c.call_id, "name": c.name, "arguments": c.arguments} for c in first.output],
@@ -167,9 +167,9 @@ def test_every_call_needs_its_output(client: OpenAI) -> None:
 
 def test_unanswered_calls_on_a_conversation(client: OpenAI) -> None:
     conversation = client.conversations.create()
-    first = client.responses.create(model="m", conversation=conversation.id, input="x", tools=[ADD])
+    first = client.responses.create(model="gpt-4o", conversation=conversation.id, input="x", tools=[ADD])
     with pytest.raises(openai.BadRequestError) as refused:
-        client.responses.create(model="m", conversation=conversation.id, input="something else", tools=[ADD])
+        client.responses.create(model="gpt-4o", conversation=conversation.id, input="something else", tools=[ADD])
     assert refused.value.message.endswith(f"No tool output found for function call {first.output[0].call_id}.")
     # The refused input did not reach the conversation.
     assert [i.type for i in client.conversations.items.list(conversation.id, order="asc").data] == ["message", "function_call"]
@@ -184,7 +184,7 @@ def test_drop_after_create_leaves_the_response(client: OpenAI, admin: httpx.Clie
     add_fault(admin, operation="responses.create", action="drop", when="after", nth=1)
 
     with pytest.raises(openai.APIConnectionError):
-        client.responses.create(model="m", conversation=conversation.id, input="once", background=True)
+        client.responses.create(model="gpt-4o", conversation=conversation.id, input="once", background=True)
 
     counters = stats(admin)
     [response_id] = counters["runs"]
@@ -199,7 +199,7 @@ def test_drop_after_create_leaves_the_response(client: OpenAI, admin: httpx.Clie
 def test_drop_after_a_streamed_create_discards_the_stream(client: OpenAI, admin: httpx.Client) -> None:
     add_fault(admin, operation="responses.create", action="drop", when="after", nth=1)
     with pytest.raises(openai.APIConnectionError):
-        with client.responses.stream(model="m", input="streamed") as stream:
+        with client.responses.stream(model="gpt-4o", input="streamed") as stream:
             stream.until_done()
     [response_id] = stats(admin)["runs"]
     # A foreground stream whose client is gone still runs to its end.
@@ -214,7 +214,7 @@ def test_drop_after_a_streamed_create_discards_the_stream(client: OpenAI, admin:
 def test_error_after_a_background_stream_create(client: OpenAI, admin: httpx.Client) -> None:
     add_fault(admin, operation="responses.create", status=500, when="after", nth=1)
     with pytest.raises(openai.InternalServerError):
-        client.responses.create(model="m", input="x", background=True, stream=True)
+        client.responses.create(model="gpt-4o", input="x", background=True, stream=True)
     [response_id] = stats(admin)["runs"]
     # The stream was never sent, but the response ran and its events can be read.
     with client.responses.stream(response_id=response_id) as stream:
@@ -224,12 +224,12 @@ def test_error_after_a_background_stream_create(client: OpenAI, admin: httpx.Cli
 def test_rate_limit_before_create_then_sdk_retry_makes_one_response(client: OpenAI, admin: httpx.Client) -> None:
     add_fault(admin, operation="responses.create", status=429, retry_after_ms=30, nth=1)
     with pytest.raises(openai.RateLimitError) as limited:
-        client.responses.with_raw_response.create(model="m", input="x")
+        client.responses.with_raw_response.create(model="gpt-4o", input="x")
     assert limited.value.response.headers["retry-after-ms"] == "30"
     nothing_created(admin)
 
     add_fault(admin, operation="responses.create", status=500, nth=1)
-    response = client.with_options(max_retries=1).responses.create(model="m", input="retried")
+    response = client.with_options(max_retries=1).responses.create(model="gpt-4o", input="retried")
     assert response.output_text == "You said: retried"
     counters = stats(admin)
     assert counters["responses"] == {"responses.create 429": 1, "responses.create 500": 1, "responses.create 200": 1}
@@ -237,7 +237,7 @@ def test_rate_limit_before_create_then_sdk_retry_makes_one_response(client: Open
 
 
 def test_faults_on_reads_and_conversation_operations(client: OpenAI, admin: httpx.Client) -> None:
-    response = client.responses.create(model="m", input="x", background=True)
+    response = client.responses.create(model="gpt-4o", input="x", background=True)
     add_fault(admin, operation="responses.retrieve", status=503, nth=1)
     with pytest.raises(openai.InternalServerError):
         client.responses.retrieve(response.id)
@@ -256,7 +256,7 @@ def test_faults_on_reads_and_conversation_operations(client: OpenAI, admin: http
 
 
 def test_drop_after_a_stream_retrieve(client: OpenAI, admin: httpx.Client) -> None:
-    response = client.responses.create(model="m", input="x\n" + script(reply="slow", turn_seconds=0.2), background=True)
+    response = client.responses.create(model="gpt-4o", input="x\n" + script(reply="slow", turn_seconds=0.2), background=True)
     add_fault(admin, operation="responses.retrieve", action="drop", when="after", nth=1)
     with pytest.raises(openai.APIConnectionError):
         with client.responses.stream(response_id=response.id) as stream:
@@ -265,7 +265,7 @@ def test_drop_after_a_stream_retrieve(client: OpenAI, admin: httpx.Client) -> No
 
 
 def test_cancel_fault_before_leaves_the_response_running(client: OpenAI, admin: httpx.Client) -> None:
-    response = client.responses.create(model="m", input="x\n" + script(reply="r", turn_seconds=30), background=True)
+    response = client.responses.create(model="gpt-4o", input="x\n" + script(reply="r", turn_seconds=30), background=True)
     wait_status(client, response.id, "in_progress")
     add_fault(admin, operation="responses.cancel", status=500, nth=1)
     with pytest.raises(openai.InternalServerError):
@@ -296,7 +296,7 @@ def test_fault_rules_know_the_new_operations(admin: httpx.Client) -> None:
 
 
 def test_every_answer_carries_a_request_id(client: OpenAI) -> None:
-    created = client.responses.with_raw_response.create(model="m", input="x")
+    created = client.responses.with_raw_response.create(model="gpt-4o", input="x")
     assert created.headers["x-request-id"].startswith("req_")
     with pytest.raises(openai.NotFoundError) as missing:
         client.conversations.retrieve("conv_nope")

@@ -112,7 +112,7 @@ def test_create_and_run_stream_announces_the_thread_first(client: OpenAI, assist
 
 async def test_async_stream_with_submit(aclient: AsyncOpenAI) -> None:
     assistant = await aclient.beta.assistants.create(
-        model="m", tools=[{"type": "function", "function": {"name": "ping", "parameters": {"type": "object", "properties": {}}}}]
+        model="gpt-4o", tools=[{"type": "function", "function": {"name": "ping", "parameters": {"type": "object", "properties": {}}}}]
     )
     thread = await aclient.beta.threads.create(messages=[{"role": "user", "content": "go"}])
 

@@ -497,7 +497,7 @@ USAGE: dict[str, Any] = {
         ("GET", "/v1/responses/resp_abc?stream=false", {**RESPONSE, "status": "completed", "usage": USAGE}, "Response"),
         ("POST", "/v1/responses/resp_abc/cancel", {**RESPONSE, "status": "cancelled"}, "Response"),
         ("GET", "/v1/responses/resp_abc/input_items", empty_page(), "ResponseItemList"),
-        ("DELETE", "/v1/responses/resp_abc", {"id": "resp_abc", "object": "response", "deleted": True}, "DeletedResponse"),
+        ("DELETE", "/v1/responses/resp_abc", {"id": "resp_abc", "object": "response.deleted", "deleted": True}, "DeletedResponse"),
         ("POST", "/v1/conversations", {"id": "conv_1", "object": "conversation", "created_at": 1, "metadata": {}}, "ConversationResource"),
         ("GET", "/v1/conversations/conv_1/items", empty_page(), "ConversationItemList"),
         ("POST", "/v1/conversations/conv_1/items", {**empty_page(), "data": [FUNCTION_CALL], "first_id": "fc_1", "last_id": "fc_1"}, "ConversationItemList"),
@@ -523,7 +523,7 @@ def test_response_items_are_validated() -> None:
 
 def test_deleted_response_body_must_say_deleted() -> None:
     with pytest.raises(SpecViolation, match="'deleted' is a required property"):
-        validate_response("DELETE", "/v1/responses/resp_abc", 200, {"id": "resp_abc", "object": "response"})
+        validate_response("DELETE", "/v1/responses/resp_abc", 200, {"id": "resp_abc", "object": "response.deleted"})
 
 
 def test_response_list_page_ids_keep_their_type() -> None:

@@ -442,7 +442,10 @@ class PriceTable(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    models: dict[str, ModelPrice] = Field(default_factory=dict, description="By model name as the API reports it.")
+    models: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="By model name as the API reports it; a dated snapshot (gpt-4o-2024-08-06) falls back on its base name.",
+    )
     actions: float | None = Field(None, ge=0, description="Dollars per million Temporal actions.")
 
 
