@@ -219,7 +219,9 @@ def test_cancel_only_in_progress(plain: OpenAI, admin: httpx.Client, assistant_i
     # In progress, it cancels.
     plain.beta.threads.runs.submit_tool_outputs(run.id, thread_id=run.thread_id, tool_outputs=answer_all(run))
     admin.patch("/config", json={"turn_seconds": 2}).raise_for_status()
-    slow = plain.beta.threads.runs.create(thread_id=plain.beta.threads.create().id, assistant_id=assistant_id, tool_choice="none")
+    slow = plain.beta.threads.runs.create(
+        thread_id=plain.beta.threads.create().id, assistant_id=assistant_id, tool_choice="none", additional_messages=[{"role": "user", "content": "hi"}]
+    )
     deadline = time.monotonic() + 10
     while plain.beta.threads.runs.retrieve(slow.id, thread_id=slow.thread_id).status != "in_progress":
         assert time.monotonic() < deadline
@@ -248,7 +250,9 @@ def test_null_tools(plain: OpenAI, admin: httpx.Client, emulator: Any) -> None:
 
 def test_no_poll_after_header(emulator: Any, plain: OpenAI, admin: httpx.Client, assistant_id: str) -> None:
     admin.patch("/config", json={"turn_seconds": 2}).raise_for_status()
-    run = plain.beta.threads.runs.create(thread_id=plain.beta.threads.create().id, assistant_id=assistant_id, tool_choice="none")
+    run = plain.beta.threads.runs.create(
+        thread_id=plain.beta.threads.create().id, assistant_id=assistant_id, tool_choice="none", additional_messages=[{"role": "user", "content": "hi"}]
+    )
     read = plain.beta.threads.runs.with_raw_response.retrieve(run.id, thread_id=run.thread_id)
     assert read.headers.get("openai-poll-after-ms") is not None  # the default, as OpenAI
     switch_on(admin, "no_poll_after_header")
