@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 CHAOS_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install lock test test-fast test-stress demo worker emulator bench bench-backends bench-anchor chaos clean
+.PHONY: install lock test test-fast test-stress demo worker emulator bench bench-backends bench-anchor bench-gateway chaos clean
 
 install: $(STAMP)
 
@@ -58,6 +58,10 @@ bench-backends: $(STAMP)
 # workflow), interleaved and repeated: docs/benchmarks.md. BENCH_ARGS="--repeats 1 --quick", "--thousand".
 bench-anchor: $(STAMP)
 	$(PY) bench/anchor.py $(BENCH_ARGS)
+
+# What the HTTP gateway adds to an enqueue, against the Python client: docs/benchmarks.md.
+bench-gateway: $(STAMP)
+	$(PY) bench/gateway.py $(BENCH_ARGS)
 
 chaos: $(STAMP)
 	$(PY) bench/chaos.py $(CHAOS_ARGS)

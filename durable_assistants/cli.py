@@ -29,7 +29,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from durable_assistants.cost import PricesError
-from workflows.models import DEFAULT_TASK_QUEUE, THREAD_QUEUE_WORKFLOW_NAME, LiveSnapshot, ProgressEvent, RunCost, RunRequest, RunResult
+from workflows.models import DEFAULT_TASK_QUEUE, LiveSnapshot, ProgressEvent, RunCost, RunRequest, RunResult
 
 PROG = "durable-assistants"
 
@@ -186,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--task-queue", default=os.environ.get("DA_TASK_QUEUE") or DEFAULT_TASK_QUEUE, help="the run workflow's task queue")
     doctor.add_argument("--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"), help="modules that register tools (their task queues are checked too)")
     doctor.add_argument("--backend", choices=["assistants", "responses"], default=os.environ.get("DA_BACKEND") or "assistants", help="the model API to check")
+
+    gateway = commands.add_parser("gateway", help="serve the HTTP gateway: enqueue and follow runs over HTTP (docs/gateway.md)")
+    gateway.add_argument("--host", default=os.environ.get("DA_GATEWAY_HOST", "127.0.0.1"), help="interface to listen on (default: %(default)s)")
+    gateway.add_argument("--port", type=positive_int, default=int(os.environ.get("DA_GATEWAY_PORT", "8080")), help="port (default: %(default)s)")
+    gateway.add_argument("--task-queue", default=os.environ.get("DA_TASK_QUEUE") or DEFAULT_TASK_QUEUE, help="the run workflow's task queue")
+    gateway.add_argument("--max-body-bytes", type=positive_int, default=1024 * 1024, help="larger request bodies get 413 (default: %(default)s)")
+    token = commands.add_parser("gateway-token", help="make a gateway token: print it once, and its entry for DA_GATEWAY_TOKENS")
+    token.add_argument("name", help="who holds it")
+    token.add_argument("--assistant", action="append", required=True, help="an assistant it may use (repeatable); '*' for any")
 
     assistant = commands.add_parser("assistant", help="manage assistants on the model API (Assistants protocol)")
     assistant_commands = assistant.add_subparsers(dest="assistant_command", required=True, metavar="ACTION")
@@ -629,85 +638,41 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
-QUEUED = "queued"
-QUEUES_LISTED = 1_000  # running queues looked at for queued runs
+def run_filter(args: argparse.Namespace) -> Any:
+    from durable_assistants.listing import RunFilter
 
-
-def _clause(field: str, value: str) -> str:
-    if "'" in value or '"' in value:
-        raise CliError(f"invalid value for {field}: {value!r}")
-    return f"{field} = '{value}'"
+    return RunFilter(assistant=args.assistant, thread=args.thread, status=args.status, awaiting_approval=getattr(args, "awaiting_approval", False))
 
 
 def visibility_query(args: argparse.Namespace) -> str:
-    clauses = ["WorkflowType = 'AssistantRun'"]
-    for field, value in (("AssistantId", args.assistant), ("ThreadId", args.thread), ("RunStatus", args.status)):
-        if value:
-            clauses.append(_clause(field, value))
-    if getattr(args, "awaiting_approval", False):
-        clauses.append("AwaitingApproval = true")
-    return " AND ".join(clauses)
+    from durable_assistants import listing
+
+    try:
+        return listing.visibility_query(run_filter(args))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
-def queues_query(args: argparse.Namespace) -> str | None:
-    """The running thread queues whose waiting runs ``list`` shows; None when the filters
-    exclude queued runs (another status, or an assistant: a queue does not say whose runs wait)."""
-    if args.assistant or getattr(args, "awaiting_approval", False) or (args.status and args.status != QUEUED):
-        return None
-    clauses = [f"WorkflowType = '{THREAD_QUEUE_WORKFLOW_NAME}'", "ExecutionStatus = 'Running'"]
-    if args.thread:
-        clauses.append(_clause("ThreadId", args.thread))
-    return " AND ".join(clauses)
+def _clause(field: str, value: str) -> str:
+    from durable_assistants import listing
 
-
-async def _queued_rows(client: Client, query: str, limit: int) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    async for queue in client.list_workflows(query, limit=QUEUES_LISTED):
-        attributes = queue.typed_search_attributes
-        for position, workflow_id in enumerate(_attribute(attributes, "QueuedRuns") or [], start=1):
-            if len(rows) >= limit:
-                return rows
-            rows.append(
-                {
-                    "workflow_id": workflow_id,
-                    "workflow_status": QUEUED,  # its workflow starts when its turn comes
-                    "run_status": QUEUED,
-                    "thread_id": _attribute(attributes, "ThreadId"),
-                    "started": None,
-                    "queue": queue.id,
-                    "position": position,
-                }
-            )
-    return rows
+    try:
+        return listing.clause(field, value)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
 
 async def cmd_list(args: argparse.Namespace) -> int:
-    query = visibility_query(args)  # a bad value fails before connecting
-    queues = queues_query(args)
+    from durable_assistants.listing import list_runs
+
+    visibility_query(args)  # a bad value fails before connecting
     client = await connect()
-    rows: list[dict[str, Any]] = []
     try:
-        if queues is not None:
-            rows = await _queued_rows(client, queues, args.limit)
-        if args.status != QUEUED and len(rows) < args.limit:
-            started = []
-            async for execution in client.list_workflows(query, limit=args.limit):
-                attributes = execution.typed_search_attributes
-                started.append(
-                    {
-                        "workflow_id": execution.id,
-                        "workflow_status": execution.status.name.lower() if execution.status else None,
-                        "run_status": _attribute(attributes, "RunStatus"),
-                        "thread_id": _attribute(attributes, "ThreadId"),
-                        "started": execution.start_time.isoformat() if execution.start_time else None,
-                    }
-                )
-            # A run that just started may still be listed by its queue (visibility lags): once.
-            began = {row["workflow_id"] for row in started}
-            rows = [row for row in rows if row["workflow_id"] not in began] + started
-            rows = rows[: args.limit]
+        rows = await list_runs(client, run_filter(args), args.limit)
     except RPCError as exc:
         raise CliError(f"listing failed: {exc.message} (are the search attributes registered?)") from None
+    for row in rows:
+        row.pop("assistant_id", None)  # the rows as before: the assistant is a filter here
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -718,11 +683,17 @@ async def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _attribute(attributes: Any, name: str) -> Any:
-    for pair in attributes:
-        if pair.key.name == name:
-            return pair.value
-    return None
+async def cmd_gateway(args: argparse.Namespace) -> int:
+    from durable_assistants.gateway import GatewayConfigError, load_tokens, serve
+
+    try:
+        tokens = load_tokens()  # before connecting: the configuration is the user's to fix
+    except GatewayConfigError as exc:
+        raise CliError(str(exc)) from None
+    client = await connect()
+    print(f"gateway on http://{args.host}:{args.port} ({len(tokens)} token(s), task queue {args.task_queue})", flush=True)
+    await serve(client, tokens, args.host, args.port, args.task_queue, args.max_body_bytes)
+    return 0
 
 
 async def cmd_sync_tools(args: argparse.Namespace) -> int:
@@ -880,7 +851,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from devstack.demo import main as dev_main
 
         return dev_main(["--stack-only"] if not args.demo else (["--once"] if args.once else []))
+    if args.command == "gateway-token":
+        from durable_assistants.gateway import new_token
+
+        text, entry = new_token(args.name, args.assistant)
+        print(f"token (shown once; give it to {args.name}): {text}")
+        print(f"its entry in {'DA_GATEWAY_TOKENS'} (a JSON list of these): {entry.model_dump_json()}")
+        return 0
     runner = {
+        "gateway": cmd_gateway,
         "enqueue": cmd_enqueue,
         "status": cmd_status,
         "cancel": cmd_cancel,

@@ -408,12 +408,18 @@ class RunHandle:
         """The run's story as it happens: status changes, tool calls started and finished,
         tool progress and (in stream mode) text deltas. From the start by default, so a late
         follower, or one that arrives after the run ended, still sees all of it."""
+        async for _, event in self.progress_items(from_offset):
+            yield event
+
+    async def progress_items(self, from_offset: int = 0) -> AsyncIterator[tuple[int, ProgressEvent]]:
+        """``progress`` with each event's offset in the run's stream (resume after one with
+        ``from_offset = offset + 1``)."""
         await self.started()
         stream = WorkflowStreamClient.create(self.client, self.workflow_id)
         seen: dict[str, int] = {}
         async for item in stream.subscribe([PROGRESS_TOPIC], from_offset=from_offset, result_type=ProgressEvent):
             if not is_repeat(item.data, seen):
-                yield item.data
+                yield item.offset, item.data
 
 
 AWAITING_APPROVAL_QUERY = f"WorkflowType = '{RUN_WORKFLOW_NAME}' AND ExecutionStatus = 'Running' AND AwaitingApproval = true"

@@ -6,6 +6,7 @@
 The contract of an ``AssistantRun`` is its workflow type name, its task queue and the JSON
 of ``RunRequest`` (input) and ``RunResult`` (output). ``ProgressEvent`` is what a follower
 reads from the run's stream; ``EnqueueRequest`` is the ``enqueue`` update of ``ThreadQueue``.
+``gateway-openapi.json`` is the HTTP gateway's OpenAPI document (``durable_assistants.gateway``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pydantic import BaseModel
 from workflows.models import EnqueueReceipt, EnqueueRequest, LiveSnapshot, ProgressEvent, RunRequest, RunResult
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# The HTTP gateway's OpenAPI document, from the same models (served at /openapi.json).
+GATEWAY_OPENAPI = "gateway-openapi.json"
 SCHEMAS: dict[str, type[BaseModel]] = {
     "run-request": RunRequest,
     "run-result": RunResult,
@@ -35,14 +38,21 @@ def render(model: type[BaseModel]) -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
+def render_openapi() -> str:
+    from durable_assistants.gateway import openapi_document
+
+    return json.dumps(openapi_document(), indent=2, sort_keys=True) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m durable_assistants.schemas", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="report drift instead of writing")
     args = parser.parse_args(argv)
     drifted = []
-    for name, model in SCHEMAS.items():
-        path = SCHEMA_DIR / f"{name}.schema.json"
-        text = render(model)
+    files = {f"{name}.schema.json": render(model) for name, model in SCHEMAS.items()}
+    files[GATEWAY_OPENAPI] = render_openapi()
+    for filename, text in files.items():
+        path = SCHEMA_DIR / filename
         if args.check:
             if not path.exists() or path.read_text() != text:
                 drifted.append(path.name)

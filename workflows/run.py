@@ -659,7 +659,9 @@ class AssistantRunWorkflow:
         finally:
             del self._pending[call.id]
             self._finished_in_round += 1
-            if self._snapshot is not None:
+            # (Not while the worker evicts the workflow: it closes the coroutine with GeneratorExit
+            # outside the workflow's event loop, where no workflow call may run.)
+            if self._snapshot is not None and workflow.in_workflow():
                 self._set_details(self._snapshot)  # the UI's details drop it from "running" at once
 
     async def _wait_for_decision(
@@ -687,7 +689,8 @@ class AssistantRunWorkflow:
             pass
         finally:
             del self._approvals[call.id]
-            self._approvals_changed()
+            if workflow.in_workflow():  # not while the worker evicts the workflow (see _run_call)
+                self._approvals_changed()
         record = self._decisions.pop(call.id, None)
         if record is None:
             waited = ends - now
