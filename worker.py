@@ -105,6 +105,7 @@ from temporalio.runtime import LogForwardingConfig, LoggingConfig, PrometheusCon
 from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum, Worker
 
 from activities import tracing
+from activities.callbacks import deliver_callback
 from activities.assistants import AssistantsBackend
 from activities.errors import to_temporal_error
 from activities.model_api import ModelActivities
@@ -514,6 +515,7 @@ def build_workers(
                 model_activities.start_run,
                 model_activities.submit_tool_outputs,
                 model_activities.cancel_run,
+                deliver_callback,
                 *tool_activities(registry, None, executor),
             ],
             **worker_options,

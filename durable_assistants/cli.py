@@ -419,8 +419,19 @@ def print_result(result: RunResult, as_json: bool) -> None:
         print(f"cost: {describe_cost(result.cost)}")
     if result.failure:
         print(f"stopped: {result.failure}")
+    if result.callback is not None:
+        print(f"callback: {describe_callback(result.callback)}")
     if result.final_text:
         print(result.final_text)
+
+
+def describe_callback(delivery: Any) -> str:
+    attempts = f"{delivery.attempts} attempt{'s' if delivery.attempts != 1 else ''}"
+    if delivery.delivered:
+        return f"delivered to {delivery.url} ({attempts})"
+    last = delivery.last_attempts[-1] if delivery.last_attempts else None
+    why = f"; last: {last.error or last.status}" if last is not None else ""
+    return f"not delivered to {delivery.url}: {delivery.gave_up or 'stopped'} ({attempts}{why})"
 
 
 def describe_cost(cost: RunCost) -> str:

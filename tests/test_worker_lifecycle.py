@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import uuid
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from tests.conftest import eventually, script, workflow_outcome
 from tests.test_worker_runs import TOOLS, message, start
 from tests.worker_tools import CANCELLED
 from tools import registry
-from workflows.models import LiveSnapshot, RunRequest, ToolCallDecision
+from workflows.models import Callback, LiveSnapshot, RunRequest, ToolCallDecision
 from workflows.run import AssistantRunWorkflow
 from workflows.thread_queue import ThreadQueueWorkflow, queue_workflow_id
 from durable_assistants.client import enqueue_run
@@ -383,6 +384,14 @@ async def test_recorded_histories_replay_without_nondeterminism(
     )
     # A run that fails (the workflow raises; patch release-followers-on-failure).
     scenarios["start-fails"] = RunRequest(assistant_id="asst_missing", messages=[message("hi")])
+    # A callback no receiver takes (a port that refuses): two attempts and a pause, undelivered.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}/hook"
+    scenarios["callback-undelivered"] = RunRequest(
+        assistant_id=assistant_id, messages=[message("hi")], tool_choice="none",
+        callback=Callback(url=nowhere, secret="replay-secret-0123456789", max_seconds=1.5),
+    )
     fresh = []
     for name, request in scenarios.items():
         handle = await start(temporal_client, task_queue, request)

@@ -153,6 +153,49 @@ RESPONSES_STATES = ("conversation", "chain", "stateless")
 ResponsesState = Literal["conversation", "chain", "stateless"]
 
 
+def _http_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest or any(c.isspace() for c in url):
+        raise ValueError(f"must be an http:// or https:// URL, got {url[:100]!r}")
+    return url
+
+
+class Callback(BaseModel):
+    """Where to POST the run's result when it ends, signed (docs/callbacks.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: Annotated[str, AfterValidator(_http_url)] = Field(max_length=2048, description="An http:// or https:// URL; redirects are not followed.")
+    secret: str = Field(
+        min_length=16, max_length=256,
+        description="The HMAC-SHA256 key of the DA-Signature header. It is part of the run's input, so its history "
+        "holds it: encrypt payloads (docs/encryption.md) to keep it out of the UI.",
+    )
+    max_seconds: float = Field(
+        600, ge=1, le=86_400,
+        description="How long delivery is retried (backoff from 1 s doubling to 60 s); then the run ends undelivered. "
+        "The run's result waits for this, its outcome does not change.",
+    )
+
+
+class CallbackAttempt(BaseModel):
+    at: float = Field(description="Unix time the attempt ended.")
+    status: int | None = Field(None, description="The HTTP status the receiver answered, if it answered.")
+    error: str | None = Field(None, description="Why the attempt failed.")
+
+
+class CallbackDelivery(BaseModel):
+    """What became of a run's callback: in ``RunResult.callback``, shown by ``status``."""
+
+    url: str
+    delivery_id: str = Field(description="The DA-Delivery-Id header: the same on every attempt, for the receiver to de-duplicate.")
+    delivered: bool
+    attempts: int
+    delivered_at: float | None = None
+    gave_up: str | None = Field(None, description="Why delivery stopped without success.")
+    last_attempts: list[CallbackAttempt] = Field(default_factory=list, description="The newest attempts (10 at most).")
+
+
 class RunRequest(BaseModel):
     """One assistant run: which API and agent, where, what to add, the overrides, and how to orchestrate it.
 
@@ -253,6 +296,9 @@ class RunRequest(BaseModel):
         "reject",
         description="No decision in time: send the model an output saying the call was not approved (the run goes "
         "on), or fail the run.",
+    )
+    callback: Callback | None = Field(
+        None, description="POST the result, signed, to this URL when the run ends, retried for a bounded time (docs/callbacks.md)."
     )
     resume: SkipJsonSchema["RunProgress | None"] = Field(
         None, description="Set by the workflow when it continues as new; callers leave it unset."
@@ -614,6 +660,7 @@ class RunResult(BaseModel):
         None, description="Every tool call of the run; tool_calls keeps only the newest (a long run drops the oldest)."
     )
     cost: RunCost | None = Field(None, description="Tokens by turn and model; actions and dollars added by the client (docs/cost.md).")
+    callback: CallbackDelivery | None = Field(None, description="What became of the request's callback, when it had one.")
 
 
 class RunProgress(BaseModel):
@@ -794,3 +841,14 @@ class ThreadQueueState(BaseModel):
     waiting: list[str]
     finished: int
     waiting_bytes: int = Field(0, description="What the waiting requests take as the queue carries them (see MAX_WAITING_BYTES).")
+
+
+class CallbackEvent(BaseModel):
+    """The body a callback POSTs (its JSON, signed)."""
+
+    id: str = Field(description="The delivery ID, as in DA-Delivery-Id.")
+    type: str = Field(description="run.completed, run.incomplete, run.failed, run.expired or run.cancelled.")
+    created: int = Field(description="Unix time the run ended.")
+    workflow_id: str
+    result: RunResult | None = Field(description="The run's result; null when it failed without one (see error).")
+    error: str | None = None

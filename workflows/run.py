@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         ToolOutput,
     )
     from activities import metrics
+    from activities.callbacks import CallbackInput
     from activities.tools import INVALID_ARGUMENTS, TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput, output_text
     from tools import ToolPolicy
     from workflows import search_attributes as sa
@@ -51,6 +52,9 @@ with workflow.unsafe.imports_passed_through():
         RUN_WORKFLOW_NAME,
         ApprovalAsk,
         ApprovalRecord,
+        CallbackAttempt,
+        CallbackDelivery,
+        CallbackEvent,
         LiveSnapshot,
         ModelTokens,
         PendingApproval,
@@ -72,6 +76,12 @@ MODEL_API_START_TO_CLOSE = timedelta(minutes=15)
 MODEL_API_HEARTBEAT = timedelta(seconds=30)
 MODEL_API_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0, maximum_interval=timedelta(seconds=30))
 CANCEL_START_TO_CLOSE = timedelta(minutes=2)
+# A callback: one POST per activity (the workflow keeps the backoff and the budget, so every
+# attempt is in the result); backoff from 1 s doubling to 60 s; the newest attempts kept.
+CALLBACK_ATTEMPT_TIMEOUT = timedelta(seconds=15)
+CALLBACK_FIRST_PAUSE = 1.0
+CALLBACK_MAX_PAUSE = 60.0
+CALLBACK_ATTEMPTS_KEPT = 10
 # Stopping an API run (cancel, then wait for it to end) gives up after this long at most (or
 # the request's model-API budget, if shorter): the workflow then ends and says what it left.
 CLEANUP_BUDGET = timedelta(minutes=5)
@@ -270,10 +280,15 @@ class AssistantRunWorkflow:
                 self._upsert([sa.RUN_STATUS.value_set("failed")])  # the workflow fails with it
             if isinstance(exc, ApplicationError):
                 workflow.set_current_details(f"**failed** · {self._request.agent_label} · round {self._round}\n\nreason: {exc.message}")
+            if self._request.callback is not None:
+                cancelled = isinstance(exc, asyncio.CancelledError)
+                await self._deliver_callback(None, "cancelled" if cancelled else "failed", "the run was cancelled" if cancelled else str(exc))
             raise
         await self._release_followers()
         self._final = result
         self._count_end(api, result.status, result)
+        if self._request.callback is not None:
+            result.callback = await self._deliver_callback(result, result.status, None)
         if self._snapshot is not None and result.status != self._snapshot.status:
             self._set_details(self._snapshot, result.status)  # "failed", not the cancelled API run's status
         if result.status in ("failed", "expired", "cancelled") and workflow.patched(OUTCOME_IS_WORKFLOW_STATUS):
@@ -291,6 +306,52 @@ class AssistantRunWorkflow:
                     non_retryable=True,
                 )
         return result
+
+    async def _deliver_callback(self, result: RunResult | None, status: str, error: str | None) -> CallbackDelivery:
+        """POST the run's outcome to the request's callback until a 2xx or its budget is spent;
+        whatever happens, the run's outcome stays as it is."""
+        callback = self._request.callback
+        assert callback is not None
+        info = workflow.info()
+        delivery_id = f"{info.workflow_id}/callback"
+        event = f"run.{status}"
+        body = CallbackEvent(
+            id=delivery_id, type=event, created=int(workflow.now().timestamp()), workflow_id=info.workflow_id, result=result, error=error,
+        ).model_dump_json()
+        ends = workflow.now().timestamp() + callback.max_seconds
+        attempts: list[CallbackAttempt] = []
+        delivery = CallbackDelivery(url=callback.url, delivery_id=delivery_id, delivered=False, attempts=0)
+        pause = CALLBACK_FIRST_PAUSE
+        while True:
+            workflow.set_current_details(f"**{status}** · delivering the callback to {callback.url} · attempt {len(attempts) + 1}")
+            try:
+                attempt = await workflow.execute_activity(
+                    "deliver_callback",
+                    CallbackInput(url=callback.url, secret=callback.secret, delivery_id=delivery_id, event=event, body=body),
+                    start_to_close_timeout=CALLBACK_ATTEMPT_TIMEOUT,
+                    retry_policy=RetryPolicy(maximum_attempts=1),
+                    result_type=CallbackAttempt,
+                    summary=f"callback attempt {len(attempts) + 1}",
+                )
+            except ActivityError as exc:
+                attempts.append(_callback_attempt(exc))
+            except asyncio.CancelledError:  # cancelled again while delivering: stop, as asked
+                delivery.gave_up = "the workflow was cancelled during delivery"
+                break
+            else:
+                attempts.append(attempt)
+                delivery.delivered, delivery.delivered_at = True, attempt.at
+                break
+            if workflow.now().timestamp() + pause >= ends:
+                delivery.gave_up = f"no 2xx answer within {callback.max_seconds:g} s ({len(attempts)} attempts)"
+                break
+            await workflow.sleep(pause)
+            pause = min(pause * 2, CALLBACK_MAX_PAUSE)
+        delivery.attempts = len(attempts)
+        delivery.last_attempts = attempts[-CALLBACK_ATTEMPTS_KEPT:]
+        outcome = "delivered" if delivery.delivered else f"not delivered: {delivery.gave_up}"
+        workflow.set_current_details(f"**{status}** · callback {outcome} ({delivery.attempts} attempt(s))")
+        return delivery
 
     def _count_end(self, api: str, status: str, result: RunResult | None) -> None:
         usage = result.usage if result is not None else None
@@ -959,6 +1020,16 @@ def _clock(timestamp: float) -> str:
     """A time of day in UTC, for the UI's details."""
     seconds = int(timestamp) % 86_400
     return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d} UTC"
+
+
+def _callback_attempt(exc: ActivityError) -> CallbackAttempt:
+    """A failed attempt as the activity described it, or as Temporal ended it (a timeout: the
+    worker stopped during the attempt)."""
+    cause = exc.cause
+    if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
+        return CallbackAttempt.model_validate(cause.details[0])
+    why = "timed out (the worker may have stopped)" if isinstance(cause, TemporalTimeoutError) else str(cause or exc)
+    return CallbackAttempt(at=workflow.now().timestamp(), error=why)
 
 
 def _api_reason(result: RunResult) -> str | None:
