@@ -106,6 +106,7 @@ from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMax
 
 from activities import tracing
 from activities.callbacks import deliver_callback
+from activities.nexus import DurableAssistantsHandler, NexusActivities
 from activities.assistants import AssistantsBackend
 from activities.errors import to_temporal_error
 from activities.model_api import ModelActivities
@@ -115,6 +116,7 @@ from durable_assistants import codec
 from durable_assistants.health import Health, parse_address, serving
 from tools import ToolRegistry, registry as default_registry
 from workflows.models import BACKENDS, DEFAULT_TASK_QUEUE, RESPONSES_STATES
+from workflows.enqueued_run import EnqueuedRunWorkflow
 from workflows.run import AssistantRunWorkflow
 from workflows.thread_queue import ThreadQueueWorkflow
 
@@ -506,18 +508,24 @@ def build_workers(
             private=client.data_converter.payload_codec is not None,
         )
         executor = _tool_pool(task_queue, slots)
+        nexus_activities = NexusActivities(client, task_queue)
         main = Worker(
             client,
             task_queue=task_queue,
-            workflows=[AssistantRunWorkflow, ThreadQueueWorkflow],
+            workflows=[AssistantRunWorkflow, ThreadQueueWorkflow, EnqueuedRunWorkflow],
             activities=[
                 model_activities.create_thread,
                 model_activities.start_run,
                 model_activities.submit_tool_outputs,
                 model_activities.cancel_run,
                 deliver_callback,
+                nexus_activities.enqueue,
+                nexus_activities.await_run,
+                nexus_activities.cancel,
                 *tool_activities(registry, None, executor),
             ],
+            # The Nexus service `durable-assistants` (docs/nexus.md): its endpoint targets this queue.
+            nexus_service_handlers=[DurableAssistantsHandler(task_queue)],
             **worker_options,
         )
         _tool_executors[main] = executor

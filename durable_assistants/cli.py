@@ -178,10 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"), help="modules that register tools")
     sync.add_argument("--check", action="store_true", help="only report drift; exit 1 if there is any")
 
-    commands.add_parser(
+    setup = commands.add_parser(
         "setup-namespace",
         help="register the search attributes in the namespace of TEMPORAL_ADDRESS/TEMPORAL_NAMESPACE (idempotent)",
     )
+    setup.add_argument(
+        "--nexus-endpoint", metavar="NAME",
+        help="also create this Nexus endpoint, routed to --task-queue in this namespace, for callers in other namespaces (docs/nexus.md)",
+    )
+    setup.add_argument("--task-queue", default=os.environ.get("DA_TASK_QUEUE") or DEFAULT_TASK_QUEUE, help="the run workflow's task queue")
     doctor = commands.add_parser("doctor", help="check Temporal, the search attributes, the pollers, the model API and the codec key")
     doctor.add_argument("--task-queue", default=os.environ.get("DA_TASK_QUEUE") or DEFAULT_TASK_QUEUE, help="the run workflow's task queue")
     doctor.add_argument("--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"), help="modules that register tools (their task queues are checked too)")
@@ -778,6 +783,13 @@ async def cmd_setup_namespace(args: argparse.Namespace) -> int:
         print(f"registered in namespace {client.namespace}: {', '.join(added)}")
     else:
         print(f"namespace {client.namespace} has every search attribute already")
+    if args.nexus_endpoint:
+        from durable_assistants.operate import setup_nexus_endpoint
+
+        try:
+            print(await setup_nexus_endpoint(client, args.nexus_endpoint, args.task_queue))
+        except SetupError as exc:
+            raise CliError(str(exc)) from None
     return 0
 
 

@@ -70,6 +70,36 @@ async def setup_namespace(client: Client) -> list[str]:
     return sorted(missing)
 
 
+async def setup_nexus_endpoint(client: Client, name: str, task_queue: str) -> str:
+    """Create the Nexus endpoint ``name`` that routes to ``task_queue`` in the client's
+    namespace, where the worker serves the ``durable-assistants`` service; idempotent.
+    Returns what it did, in one line; ``SetupError`` when an endpoint of that name routes
+    elsewhere or the server refuses."""
+    from temporalio.api.nexus.v1 import EndpointSpec, EndpointTarget
+    from temporalio.api.operatorservice.v1 import CreateNexusEndpointRequest, ListNexusEndpointsRequest
+
+    try:
+        found = await client.operator_service.list_nexus_endpoints(ListNexusEndpointsRequest(name=name, page_size=10), timeout=RPC_TIMEOUT)
+    except RPCError as exc:
+        raise SetupError(f"cannot list Nexus endpoints: {exc.message} (is Nexus enabled on the server?)") from None
+    for endpoint in found.endpoints:
+        if endpoint.spec.name != name:
+            continue
+        target = endpoint.spec.target.worker
+        if (target.namespace, target.task_queue) != (client.namespace, task_queue):
+            raise SetupError(
+                f"Nexus endpoint {name!r} exists and routes to namespace {target.namespace!r}, task queue "
+                f"{target.task_queue!r}, not {client.namespace!r}, {task_queue!r}; pick another name (--nexus-endpoint)"
+            )
+        return f"Nexus endpoint {name} routes to {client.namespace}/{task_queue} already"
+    spec = EndpointSpec(name=name, target=EndpointTarget(worker=EndpointTarget.Worker(namespace=client.namespace, task_queue=task_queue)))
+    try:
+        await client.operator_service.create_nexus_endpoint(CreateNexusEndpointRequest(spec=spec), timeout=RPC_TIMEOUT)
+    except RPCError as exc:
+        raise SetupError(f"cannot create Nexus endpoint {name!r}: {exc.message}") from None
+    return f"created Nexus endpoint {name} -> {client.namespace}/{task_queue}"
+
+
 @dataclass
 class Check:
     name: str

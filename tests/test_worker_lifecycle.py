@@ -33,6 +33,8 @@ from tests.conftest import eventually, script, workflow_outcome
 from tests.test_worker_runs import TOOLS, message, start
 from tests.worker_tools import CANCELLED
 from tools import registry
+from durable_assistants.nexus import NexusRunInput
+from workflows.enqueued_run import EnqueuedRunWorkflow
 from workflows.models import Callback, LiveSnapshot, RunRequest, ToolCallDecision
 from workflows.run import AssistantRunWorkflow
 from workflows.thread_queue import ThreadQueueWorkflow, queue_workflow_id
@@ -422,6 +424,14 @@ async def test_recorded_histories_replay_without_nondeterminism(
     ))
     assert (await handle.result()).tool_calls[0].output_preview == "refunded 50.00 on o-1"
     fresh.append(("approval-edit", await handle.fetch_history()))
+    # A run enqueued through Nexus's EnqueuedRun (started here directly: the workflow is the same).
+    enqueued = await temporal_client.start_workflow(
+        EnqueuedRunWorkflow.run,
+        NexusRunInput(request=RunRequest(assistant_id=assistant_id, messages=[message("hi")], tool_choice="none"), request_id=f"replay-nexus-{uuid.uuid4()}"),
+        id=f"nexus-run/replay-{uuid.uuid4()}", task_queue=task_queue,
+    )
+    assert (await enqueued.result()).status == "completed"
+    fresh.append(("enqueued-run", await enqueued.fetch_history()))
     # Two runs taking turns on one thread, through its ThreadQueue (still open, idling: replayed as far as it went).
     thread_id = client.beta.threads.create().id
     queued = [
@@ -440,7 +450,7 @@ async def test_recorded_histories_replay_without_nondeterminism(
     recorded = [WorkflowHistory.from_json(p.stem, p.read_text()) for p in sorted(HISTORIES.glob("*.json"))]
     assert recorded, f"no recorded histories in {HISTORIES}; run with DA_RECORD_HISTORIES=1 once"
     assert any("thread-queue" in h.workflow_id for h in recorded), "no recorded ThreadQueue history"
-    replayer = Replayer(workflows=[AssistantRunWorkflow, ThreadQueueWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[AssistantRunWorkflow, ThreadQueueWorkflow, EnqueuedRunWorkflow], data_converter=pydantic_data_converter)
     async with replayer.workflow_replay_iterator(_iterate([*recorded, *(h for _, h in fresh)])) as outcomes:
         async for outcome in outcomes:
             assert outcome.replay_failure is None, outcome.replay_failure
