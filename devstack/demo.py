@@ -273,6 +273,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         lock.describe(temporal=server.address, ui=server.ui_url, model_api=base_url)
         print(f"worker: pid {worker.pid}, log {state / 'worker.log'}")
         if args.stack_only:
+            await _nexus_endpoint(server.address)
             print("\nThe stack is up. In another shell:")
             print(f"  export TEMPORAL_ADDRESS={server.address} OPENAI_BASE_URL={base_url} OPENAI_API_KEY={env['OPENAI_API_KEY']}")
             if keys is not None:
@@ -320,6 +321,19 @@ async def run_demo(args: argparse.Namespace) -> int:
             print("The stack stays up for inspection. Ctrl-C (or SIGTERM) stops everything.", flush=True)
             await _until_interrupted()
         return 0 if result.status == "completed" else 1
+
+
+async def _nexus_endpoint(address: str) -> None:
+    """The Nexus endpoint of the local stack, for callers' workflows to try (docs/nexus.md)."""
+    from durable_assistants.nexus import DEFAULT_ENDPOINT
+    from durable_assistants.operate import SetupError, setup_nexus_endpoint
+    from workflows.models import DEFAULT_TASK_QUEUE
+
+    client = await Client.connect(address)
+    try:
+        print(f"nexus: {await setup_nexus_endpoint(client, DEFAULT_ENDPOINT, DEFAULT_TASK_QUEUE)}")
+    except SetupError as exc:  # the stack serves runs all the same
+        print(f"nexus: no endpoint ({exc})")
 
 
 async def _until_interrupted() -> None:

@@ -179,6 +179,7 @@ async def test_dev_brings_the_stack_up_and_ctrl_c_takes_it_all_down(tmp_path: Pa
             break
     children = _children_of(process.pid)
     assert len(children) == 3  # Temporal dev server, emulator, worker
+    assert any(line.startswith("nexus: created Nexus endpoint durable-assistants -> default/durable-assistants") for line in seen), seen
     process.send_signal(signal.SIGINT)
     rest = (await asyncio.wait_for(process.stdout.read(), 60)).decode()
     assert await process.wait() == 0, rest
