@@ -61,10 +61,10 @@ PASS_THROUGH_PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 }
 # The subcommands deploy/ makes the image run, named so that a CLI without one of them fails
 # here loudly.
-RELIED_ON_SUBCOMMANDS = {"worker", "emulator", "healthcheck", "codec-server", "setup-namespace"}
+RELIED_ON_SUBCOMMANDS = {"worker", "emulator", "healthcheck", "codec-server", "setup-namespace", "gateway"}
 
 # Values that must come from a secret store, never from an image, a compose file or a ConfigMap.
-SECRET_SETTINGS = {"OPENAI_API_KEY", "DA_CODEC_KEYS", "DA_CODEC_TOKEN", "TEMPORAL_API_KEY"}
+SECRET_SETTINGS = {"OPENAI_API_KEY", "DA_CODEC_KEYS", "DA_CODEC_TOKEN", "TEMPORAL_API_KEY", "DA_GATEWAY_TOKENS"}
 SECRET_LOOKING = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD|PWD|_KEYS?)$")
 
 # Kinds with no schema in kubernetes-validate: the hand-written ones in tests/deploy_schemas/.
@@ -259,6 +259,13 @@ def our_containers() -> Iterator[tuple[Manifest, dict[str, Any]]]:
         for container in deployment.document["spec"]["template"]["spec"]["containers"]:
             if container["image"].split(":")[0].endswith(PROGRAM):
                 yield deployment, container
+
+
+def worker_containers() -> Iterator[tuple[Manifest, dict[str, Any]]]:
+    """Our containers that run a worker pool (not the gateway)."""
+    for deployment, container in our_containers():
+        if container.get("args", image_cmd())[0] == "worker":
+            yield deployment, container
 
 
 # ---------------------------------------------------------------------------- the Dockerfile
@@ -530,7 +537,7 @@ def test_the_kustomizations_list_every_manifest_and_nothing_missing() -> None:
 
 
 def test_workers_stop_gracefully_within_their_termination_grace_period() -> None:
-    deployments = list(our_containers())
+    deployments = list(worker_containers())
     assert {d.name for d, _ in deployments} >= {"durable-assistants-worker", "durable-assistants-heavy-tools"}
     for deployment, container in deployments:
         env = container_env(container)
@@ -544,12 +551,12 @@ def test_workers_stop_gracefully_within_their_termination_grace_period() -> None
 
 
 def test_probes_ports_and_scrape_annotations_agree_with_the_worker_settings() -> None:
-    (service,) = of_kind("Service")
+    (service,) = [s for s in of_kind("Service") if s.name == "durable-assistants-metrics"]
     (monitor,) = of_kind("ServiceMonitor")
     assert monitor.document["spec"]["selector"]["matchLabels"].items() <= service.document["metadata"]["labels"].items()
     (service_port,) = service.document["spec"]["ports"]
     assert monitor.document["spec"]["endpoints"][0]["port"] == service_port["name"]
-    for deployment, container in our_containers():
+    for deployment, container in worker_containers():
         env = container_env(container)
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
         health, metrics = port_of(env["DA_HEALTH_ADDRESS"]), port_of(env["DA_METRICS_ADDRESS"])
@@ -572,7 +579,7 @@ def test_probes_ports_and_scrape_annotations_agree_with_the_worker_settings() ->
 def test_every_worker_pool_has_a_disruption_budget_and_a_scaler_on_its_own_queue() -> None:
     budgets = of_kind("PodDisruptionBudget")
     scalers = of_kind("ScaledObject")
-    for deployment, container in our_containers():
+    for deployment, container in worker_containers():
         spec = deployment.document["spec"]
         assert "replicas" not in spec, f"{deployment.name}: KEDA owns the replica count"
         pod_labels = spec["template"]["metadata"]["labels"]
@@ -595,6 +602,7 @@ def test_workers_run_locked_down_with_their_secrets_from_secrets() -> None:
     uid = int(user.value.partition(":")[0])
     for deployment, container in our_containers():
         pod = deployment.document["spec"]["template"]["spec"]
+        worker_pool = container["args"][0] == "worker"
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == uid
         assert pod["automountServiceAccountToken"] is False and pod["enableServiceLinks"] is False
         security = container["securityContext"]
@@ -603,7 +611,8 @@ def test_workers_run_locked_down_with_their_secrets_from_secrets() -> None:
         assert {"requests", "limits"} <= container["resources"].keys()
         assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp", "/etc/temporal-tls"}
         from_secrets = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
-        assert {"OPENAI_API_KEY", "DA_CODEC_KEYS", "TEMPORAL_API_KEY"} <= from_secrets.keys(), deployment.name
+        needed = {"OPENAI_API_KEY", "DA_CODEC_KEYS", "TEMPORAL_API_KEY"} if worker_pool else {"DA_GATEWAY_TOKENS", "DA_CODEC_KEYS", "TEMPORAL_API_KEY"}
+        assert needed <= from_secrets.keys(), deployment.name
         assert from_secrets["TEMPORAL_API_KEY"].get("optional") is True, "absent, not empty, without Temporal Cloud"
         assert not [e for e in container["env"] if e["name"] in SECRET_SETTINGS and "value" in e]
         tls = [v for v in pod["volumes"] if v["name"] == "temporal-tls"]
@@ -802,3 +811,25 @@ def test_every_temporal_setting_given_to_our_containers_is_one_temporal_reads() 
 def test_a_misspelt_temporal_setting_is_caught() -> None:
     assert not temporal_setting_is_read("TEMPORAL_ADRESS")
     assert not temporal_setting_is_read("TEMPORAL_TLS_CERT_PATH")
+
+
+def test_the_gateway_is_deployed_stateless_behind_a_service_and_probed_where_it_answers() -> None:
+    (gateway, container), = [(d, c) for d, c in our_containers() if c["args"][0] == "gateway"]
+    env = container_env(container)
+    args = [expand(arg, env) for arg in container["args"]]
+    port = int(args[args.index("--port") + 1])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": port}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    spec = gateway.document["spec"]
+    assert spec["replicas"] >= 2 and spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    (service,) = [s for s in of_kind("Service") if s.name == "durable-assistants-gateway"]
+    assert service.document["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert service.document["spec"]["ports"][0]["targetPort"] == "http"
+    metrics = [s for s in of_kind("Service") if s.name == "durable-assistants-metrics"][0]
+    assert not metrics.document["spec"]["selector"].items() <= spec["template"]["metadata"]["labels"].items(), "no metrics port to scrape"
+    assert [b for b in of_kind("PodDisruptionBudget") if b.document["spec"]["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()]
+    compose = our_compose_services()["gateway"]
+    assert compose["profiles"] == ["gateway"] and compose["ports"] == ["127.0.0.1:8090:8090"]
+    assert "DA_GATEWAY_TOKENS" in env_file(DEPLOY / "offline.env")
