@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 CHAOS_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: install lock test test-fast test-stress demo worker emulator bench bench-backends bench-anchor bench-gateway chaos clean
+.PHONY: install lock lint test test-fast test-stress demo worker emulator bench bench-backends bench-anchor bench-gateway chaos clean
 
 install: $(STAMP)
 
@@ -31,6 +31,12 @@ lock: $(STAMP)
 TEST_PROCESSES ?= 3
 test: $(STAMP)
 	$(PY) -m pytest -m "not stress" -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
+
+# ruff (pyflakes, pycodestyle, bugbear, import order, pyupgrade) over everything, and mypy over
+# the product's code (pyproject.toml); both without blanket ignores. CI runs it before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # Load tests of many minutes each (a thread with 3,000 waiting runs): run before a release.
 test-stress: $(STAMP)

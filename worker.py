@@ -92,9 +92,10 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, NoReturn
 
 import openai
 import structlog
@@ -105,18 +106,19 @@ from temporalio.runtime import LogForwardingConfig, LoggingConfig, PrometheusCon
 from temporalio.worker import PollerBehaviorAutoscaling, PollerBehaviorSimpleMaximum, Worker
 
 from activities import tracing
-from activities.callbacks import deliver_callback
-from activities.nexus import DurableAssistantsHandler, NexusActivities
 from activities.assistants import AssistantsBackend
+from activities.callbacks import deliver_callback
 from activities.errors import to_temporal_error
 from activities.model_api import ModelActivities
+from activities.nexus import DurableAssistantsHandler, NexusActivities
 from activities.responses import BACKGROUND_MODES, ResponsesBackend
 from activities.tools import running_tools, tool_activities
 from durable_assistants import codec
 from durable_assistants.health import Health, parse_address, serving
-from tools import ToolRegistry, registry as default_registry
-from workflows.models import BACKENDS, DEFAULT_TASK_QUEUE, RESPONSES_STATES
+from tools import ToolRegistry
+from tools import registry as default_registry
 from workflows.enqueued_run import EnqueuedRunWorkflow
+from workflows.models import BACKENDS, DEFAULT_TASK_QUEUE, RESPONSES_STATES
 from workflows.run import AssistantRunWorkflow
 from workflows.thread_queue import ThreadQueueWorkflow
 
@@ -187,7 +189,7 @@ class WorkerSettings:
     health_address: str | None = None
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> "WorkerSettings":
+    def from_env(cls, **overrides: Any) -> WorkerSettings:
         """Settings from flags (``overrides``, None meaning not given) and the environment.
         Raises ``SettingsError`` naming the variable, its value and what it may be."""
         given = {key: value for key, value in overrides.items() if value is not None}
@@ -457,7 +459,7 @@ def load_tools(modules: Sequence[str], registry: ToolRegistry = default_registry
 
 
 # Each worker's thread pool for sync tools, shut down by WorkerGroup when the worker has stopped.
-_tool_executors: "weakref.WeakKeyDictionary[Worker, concurrent.futures.ThreadPoolExecutor]" = weakref.WeakKeyDictionary()
+_tool_executors: weakref.WeakKeyDictionary[Worker, concurrent.futures.ThreadPoolExecutor] = weakref.WeakKeyDictionary()
 
 
 def build_workers(
@@ -609,7 +611,7 @@ class WorkerGroup:
         self.workers = workers
         self.tasks: list[asyncio.Task[None]] = []
 
-    async def __aenter__(self) -> "WorkerGroup":
+    async def __aenter__(self) -> WorkerGroup:
         self.tasks = [asyncio.create_task(w.run()) for w in self.workers]
         return self
 
@@ -624,7 +626,7 @@ class WorkerGroup:
 
     def failure(self) -> WorkerFailure | None:
         """The first worker whose ``run()`` has ended, and why (a worker only ends when shut down)."""
-        for worker, task in zip(self.workers, self.tasks):
+        for worker, task in zip(self.workers, self.tasks, strict=True):
             if task.done():
                 error = asyncio.CancelledError("its run was cancelled") if task.cancelled() else task.exception()
                 return WorkerFailure(worker.task_queue, error or RuntimeError("it stopped without an error"))

@@ -27,18 +27,21 @@ import hashlib
 import json
 import time
 import warnings
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import openai
 import structlog
 from openai import AsyncOpenAI
+from openai.types.beta import Assistant
 from openai.types.beta.threads import Run
 from temporalio.exceptions import ApplicationError
 
 from tools import ToolRegistry
 from workflows.models import TERMINAL_STATUSES, RunRequest, RunSnapshot, ToolCall, Usage
 
-from .backend import PollPacer, TurnIO, api_call as _api
+from .backend import PollPacer, TurnIO
+from .backend import api_call as _api
 from .errors import to_temporal_error
 
 # The SDK marks every Assistants method deprecated (OpenAI's hosted API is gone); speaking
@@ -88,9 +91,9 @@ class AssistantsBackend:
         if tag in self._agents:
             return self._agents[tag]
         page = await _api(self.client.beta.assistants.list(limit=AGENT_LOOKBACK, order="desc"), "list assistants")
-        found = next((a for a in page.data if a.metadata and a.metadata.get(AGENT_TAG_KEY) == tag), None)
+        found: Assistant | None = next((a for a in page.data if a.metadata and a.metadata.get(AGENT_TAG_KEY) == tag), None)
         if found is None:
-            found = await _api(
+            created: Assistant = await _api(  # the agent's assistant, made once and found again by its tag
                 self.client.beta.assistants.create(
                     model=request.model,  # type: ignore[arg-type]
                     instructions=request.instructions,
@@ -100,7 +103,9 @@ class AssistantsBackend:
                 ),
                 f"create an assistant for model {request.model}",
             )
-            log.info("created an assistant for an inline agent", assistant_id=found.id, model=request.model)
+            log.info("created an assistant for an inline agent", assistant_id=created.id, model=request.model)
+            found = created
+        assert found is not None
         self._agents[tag] = found.id
         return found.id
 
@@ -138,6 +143,7 @@ class AssistantsBackend:
                 stream = await _api(self.client.beta.threads.runs.create(**params, stream=True), f"create run on {thread_id}")
                 return await self._follow(stream, thread_id, io)
             run = await _api(self.client.beta.threads.runs.create(**params), f"create run on {thread_id}")
+        assert run is not None  # found, or created just above
         io.running(RunSnapshot(run_id=run.id, thread_id=thread_id, status=run.status))
         io.beat(run_id=run.id, status=run.status)
         return await self._poll(run, io)
@@ -265,7 +271,7 @@ class AssistantsBackend:
             if tag in present:
                 continue
             await _api(
-                self.client.beta.threads.messages.create(thread_id, **_message_params(message, tag)),  # type: ignore[arg-type]
+                self.client.beta.threads.messages.create(thread_id, **_message_params(message, tag)),
                 f"add message {i} to {thread_id}",
             )
 

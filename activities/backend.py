@@ -9,8 +9,9 @@ Responses backend (``responses.py``) over background responses, ``function_call`
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import openai
 

@@ -80,4 +80,6 @@ async def deliver_callback(input: CallbackInput) -> CallbackAttempt:
     if 200 <= answer.status_code < 300:
         return CallbackAttempt(at=time.time(), status=answer.status_code)
     attempt = CallbackAttempt(at=time.time(), status=answer.status_code, error=f"the receiver answered {answer.status_code}")
-    raise ApplicationError(f"callback to {input.url}: the receiver answered {answer.status_code}", attempt.model_dump(), type=CALLBACK_REFUSED, non_retryable=True)
+    raise ApplicationError(
+        f"callback to {input.url}: the receiver answered {answer.status_code}", attempt.model_dump(), type=CALLBACK_REFUSED, non_retryable=True
+    )

@@ -19,8 +19,8 @@ workflow replays, so a run is counted once however often it is replayed; activit
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Mapping
 
 from temporalio import activity
 from temporalio.common import MetricMeter

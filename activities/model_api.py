@@ -17,18 +17,18 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
-from typing import Any, AsyncIterator, Awaitable, Literal
+from typing import Any, Literal
 
 import structlog
 from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from durable_assistants.client import namespace_search_attributes
 from tools import ToolPolicy, ToolRegistry
 from workflows.models import ApprovalAsk, Backend, RunRequest, RunSnapshot
-
-from durable_assistants.client import namespace_search_attributes
 from workflows.search_attributes import APPROVAL_ATTRIBUTE, RUN_ATTRIBUTES
 
 from . import tracing
@@ -137,7 +137,7 @@ def _io(key: str | None = None) -> TurnIO:
     details = activity.info().heartbeat_details
     recalled = details[0] if details and isinstance(details[0], dict) else {}
     return TurnIO(
-        key=key or activity.info().workflow_id,
+        key=key or activity.info().workflow_id or "",
         attempt=activity.info().attempt,
         heartbeat=_heartbeat,
         recalled=dict(recalled),

@@ -97,6 +97,6 @@ class DurableAssistantsHandler:
             await asyncio.wait_for(get_run(nexus.client(), workflow_id).cancel(), SYNC_BUDGET_SECONDS)
         except RunNotFoundError:
             raise nexusrpc.HandlerError(f"no run with request ID {input.request_id!r}", type=nexusrpc.HandlerErrorType.NOT_FOUND) from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return NexusCancelResult(workflow_id=workflow_id, cancel_requested=False, detail="it still waits for its turn; cancel it once it has started")
         return NexusCancelResult(workflow_id=workflow_id, cancel_requested=True)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
@@ -66,7 +67,7 @@ class ProgressPublisher:
         self._held: list[ProgressEvent] = []  # paced: published, not yet handed to the stream client
         self.batches = 0  # paced batches sent
 
-    async def __aenter__(self) -> "ProgressPublisher":
+    async def __aenter__(self) -> ProgressPublisher:
         try:
             self._client = WorkflowStreamClient.from_within_activity(batch_interval=_NEVER if self._paced else BATCH_INTERVAL)
         except RuntimeError:
@@ -79,7 +80,7 @@ class ProgressPublisher:
 
     def publish(self, kind: str, **fields: Any) -> None:
         if self._topic is not None:
-            event = ProgressEvent(kind=kind, at=time.time(), **fields)  # type: ignore[arg-type]
+            event = ProgressEvent(kind=kind, at=time.time(), **fields)
             if self._paced:
                 self._held.append(event)  # the pacer hands it over with its batch
             else:
@@ -152,7 +153,7 @@ class ProgressPublisher:
     async def _close_within(cls, client: WorkflowStreamClient, seconds: float) -> None:
         try:
             await asyncio.wait_for(cls._close(client), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("progress not delivered", error=f"its last batch was still not sent after {seconds:g} s; dropped")
 
 

@@ -43,8 +43,9 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import httpx
 import openai
@@ -376,8 +377,9 @@ class ResponsesBackend:
 
     async def _raw_create(self, params: dict[str, Any], stream: bool, timeout: httpx.Timeout) -> Any:
         if not stream:
-            return await self.client.responses.create(**params, timeout=timeout)
-        raw = await self.client.responses.with_raw_response.create(**params, stream=True, timeout=timeout)
+            # params are built at run time: no overload of create can be picked statically.
+            return await self.client.responses.create(**params, timeout=timeout)  # type: ignore[call-overload]
+        raw = await self.client.responses.with_raw_response.create(**params, stream=True, timeout=timeout)  # type: ignore[call-overload]
         if "text/event-stream" in (raw.headers.get("content-type") or ""):
             return raw.parse()
         body = await raw.http_response.aread()
@@ -546,7 +548,7 @@ class ResponsesBackend:
             run_id=response.id,
             thread_id=conversation_id,
             backend="responses",
-            status=status,  # type: ignore[arg-type]
+            status=status,
             tool_calls=[ToolCall(id=c.call_id, name=c.name, arguments=c.arguments) for c in calls]
             if status == "requires_action"
             else [],
@@ -567,7 +569,7 @@ class ResponsesBackend:
             self.client.conversations.items.list(conversation_id, limit=1, order="desc"),
             f"read the newest item of conversation {conversation_id}",
         )
-        return page.data[0].id if page.data else None  # type: ignore[union-attr]
+        return page.data[0].id if page.data else None
 
     async def _items_after(self, conversation_id: str, head: Any) -> list[Any]:
         """The conversation's items newer than ``head``, oldest first (the newest ``ITEM_LOOKBACK``
@@ -685,7 +687,7 @@ class ResponsesBackend:
             run_id=UNKNOWN_RESPONSE,
             thread_id=turn.conversation_id,
             backend="responses",
-            status=status,  # type: ignore[arg-type]
+            status=status,
             tool_calls=[ToolCall(id=c.call_id, name=c.name, arguments=c.arguments) for c in calls],
             usage=_prior_usage(turn.prior),
             final_text=None if calls else "\n\n".join(_text(m.content) for m in messages),

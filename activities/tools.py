@@ -37,7 +37,8 @@ import math
 import threading
 import time
 import uuid
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pydantic
 import structlog
@@ -324,7 +325,7 @@ async def _execute(
         context._mark_cancelled()  # a sync tool in its thread sees this through is_cancelled()
         log.info("tool cancelled")
         raise
-    except tool.non_retryable as exc:  # type: ignore[misc]
+    except tool.non_retryable as exc:
         log.warning("tool failed, not retryable", error=f"{type(exc).__name__}: {exc}")
         raise ApplicationError(f"{tool.name}: {exc}", type=type(exc).__name__, non_retryable=True) from exc
     except Exception as exc:
@@ -524,4 +525,4 @@ async def run_inline(
 def _inline_result(tool: Tool, call_id: str, output: str, attempts: int, started: float, error: str | None, outcome: str) -> InlineToolResult:
     duration = time.monotonic() - started
     metrics.tool_call(tool.name, outcome, datetime.timedelta(seconds=duration))
-    return InlineToolResult(call_id=call_id, output=output, attempts=attempts, duration_seconds=duration, error=error, outcome=outcome)  # type: ignore[arg-type]
+    return InlineToolResult(call_id=call_id, output=output, attempts=attempts, duration_seconds=duration, error=error, outcome=outcome)

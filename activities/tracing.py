@@ -7,7 +7,8 @@ of tracer provider and exporter (``opentelemetry-instrument``, or your own set-u
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 try:
     from opentelemetry import trace as _trace

@@ -60,8 +60,9 @@ import time
 import uuid
 import warnings
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -105,7 +106,7 @@ from datetime import timedelta
 
 from temporalio import activity, workflow
 
-TIMEOUT = timedelta(seconds=%d)
+TIMEOUT = timedelta(seconds={ACTIVITY_TIMEOUT_SECONDS})
 
 
 @activity.defn(name="anchor_noop")
@@ -134,7 +135,7 @@ class BareRoundsWorkflow:
             await workflow.execute_activity(noop, start_to_close_timeout=TIMEOUT)
             await asyncio.gather(*(workflow.execute_activity(noop, start_to_close_timeout=TIMEOUT) for _ in range(tools)))
         await workflow.execute_activity(noop, start_to_close_timeout=TIMEOUT)
-''' % ACTIVITY_TIMEOUT_SECONDS
+'''.replace("{ACTIVITY_TIMEOUT_SECONDS}", str(ACTIVITY_TIMEOUT_SECONDS))
 
 
 # ---------------------------------------------------------------------------- scripts and runs
@@ -176,7 +177,7 @@ def check_result(result: RunResult, what: str) -> None:
 async def result_of(handle: WorkflowHandle[Any, Any], timeout: float = RUN_TIMEOUT_SECONDS) -> Any:
     try:
         return await asyncio.wait_for(handle.result(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise RuntimeError(f"workflow {handle.id} had not ended after {timeout:.0f} s; see its history") from None
 
 
@@ -285,7 +286,7 @@ async def bare_hops(stack: Stack, activities: int) -> list[float]:
     await result_of(handle)
     history = await handle.fetch_history()
     times = [_seconds(e.event_time) for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
-    return [b - a for a, b in zip(times, times[1:])]
+    return [b - a for a, b in zip(times, times[1:], strict=False)]
 
 
 async def figure_hops(stack: Stack, repeat: int, rounds: int, samples: int, hop_activities: int,
@@ -337,7 +338,7 @@ async def timed_batch(starts: list[Callable[[], Awaitable[WorkflowHandle[Any, An
     handles = await asyncio.gather(*(start() for start in starts))
     results = await asyncio.gather(*(result_of(h, BATCH_TIMEOUT_SECONDS) for h in handles))
     elapsed = time.perf_counter() - started
-    for handle, result in zip(handles, results):
+    for handle, result in zip(handles, results, strict=True):
         if isinstance(result, RunResult):
             check_result(result, f"durable run {handle.id}")
     return elapsed
@@ -495,7 +496,7 @@ def header(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     commit = git("rev-parse", "--short", "HEAD") or "unknown (not a git checkout)"
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(shlex.quote(a) for a in [os.path.relpath(sys.executable, ROOT), *argv]),
         "cpus": os.cpu_count(),
         "machine": f"{platform.system()} {platform.machine()}",
@@ -651,7 +652,8 @@ def print_table(report: dict[str, Any], rounds: int) -> None:
         late = f" ({t['not_ended']} not ended within --thousand-timeout)" if t["not_ended"] else ""
         print(f"{'5':<4} {format(t['runs'], ',') + ' concurrent runs on one worker process':<58} "
               f"completed {t['completed']}/{t['runs']}{late}; peak RSS {t['peak_rss_mib']:.0f} MiB (goal <= 400); "
-              f"workflow task timeouts {t['workflow_task_timeouts']} (goal 0) {t.get('workflow_task_timeouts_by_type') or ''}; {t['runs_per_second']:.1f} runs/s; "
+              f"workflow task timeouts {t['workflow_task_timeouts']} (goal 0) {t.get('workflow_task_timeouts_by_type') or ''}; "
+              f"{t['runs_per_second']:.1f} runs/s; "
               f"workflow task failures {t['workflow_task_failures']}, activity timeouts {t['activity_timeouts']}")
     print(f"     (min / median / max over {repeats} repeat{'s' if repeats != 1 else ''}; "
           f"subject and anchor alternate within each repeat)")

@@ -401,7 +401,7 @@ async def wait_for_end(client: Client, run: Run, run_timeout: float) -> None:
             run.outcome = f"workflow failed: {exc}"
             run.ended_at = time.monotonic()
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             run.outcome = "stuck"
             return
         except Exception:  # the dev server restarting
@@ -806,7 +806,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         durations = sorted(r.ended_at - r.enqueued_at for r in plan if r.ended_at and r.enqueued_at)
         outcomes = Counter(r.outcome if not r.outcome.startswith("workflow failed") else "workflow failed" for r in plan)
         rules_fired = Counter()
-        for (kind, _), rule in zip(rules, found["api"].pop("rules")):
+        for (kind, _), rule in zip(rules, found["api"].pop("rules"), strict=True):
             rules_fired[kind] += rule.get("fired", 0)
         summary = {
             "ok": all(c["ok"] for c in found["checks"].values()),
@@ -897,7 +897,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fault-rate", type=float, default=0.2, help="share of API calls that fail (default %(default)s)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the plan, the chaos moments and the faults (default %(default)s)")
     parser.add_argument("--interval", type=float, default=1.5, help="seconds between two enqueues (default %(default)s)")
-    parser.add_argument("--run-timeout", type=float, default=900, help="a run still open this long after it started is stuck; a queued run may wait this long per run ahead of it (default %(default)s)")
+    parser.add_argument(
+        "--run-timeout", type=float, default=900,
+        help="a run still open this long after it started is stuck; a queued run may wait this long per run ahead of it (default %(default)s)",
+    )
     parser.add_argument("--json-out", type=Path, help="also write the JSON summary here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary state directory (logs, database)")
     args = parser.parse_args(argv)

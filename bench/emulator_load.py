@@ -97,9 +97,10 @@ import time
 import urllib.parse
 import warnings
 from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Protocol, Sequence, TypeVar
+from typing import Any, Protocol, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -199,13 +200,13 @@ class CpuWindow:
     emulator_cpu: float = 0.0
     generator_cpu: float = 0.0
 
-    def start(self) -> "CpuWindow":
+    def start(self) -> CpuWindow:
         self.wall_start = time.perf_counter()
         self.emulator_start = read_proc(self.pid).cpu_seconds
         self.generator_start = time.process_time()
         return self
 
-    def stop(self) -> "CpuWindow":
+    def stop(self) -> CpuWindow:
         self.wall = time.perf_counter() - self.wall_start
         self.emulator_cpu = read_proc(self.pid).cpu_seconds - self.emulator_start
         self.generator_cpu = time.process_time() - self.generator_start
@@ -262,12 +263,12 @@ class Lanes:
     the oldest waiter, so the creates queued first are served first.
     """
 
-    def __init__(self, lanes: Sequence["AssistantsClient"]) -> None:
+    def __init__(self, lanes: Sequence[AssistantsClient]) -> None:
         self.count = len(lanes)
         self.free: collections.deque[AssistantsClient] = collections.deque(lanes)
         self.waiters: collections.deque[asyncio.Future[AssistantsClient]] = collections.deque()
 
-    async def acquire(self) -> "AssistantsClient":
+    async def acquire(self) -> AssistantsClient:
         if self.free and not self.waiters:
             return self.free.popleft()
         waiter: asyncio.Future[AssistantsClient] = asyncio.get_running_loop().create_future()
@@ -279,7 +280,7 @@ class Lanes:
                 self.release(waiter.result())  # handed a lane, then cancelled: pass it on
             raise
 
-    def release(self, lane: "AssistantsClient") -> None:
+    def release(self, lane: AssistantsClient) -> None:
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():  # skip waiters that were cancelled
@@ -295,7 +296,7 @@ class Recorder:
     lane is a client with one connection of its own (see ``make_lanes``).
     """
 
-    def __init__(self, lanes: Sequence["AssistantsClient"]) -> None:
+    def __init__(self, lanes: Sequence[AssistantsClient]) -> None:
         self.lanes = Lanes(lanes)
         self.ops: dict[str, OperationStats] = {}
 
@@ -310,7 +311,7 @@ class Recorder:
     def errors(self) -> int:
         return sum(sum(s.errors.values()) for s in self.ops.values())
 
-    async def call(self, operation: str, request: Callable[["AssistantsClient"], Awaitable[T]]) -> T:
+    async def call(self, operation: str, request: Callable[[AssistantsClient], Awaitable[T]]) -> T:
         stats = self.ops.setdefault(operation, OperationStats())
         lane = await self.lanes.acquire()
         started = time.perf_counter()
@@ -725,11 +726,11 @@ async def drive_run(
             try:
                 if run.status == "requires_action" and not must_poll:
                     thread_id, run_id, calls = run.thread_id, run.id, run.call_ids
-                    run = await recorder.call("submit", lambda c: c.submit_outputs(thread_id, run_id, calls))
+                    run = await recorder.call("submit", lambda c, thread_id=thread_id, run_id=run_id, calls=calls: c.submit_outputs(thread_id, run_id, calls))
                 else:
                     await asyncio.sleep(poll_interval)
                     thread_id, run_id = run.thread_id, run.id
-                    run = await recorder.call("retrieve", lambda c: c.retrieve_run(thread_id, run_id))
+                    run = await recorder.call("retrieve", lambda c, thread_id=thread_id, run_id=run_id: c.retrieve_run(thread_id, run_id))
                 failures, must_poll = 0, False
             except Exception:
                 failures += 1
@@ -820,7 +821,7 @@ async def park_runs(recorder: Recorder, assistant_id: str, count: int) -> list[R
                 raise RuntimeError(f"run {run.id} ended {run.status} before it was parked")
             await asyncio.sleep(0.05)
             thread_id, run_id = run.thread_id, run.id
-            run = await recorder.call("retrieve", lambda c: c.retrieve_run(thread_id, run_id))
+            run = await recorder.call("retrieve", lambda c, thread_id=thread_id, run_id=run_id: c.retrieve_run(thread_id, run_id))
         raise RuntimeError(f"run {run.id} did not reach requires_action (status {run.status})")
 
     return list(await asyncio.gather(*(park() for _ in range(count))))
@@ -847,11 +848,11 @@ async def phase_throughput(settings: Settings, recorder: Recorder, admin: Admin)
             run = parked[i % len(parked)]
             try:
                 if i % 2 == 0:
-                    seen = await recorder.call("retrieve", lambda c: c.retrieve_run(run.thread_id, run.id))
+                    seen = await recorder.call("retrieve", lambda c, run=run: c.retrieve_run(run.thread_id, run.id))
                     if seen.status != "requires_action":
                         unexpected[f"run status {seen.status}"] += 1
                 else:
-                    listed = await recorder.call("messages.list", lambda c: c.list_messages(run.thread_id))
+                    listed = await recorder.call("messages.list", lambda c, run=run: c.list_messages(run.thread_id))
                     if listed != 1:
                         unexpected[f"{listed} messages listed"] += 1
             except Exception:
@@ -891,7 +892,7 @@ async def warm_up(recorder: Recorder, admin: Admin) -> None:
     assistant_id = await recorder.call("assistants.create", lambda c: c.create_assistant())
     parked = await park_runs(recorder, assistant_id, recorder.lanes.count)
     for run in parked:
-        await recorder.call("submit", lambda c: c.submit_outputs(run.thread_id, run.id, run.call_ids))
+        await recorder.call("submit", lambda c, run=run: c.submit_outputs(run.thread_id, run.id, run.call_ids))
     await asyncio.gather(*(recorder.call("messages.list", lambda c, r=r: c.list_messages(r.thread_id)) for r in parked))
     await admin.stats()
     await admin.reset()

@@ -23,8 +23,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import httpx
 from temporalio.client import Client
@@ -97,7 +98,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     await enqueue_run(client, request(n), request_id=f"direct-{tag}-{n}", task_queue=TASK_QUEUE)
 
                 async def through(n: int) -> None:
-                    answer = await http.post("/v1/runs", json=request(n).model_dump(mode="json", exclude_defaults=True), headers={"Idempotency-Key": f"gw-{tag}-{n}"})
+                    body = request(n).model_dump(mode="json", exclude_defaults=True)
+                    answer = await http.post("/v1/runs", json=body, headers={"Idempotency-Key": f"gw-{tag}-{n}"})
                     if answer.status_code != 202:
                         raise RuntimeError(f"gateway answered {answer.status_code}: {answer.text[:200]}")
 
@@ -110,7 +112,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     for label, enqueue in order if repeat % 2 == 0 else reversed(order):
                         figures = await measure(label, args.runs, args.concurrency, enqueue)
                         repeats.append({**figures, "repeat": repeat})
-                        print(f"repeat {repeat}: {label:<8} {figures['enqueues_per_second']:7.1f}/s  p50 {figures['p50_ms']:6.1f} ms  p99 {figures['p99_ms']:6.1f} ms", file=sys.stderr)
+                        rate, p50, p99 = figures["enqueues_per_second"], figures["p50_ms"], figures["p99_ms"]
+                        print(f"repeat {repeat}: {label:<8} {rate:7.1f}/s  p50 {p50:6.1f} ms  p99 {p99:6.1f} ms", file=sys.stderr)
         finally:
             process.terminate()
             try:

@@ -18,8 +18,8 @@ import json
 import os
 import sys
 import time
-from datetime import timedelta
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 

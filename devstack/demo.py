@@ -30,9 +30,10 @@ import subprocess
 import sys
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
-from typing import Any, Iterator
 
 import httpx
 from openai import AsyncOpenAI
@@ -52,7 +53,7 @@ REPO = Path(__file__).resolve().parent.parent
 ASSISTANT_NAME = "durable-assistants-demo"
 QUESTION = "Compare the weather and population of Lisbon and Oslo, convert the temperatures to Fahrenheit, and compile a short report."
 # What the emulator's scripted model does for the demo assistant (a real model decides for itself).
-DEMO_SCENARIO = {
+DEMO_SCENARIO: dict[str, Any] = {
     "rounds": [
         [
             {"name": "get_weather", "arguments": {"city": "Lisbon"}},
@@ -105,7 +106,7 @@ class StackLock:
         self.path = path
         self.fd: int | None = None
 
-    def __enter__(self) -> "StackLock":
+    def __enter__(self) -> StackLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -12,12 +12,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from emulator.server import die_with_parent, stop_process
 from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
-
 
 
 def temporal_binary() -> str:
@@ -83,7 +82,7 @@ class TemporalDevServer:
             cmd += ["--search-attribute", f"{name}={kind}"]
         return cmd + self.extra_args
 
-    def start(self) -> "TemporalDevServer":
+    def start(self) -> TemporalDevServer:
         log = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, preexec_fn=die_with_parent)
         deadline = time.monotonic() + self.startup_timeout
@@ -116,7 +115,7 @@ class TemporalDevServer:
         if self.process is not None:
             stop_process(self.process, timeout=15)
 
-    def __enter__(self) -> "TemporalDevServer":
+    def __enter__(self) -> TemporalDevServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

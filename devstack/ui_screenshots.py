@@ -29,9 +29,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parent.parent
@@ -276,7 +277,7 @@ async def main(args: argparse.Namespace) -> int:
             try:
                 for name, url, text, *settle in shots:
                     # In a thread: the workers keep serving (and heartbeating) meanwhile.
-                    await asyncio.to_thread(browser.shoot, url, out / f"{name}.png", text, *settle)
+                    await asyncio.to_thread(browser.shoot, str(url), out / f"{name}.png", str(text), *(float(s) for s in settle))
             finally:
                 browser.close()
             # End what still runs, so the workers have nothing left to finish.

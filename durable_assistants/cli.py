@@ -22,11 +22,12 @@ import json
 import os
 import sys
 import time
-from typing import Any, NoReturn, Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from durable_assistants.cost import PricesError
 from workflows.models import DEFAULT_TASK_QUEUE, LiveSnapshot, ProgressEvent, RunCost, RunRequest, RunResult
@@ -189,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("--task-queue", default=os.environ.get("DA_TASK_QUEUE") or DEFAULT_TASK_QUEUE, help="the run workflow's task queue")
     doctor = commands.add_parser("doctor", help="check Temporal, the search attributes, the pollers, the model API and the codec key")
     doctor.add_argument("--task-queue", default=os.environ.get("DA_TASK_QUEUE") or DEFAULT_TASK_QUEUE, help="the run workflow's task queue")
-    doctor.add_argument("--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"), help="modules that register tools (their task queues are checked too)")
+    doctor.add_argument(
+        "--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"), help="modules that register tools (their task queues are checked too)"
+    )
     doctor.add_argument("--backend", choices=["assistants", "responses"], default=os.environ.get("DA_BACKEND") or "assistants", help="the model API to check")
 
     gateway = commands.add_parser("gateway", help="serve the HTTP gateway: enqueue and follow runs over HTTP (docs/gateway.md)")
@@ -207,7 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--model", required=True, help="the model, e.g. gpt-4o-mini")
     create.add_argument("--instructions", help="the system instructions")
     create.add_argument("--name", help="a name for it")
-    create.add_argument("--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"), help="modules that register its tools (comma-separated; default: $DA_TOOL_MODULES or tools.examples)")
+    create.add_argument(
+        "--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"),
+        help="modules that register its tools (comma-separated; default: $DA_TOOL_MODULES or tools.examples)",
+    )
     create.add_argument("--json", action="store_true", help="print the assistant as JSON")
     return parser
 
@@ -224,7 +230,7 @@ async def connect(**overrides: Any) -> Client:
     address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
     try:
         return await asyncio.wait_for(connect_temporal(**overrides), CONNECT_TIMEOUT)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise CliError(f"cannot connect to Temporal at {address}: no answer within {CONNECT_TIMEOUT:.0f} s") from None
     except Exception as exc:
         raise CliError(f"cannot connect to Temporal at {address}: {_first_line(exc)}") from None
@@ -343,8 +349,7 @@ async def render_progress(handle: Any, clock: bool = False, on_event: Any = None
 
 
 async def cmd_enqueue(args: argparse.Namespace) -> int:
-    from durable_assistants.client import enqueue_run
-    from durable_assistants.client import IdempotencyConflictError, QueueBusyError, QueueFullError, RunFailedError, check_request_id, has_pollers
+    from durable_assistants.client import IdempotencyConflictError, QueueBusyError, QueueFullError, RunFailedError, check_request_id, enqueue_run, has_pollers
 
     request = request_from(args)
     waits = args.follow or args.wait
@@ -387,7 +392,7 @@ async def cmd_enqueue(args: argparse.Namespace) -> int:
 
     try:
         result = await asyncio.wait_for(follow(), args.timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise CliError(
             f"{handle.workflow_id} still running after {args.timeout:g} s; it goes on (durable-assistants status {handle.workflow_id})"
         ) from None
@@ -522,7 +527,7 @@ def timestamp(text: str) -> datetime.datetime:
         value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO 8601 date or time: {text!r} (e.g. 2026-12-01 or 2026-12-01T08:00:00Z)") from None
-    return value if value.tzinfo else value.replace(tzinfo=datetime.timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
 
 
 async def cmd_cost(args: argparse.Namespace) -> int:
@@ -647,7 +652,7 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     except RunFailedError as exc:
         raise CliError(f"run failed: {exc.reason}") from None
-    except asyncio.TimeoutError:
+    except TimeoutError:
         print(f"{args.workflow_id}: cancel requested; still stopping after {args.timeout:g} s (durable-assistants status {args.workflow_id})")
         return 0
     print(f"{args.workflow_id}: {result.status}")

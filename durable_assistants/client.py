@@ -21,12 +21,13 @@ import random
 import re
 import uuid
 import weakref
-from datetime import timedelta, timezone
-from typing import Any, AsyncIterator, Literal, Sequence
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, timedelta
+from typing import Any, Literal
 
 from temporalio.api.enums.v1 import PendingActivityState, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
@@ -45,19 +46,19 @@ from temporalio.exceptions import CancelledError as TemporalCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from durable_assistants.cost import full_cost, load_prices
+from workflows import search_attributes as sa
 from workflows.models import (
     DEFAULT_TASK_QUEUE,
-    default_summary,
+    IDEMPOTENCY_CONFLICT,
     PROGRESS_TOPIC,
+    QUEUE_FULL,
     RUN_EXPIRED,
     RUN_FAILED,
     RUN_WORKFLOW_NAME,
     THREAD_QUEUE_WORKFLOW_NAME,
+    ApprovalRecord,
     EnqueueReceipt,
     EnqueueRequest,
-    IDEMPOTENCY_CONFLICT,
-    QUEUE_FULL,
-    ApprovalRecord,
     LiveSnapshot,
     PendingActivity,
     PendingApproval,
@@ -69,8 +70,8 @@ from workflows.models import (
     ThreadQueueInput,
     ThreadQueueState,
     ToolCallDecision,
+    default_summary,
 )
-from workflows import search_attributes as sa
 from workflows.search_attributes import QUEUE_ATTRIBUTES, RUN_ATTRIBUTES
 from workflows.thread_queue import queue_workflow_id
 
@@ -249,7 +250,7 @@ class RunHandle:
             return self.workflow_id in state.waiting or state.running == self.workflow_id
 
         # At once, not one by one: a query no worker answers takes QUERY_TIMEOUT.
-        for queue_id, found in zip(queues, await asyncio.gather(*(holds(q) for q in queues))):
+        for queue_id, found in zip(queues, await asyncio.gather(*(holds(q) for q in queues)), strict=True):
             if found:
                 self.queue_id = queue_id
                 return True
@@ -272,7 +273,7 @@ class RunHandle:
         task_queues = sorted({tq for _, tq in found})
         answers = await asyncio.gather(*(has_pollers(self.client, tq) for tq in task_queues), return_exceptions=True)
         # An error is no answer: ask the queue itself.
-        polled = {tq: answer is not False for tq, answer in zip(task_queues, answers)}
+        polled = {tq: answer is not False for tq, answer in zip(task_queues, answers, strict=True)}
         return [queue_id for queue_id, task_queue in found if polled[task_queue]]
 
     async def started(self) -> WorkflowExecutionDescription:
@@ -471,7 +472,7 @@ def pending_activities(description: WorkflowExecutionDescription) -> list[Pendin
     """The run's activities under way as the server records them, with attempts and last failures."""
     found = []
     for info in description.raw_description.pending_activities:
-        started = info.last_started_time.ToDatetime(tzinfo=timezone.utc).timestamp() if info.HasField("last_started_time") else None
+        started = info.last_started_time.ToDatetime(tzinfo=UTC).timestamp() if info.HasField("last_started_time") else None
         found.append(
             PendingActivity(
                 name=info.activity_type.name,
@@ -490,11 +491,11 @@ def server_snapshot(description: WorkflowExecutionDescription, pending: list[Pen
     attributes = {pair.key.name: pair.value for pair in description.typed_search_attributes}
     status = attributes.get("RunStatus")
     return LiveSnapshot(
-        status=status if isinstance(status, str) else "unknown",  # type: ignore[arg-type]
+        status=status if isinstance(status, str) else "unknown",
         round=0,
-        assistant_id=attributes.get("AssistantId"),  # type: ignore[arg-type]
-        thread_id=attributes.get("ThreadId"),  # type: ignore[arg-type]
-        run_id=attributes.get("ApiRunId"),  # type: ignore[arg-type]
+        assistant_id=attributes.get("AssistantId"),
+        thread_id=attributes.get("ThreadId"),
+        run_id=attributes.get("ApiRunId"),
         pending_tool_calls=[],
         tool_calls_done=0,
         source="server",
@@ -525,7 +526,7 @@ async def run_result_of(handle: WorkflowHandle[Any, Any], failure: WorkflowFailu
     return RunResult(
         status="cancelled",
         run_id=str(attributes.get("ApiRunId") or ""),
-        thread_id=attributes.get("ThreadId"),  # type: ignore[arg-type]
+        thread_id=attributes.get("ThreadId"),
         failure="the workflow was cancelled (no worker answered for the rest of its result)",
     )
 
@@ -666,7 +667,7 @@ class _Gate:
 
 # Per event loop (asyncio primitives belong to one), per thread or conversation; a gate goes when unused.
 # Per client: the namespace's custom search attributes, listed once (None: it could not list them).
-_attributes: "weakref.WeakKeyDictionary[Client, frozenset[str] | None]" = weakref.WeakKeyDictionary()
+_attributes: weakref.WeakKeyDictionary[Client, frozenset[str] | None] = weakref.WeakKeyDictionary()
 
 
 async def namespace_search_attributes(client: Client) -> frozenset[str] | None:
@@ -690,7 +691,7 @@ async def _namespace_has(client: Client, names: Sequence[str]) -> bool:
     return present is not None and set(names) <= present
 
 
-_gates: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Gate]]" = weakref.WeakKeyDictionary()
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Gate]] = weakref.WeakKeyDictionary()
 
 
 @contextlib.asynccontextmanager

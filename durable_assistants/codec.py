@@ -37,8 +37,8 @@ import binascii
 import dataclasses
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from functools import cached_property
-from typing import Iterable, Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -94,7 +94,7 @@ class KeyRing:
         self._ciphers = {key_id: AESGCM(key) for key_id, key in self._keys.items()}
 
     @classmethod
-    def parse(cls, text: str, source: str = KEYS_VARIABLE) -> "KeyRing":
+    def parse(cls, text: str, source: str = KEYS_VARIABLE) -> KeyRing:
         """Keys from ``ID:BASE64KEY`` entries separated by commas or line breaks (a key file
         may end with a newline). ``source`` names where the text came from, for errors."""
         entries = [entry.strip() for entry in re.split(r"[,\n\r]", text)]

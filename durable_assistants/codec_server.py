@@ -28,8 +28,8 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import uvicorn
 from google.protobuf import json_format
@@ -213,7 +213,7 @@ class CodecServerProcess:
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
 
-    def __enter__(self) -> "CodecServerProcess":
+    def __enter__(self) -> CodecServerProcess:
         from emulator.server import die_with_parent, ready_url  # the test stand-in's process helpers
 
         log = open(self.log_file, "ab") if self.log_file else None

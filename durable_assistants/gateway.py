@@ -34,8 +34,9 @@ import json
 import os
 import re
 import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
@@ -152,7 +153,9 @@ class RunAccepted(BaseModel):
 
 class RunStatusBody(BaseModel):
     id: str
-    status: str = Field(description="queued while it waits for its turn; then the run's status; at the end completed, incomplete, failed, expired or cancelled.")
+    status: str = Field(
+        description="queued while it waits for its turn; then the run's status; at the end completed, incomplete, failed, expired or cancelled."
+    )
     done: bool
     assistant_id: str | None = None
     result: RunResult | None = Field(None, description="Once it has ended (failed without a result: null, see error).")
@@ -211,7 +214,8 @@ class Gateway:
         if not token.scoped:
             return
         if description is None:
-            raise ApiError(403, "forbidden", f"run {workflow_id!r} waits in its queue and does not say its assistant yet; token {token.name!r} may see only its assistants' runs", param="id")
+            why = f"run {workflow_id!r} waits in its queue and does not say its assistant yet; token {token.name!r} may see only its assistants' runs"
+            raise ApiError(403, "forbidden", why, param="id")
         if not token.allows(assistant):
             raise ApiError(404, "not_found", f"no run {workflow_id!r}", param="id")  # not even that it exists
 
@@ -291,7 +295,7 @@ class Gateway:
             raise ApiError(409, "run_ended", f"run {workflow_id!r} has already ended ({description.status.name.lower()})", param="id")
         try:
             polled = await asyncio.wait_for(handle.cancel(), CANCEL_WAIT_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ApiError(409, "run_queued", f"run {workflow_id!r} still waits for its turn; cancel it once it has started", param="id") from None
         return JSONResponse({"id": workflow_id, "cancel_requested": True, "worker_polling": polled}, status_code=202)
 
@@ -357,7 +361,7 @@ class Gateway:
             if pending is not None:
                 pending.cancel()
             with contextlib.suppress(Exception):
-                await items.aclose()  # type: ignore[attr-defined]
+                await items.aclose()
 
     async def _outcome(self, handle: Any) -> dict[str, Any]:
         try:
@@ -402,7 +406,10 @@ def build_app(gateway: Gateway) -> Starlette:
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status = getattr(exc, "status_code", 404)
-        kind, message = ("method_not_allowed", f"{request.method} is not allowed on {request.url.path}") if status == 405 else ("not_found", f"no route {request.method} {request.url.path}")
+        if status == 405:
+            kind, message = "method_not_allowed", f"{request.method} is not allowed on {request.url.path}"
+        else:
+            kind, message = "not_found", f"no route {request.method} {request.url.path}"
         return ApiError(status, kind, message).response()
 
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
@@ -415,7 +422,10 @@ def openapi_document() -> dict[str, Any]:
     """This API's OpenAPI 3.1 document, its schemas from the same models as ``schemas/``."""
     from pydantic.json_schema import models_json_schema
 
-    models = [(RunRequest, "validation"), (RunAccepted, "serialization"), (RunStatusBody, "serialization"), (RunList, "serialization"), (ProgressEvent, "serialization")]
+    models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [
+        (RunRequest, "validation"), (RunAccepted, "serialization"), (RunStatusBody, "serialization"), (RunList, "serialization"),
+        (ProgressEvent, "serialization"),
+    ]
     _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     schemas = dict(defs.get("$defs", {}))
     schemas["Error"] = {
@@ -468,7 +478,10 @@ def openapi_document() -> dict[str, Any]:
             "summary": "The run's progress as server-sent events (id: offset; event: the ProgressEvent's kind; a last event 'end')",
             "parameters": [run_id, {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"},
                                     "description": "Resume after this event."}],
-            "responses": {"200": {"description": "a text/event-stream of ProgressEvent", "content": {"text/event-stream": {"schema": ref("ProgressEvent")}}}, **errors}}},
+            "responses": {
+                "200": {"description": "a text/event-stream of ProgressEvent", "content": {"text/event-stream": {"schema": ref("ProgressEvent")}}},
+                **errors,
+            }}},
     }
     return {
         "openapi": "3.1.0",

@@ -24,7 +24,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 STALE_SECONDS = 30.0
 TICK_SECONDS = 1.0
@@ -92,7 +93,7 @@ def serving(health: Health, address: str) -> Iterator[tuple[str, int]]:
     thread = threading.Thread(target=server.serve_forever, name="health", daemon=True)
     thread.start()
     try:
-        yield server.server_address[0], server.server_address[1]
+        yield str(server.server_address[0]), int(server.server_address[1])
     finally:
         server.shutdown()
         server.server_close()
@@ -117,7 +118,7 @@ def probe(url: str | None = None, environ: dict[str, str] | None = None) -> tupl
         return False, f"{url}: {reason}"
 
 
-def build_parser(prog: str = "durable-assistants healthcheck") -> "argparse.ArgumentParser":
+def build_parser(prog: str = "durable-assistants healthcheck") -> argparse.ArgumentParser:
     from durable_assistants.cli import Parser  # usage errors in one line, as every command's
 
     parser = Parser(prog=prog, description="Exit 0 if the worker is ready (GET /readyz answers 200), 1 if not.")

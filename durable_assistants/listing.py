@@ -6,8 +6,9 @@ waits for its turn on a thread or conversation is listed from its queue's ``Queu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from temporalio.client import Client
 

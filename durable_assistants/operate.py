@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Sequence
+from datetime import timedelta
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
@@ -110,10 +110,10 @@ class Check:
         return f"{'ok' if self.ok else 'FAIL':<4}  {self.name}: {self.detail}"
 
 
-async def _bounded(name: str, check: Callable[[], Awaitable[Check]]) -> Check:
+async def _bounded(name: str, check: Callable[..., Awaitable[Check]]) -> Check:
     try:
         return await asyncio.wait_for(check(), CHECK_TIMEOUT_SECONDS)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return Check(name, False, f"no answer within {CHECK_TIMEOUT_SECONDS:g} s")
     except Exception as exc:  # one line per check, never a traceback
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -4,11 +4,11 @@ validate with the SDK's parameter types, call the engine, render with the SDK's 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from openai.types.beta import (
     assistant_create_params,

@@ -12,9 +12,11 @@ import argparse
 import json
 import sys
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from openai import AssistantEventHandler, OpenAI
+from openai.types.beta.threads.run_submit_tool_outputs_params import ToolOutput
 
 from .server import EmulatorProcess
 
@@ -73,7 +75,7 @@ def tour(base_url: str) -> None:
         stream.until_done()
         run = stream.get_final_run()
     while run.status == "requires_action":
-        outputs = []
+        outputs: list[ToolOutput] = []
         for call in run.required_action.submit_tool_outputs.tool_calls:  # type: ignore[union-attr]
             result = LOCAL_TOOLS[call.function.name](**json.loads(call.function.arguments))
             print(f"  {call.function.name}({call.function.arguments}) -> {json.dumps(result)}")

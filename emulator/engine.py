@@ -17,14 +17,15 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from openai.types.beta import Assistant, Thread
 from openai.types.beta.threads import Message, Run, TextContentBlock
 from openai.types.beta.threads import message as message_types
 from openai.types.beta.threads import run as run_types
-from openai.types.beta.threads.runs import RunStep
+from openai.types.beta.threads.runs import FunctionToolCall, RunStep
 from openai.types.beta.threads.runs import run_step as step_types
 
 from .config import EmulatorConfig, resolve_model
@@ -89,8 +90,8 @@ def _check_something_to_answer(
 class ThreadState:
     thread: Thread
     messages: list[Message] = field(default_factory=list)
-    runs: list["RunState"] = field(default_factory=list)
-    active_run: "RunState | None" = None
+    runs: list[RunState] = field(default_factory=list)
+    active_run: RunState | None = None
 
 
 @dataclass
@@ -120,7 +121,8 @@ class RunState:
         with contextlib.suppress(ValueError):
             self.subscribers.remove(queue)
 
-    def emit(self, event: str, payload: Callable[[], dict[str, Any]]) -> None:
+    # Callable[..., ...]: payloads bind loop variables as defaults (lambda piece=piece: ...).
+    def emit(self, event: str, payload: Callable[..., dict[str, Any]]) -> None:
         if not self.subscribers:
             return  # nobody streams this run: skip rendering
         body = payload()
@@ -491,7 +493,7 @@ class AssistantsEngine:
             if compat.unknown_call_500:
                 raise server_error(f"Internal error: no pending tool call {unknown[0]}.")
             raise bad_request(f"Invalid tool_call_id: {unknown[0]}. Expected one of {expected}.", param="tool_outputs")
-        duplicated = sorted({g for g in given if given.count(g) > 1})
+        duplicated = sorted({str(g) for g in given if given.count(g) > 1})
         if duplicated:
             raise bad_request(f"Duplicate tool_call_id: {duplicated[0]}.", param="tool_outputs")
         missing = [e for e in expected if e not in given]
@@ -503,6 +505,7 @@ class AssistantsEngine:
         by_id = {o["tool_call_id"]: o.get("output", "") for o in outputs}
         completed = []
         for call in step.step_details.tool_calls:  # type: ignore[union-attr]
+            assert isinstance(call, FunctionToolCall)  # the emulator's model calls functions only
             call.function.output = by_id[call.id]
             completed.append(CompletedCall(call.function.name, call.function.arguments, by_id[call.id]))
         run_state.rounds_done.append(completed)
@@ -557,7 +560,7 @@ class AssistantsEngine:
                     await self._request_tools(run_state, turn)
                     continue
                 if isinstance(turn, FailTurn):
-                    run.last_error = run_types.LastError(code=turn.code, message=turn.message)  # type: ignore[arg-type]
+                    run.last_error = run_types.LastError(code=turn.code, message=turn.message)
                     run.failed_at = _now()
                     self._finish(run_state, "failed")
                     return
@@ -587,7 +590,7 @@ class AssistantsEngine:
     def _context(self, run_state: RunState) -> TurnContext:
         run = run_state.run
         functions = [
-            FunctionSpec(t.function.name, t.function.description, t.function.parameters)  # type: ignore[union-attr]
+            FunctionSpec(t.function.name, t.function.description, t.function.parameters)
             for t in run.tools
             if t.type == "function"
         ]
@@ -605,7 +608,7 @@ class AssistantsEngine:
 
     async def _request_tools(self, run_state: RunState, turn: ToolCallsTurn) -> None:
         run = run_state.run
-        calls = [
+        calls: list[dict[str, Any]] = [
             {"id": self.ids.new("call_"), "type": "function", "function": {"name": c.name, "arguments": c.arguments, "output": None}}
             for c in turn.calls
         ]
@@ -679,7 +682,7 @@ class AssistantsEngine:
                 piece = text[start : start + chunk]
                 if rate and start:
                     await self._wait(run_state, len(piece) / rate)
-                block.text.value += piece  # type: ignore[union-attr]
+                block.text.value += piece
                 run_state.emit(
                     "thread.message.delta",
                     lambda piece=piece: {
@@ -705,7 +708,7 @@ class AssistantsEngine:
         # An incomplete run has finished too: OpenAI set its completed_at.
         run.completed_at = now
         if turn.incomplete_reason is not None:
-            run.incomplete_details = run_types.IncompleteDetails(reason=turn.incomplete_reason)  # type: ignore[arg-type]
+            run.incomplete_details = run_types.IncompleteDetails(reason=turn.incomplete_reason)
             self._finish(run_state, "incomplete")
         else:
             self._finish(run_state, "completed")
@@ -759,7 +762,7 @@ class AssistantsEngine:
         if message is not None:
             message.status = "incomplete"
             message.incomplete_at = now
-            message.incomplete_details = message_types.IncompleteDetails(reason=f"run_{status}")  # type: ignore[arg-type]
+            message.incomplete_details = message_types.IncompleteDetails(reason=f"run_{status}")
             run_state.emit("thread.message.incomplete", lambda: dump(message))
         run_state.open_message = None
 
@@ -805,7 +808,7 @@ def _content_blocks(content: str | Iterable[dict[str, Any]]) -> list[dict[str, A
 
 
 def _text_of(message: Message) -> str:
-    return "\n".join(block.text.value for block in message.content if block.type == "text")  # type: ignore[union-attr]
+    return "\n".join(block.text.value for block in message.content if block.type == "text")
 
 
 def _text_of_params(params: dict[str, Any]) -> str:

@@ -37,7 +37,7 @@ class FaultRule(BaseModel):
     fired: int = 0
 
     @model_validator(mode="after")
-    def _one_trigger(self) -> "FaultRule":
+    def _one_trigger(self) -> FaultRule:
         if self.nth is not None and self.rate is not None:
             raise ValueError("give either 'nth' or 'rate', not both")
         if self.nth is not None and self.times is None:
@@ -78,7 +78,7 @@ class FaultInjector:
         cleared = self._cleared
         try:
             await asyncio.wait_for(cleared.wait(), seconds)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return True
         return False
 

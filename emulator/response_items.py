@@ -17,17 +17,18 @@ The same dict (same ID) is what a response's ``input_items`` and a conversation'
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from openai.types.responses import (
     EasyInputMessageParam,
-    ResponseInputFileParam,
-    ResponseInputImageParam,
-    ResponseInputTextParam,
     ResponseFunctionToolCallItem,
     ResponseFunctionToolCallOutputItem,
     ResponseFunctionToolCallParam,
+    ResponseInputFileParam,
+    ResponseInputImageParam,
     ResponseInputMessageItem,
+    ResponseInputTextParam,
     ResponseOutputMessage,
 )
 from openai.types.responses.response_input_item_param import FunctionCallOutput
@@ -131,7 +132,7 @@ def _check_input_part(part: Any, at: tuple[Any, ...], where: str) -> None:
     # Checked one by one so that an error names the part's own fields, not a union branch.
     if not isinstance(part, dict):
         raise wrong_type(where, "an object (a content part)", part)
-    part_type = _INPUT_PARTS.get(part.get("type"))
+    part_type = _INPUT_PARTS.get(str(part.get("type")))
     if part_type is None:
         raise bad_request(
             f"Invalid value for '{where}.type': {part.get('type')!r}. Supported values are: {', '.join(repr(t) for t in _INPUT_PARTS)}.",

@@ -29,8 +29,9 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from openai.types.conversations import Conversation
 from openai.types.responses import (
@@ -41,9 +42,9 @@ from openai.types.responses import (
     ResponseOutputMessage,
     ResponseOutputText,
     ResponseUsage,
+    response_create_params,
 )
 from openai.types.responses import response as response_types
-from openai.types.responses import response_create_params
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -120,7 +121,7 @@ class StoredPrompt(BaseModel):
 class ConversationState:
     conversation: Conversation
     items: list[dict[str, Any]] = field(default_factory=list)
-    active: "ResponseState | None" = None
+    active: ResponseState | None = None
 
 
 @dataclass(eq=False)  # compared and hashed by identity
@@ -149,7 +150,8 @@ class ResponseState:
     def done(self) -> bool:
         return self.response.status in TERMINAL_STATUSES
 
-    def emit(self, event_type: str, payload: Callable[[], dict[str, Any]]) -> None:
+    # Callable[..., ...]: payloads bind loop variables as defaults (lambda piece=piece: ...).
+    def emit(self, event_type: str, payload: Callable[..., dict[str, Any]]) -> None:
         sequence = self.next_sequence
         self.next_sequence += 1
         if not self.keeps_events and not self.subscribers:
@@ -471,7 +473,7 @@ class ResponsesEngine:
                 await self._call_tools(state, turn)
                 self._finish(state, "completed")
             elif isinstance(turn, FailTurn):
-                response.error = ResponseError(code=turn.code, message=turn.message)  # type: ignore[arg-type]
+                response.error = ResponseError(code=turn.code, message=turn.message)
                 self._finish(state, "failed")
             else:
                 await self._reply(state, turn)
@@ -498,21 +500,21 @@ class ResponsesEngine:
                     "arguments": "",
                 }
             )
-            response.output.append(item)  # type: ignore[arg-type]
-            state.emit("response.output_item.added", lambda: {"output_index": index, "item": dump(item)})
+            response.output.append(item)
+            state.emit("response.output_item.added", lambda index=index, item=item: {"output_index": index, "item": dump(item)})
             for start in range(0, len(call.arguments), chunk):
                 piece = call.arguments[start : start + chunk]
                 item.arguments += piece
                 state.emit(
                     "response.function_call_arguments.delta",
-                    lambda piece=piece: {"item_id": item.id, "output_index": index, "delta": piece},
+                    lambda piece=piece, index=index, item=item: {"item_id": item.id, "output_index": index, "delta": piece},
                 )
             state.emit(
                 "response.function_call_arguments.done",
-                lambda: {"item_id": item.id, "output_index": index, "name": item.name, "arguments": item.arguments},
+                lambda index=index, item=item: {"item_id": item.id, "output_index": index, "name": item.name, "arguments": item.arguments},
             )
             item.status = "completed"
-            state.emit("response.output_item.done", lambda: {"output_index": index, "item": dump(item)})
+            state.emit("response.output_item.done", lambda index=index, item=item: {"output_index": index, "item": dump(item)})
             state.completion_tokens += count_tokens(call.arguments)
 
     async def _reply(self, state: ResponseState, turn: ReplyTurn) -> None:
@@ -521,7 +523,7 @@ class ResponsesEngine:
         message = ResponseOutputMessage.model_validate(
             {"id": self.ids.hex("msg_"), "type": "message", "role": "assistant", "status": "in_progress", "content": []}
         )
-        response.output.append(message)  # type: ignore[arg-type]
+        response.output.append(message)
         state.emit("response.output_item.added", lambda: {"output_index": index, "item": dump(message)})
         part = ResponseOutputText.model_validate({"type": "output_text", "text": "", "annotations": [], "logprobs": []})
         message.content.append(part)
@@ -547,7 +549,7 @@ class ResponsesEngine:
             self._finish(state, "completed")
         else:
             reason = INCOMPLETE_REASONS.get(turn.incomplete_reason, "max_output_tokens")
-            response.incomplete_details = response_types.IncompleteDetails(reason=reason)  # type: ignore[arg-type]
+            response.incomplete_details = response_types.IncompleteDetails(reason=reason)
             self._finish(state, "incomplete")
 
     def _chunk(self, state: ResponseState) -> int:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable, Literal, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -46,7 +47,7 @@ class ScriptedCall(BaseModel):
     count: int = Field(1, ge=1, le=128)
 
     @model_validator(mode="after")
-    def _one_kind_of_arguments(self) -> "ScriptedCall":
+    def _one_kind_of_arguments(self) -> ScriptedCall:
         if self.arguments is not None and self.raw_arguments is not None:
             raise ValueError("give either 'arguments' or 'raw_arguments', not both")
         return self

@@ -11,7 +11,8 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
@@ -153,7 +154,7 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def stop_process(process: "subprocess.Popen[Any]", timeout: float = 10.0) -> int:
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> int:
     """SIGTERM, wait up to ``timeout``, then SIGKILL; returns the exit code."""
     if process.poll() is None:
         process.terminate()
@@ -165,7 +166,7 @@ def stop_process(process: "subprocess.Popen[Any]", timeout: float = 10.0) -> int
     return process.returncode
 
 
-def ready_url(process: "subprocess.Popen[str]", ready: "re.Pattern[str]", timeout: float) -> str | None:
+def ready_url(process: subprocess.Popen[str], ready: re.Pattern[str], timeout: float) -> str | None:
     """The ``url`` group of the first line of the child's stdout that ``ready`` matches; None
     if the child ends its output or ``timeout`` passes first."""
     assert process.stdout is not None
@@ -180,7 +181,7 @@ def ready_url(process: "subprocess.Popen[str]", ready: "re.Pattern[str]", timeou
     return None
 
 
-def stop_child(process: "subprocess.Popen[str] | None") -> int | None:
+def stop_child(process: subprocess.Popen[str] | None) -> int | None:
     """``stop_process``, then close the pipe its ready line came through."""
     if process is None:
         return None
@@ -207,7 +208,7 @@ class EmulatorProcess:
     def admin_url(self) -> str:
         return self.base_url.removesuffix("/v1") + "/_emulator"
 
-    def __enter__(self) -> "EmulatorProcess":
+    def __enter__(self) -> EmulatorProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "emulator", "--port", "0", *self.args],
             stdout=subprocess.PIPE,

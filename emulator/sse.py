@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from starlette.responses import StreamingResponse
 
@@ -83,7 +84,7 @@ class RunEventStream(StreamingResponse):
 
 def run_stream(
     run_state: RunState,
-    start: Callable[[], None],
+    start: Callable[[], object],
     keepalive_seconds: float,
     prelude: list[Event] | None = None,
     *,
@@ -101,7 +102,7 @@ def run_stream(
     )
 
 
-def stale_tail_stream(run_state: RunState, start: Callable[[], None], tail: list[Event], keepalive_seconds: float) -> RunEventStream:
+def stale_tail_stream(run_state: RunState, start: Callable[[], object], tail: list[Event], keepalive_seconds: float) -> RunEventStream:
     """compat.stale_done_on_submit: ``start`` the change (it takes effect), then send only
     ``tail`` (what an earlier stream left unsent) and ``done``: no event of the change itself."""
     start()

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Any
 
-
 # Per-thread (per-conversation) counters that repeat a per-run (per-response) counter.
 _NOT_TOTALLED_PER_THREAD = frozenset({"responses_created"})
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import typing
+from collections.abc import Iterable, Mapping
 from functools import cache
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 

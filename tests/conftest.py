@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import httpx2
@@ -168,7 +169,7 @@ class OutcomeHandle(WorkflowHandle[Any, RunResult]):
     failure's details or the ``result`` query. A failure with no result still raises."""
 
     @classmethod
-    def of(cls, client: Client, handle: WorkflowHandle[Any, Any]) -> "OutcomeHandle":
+    def of(cls, client: Client, handle: WorkflowHandle[Any, Any]) -> OutcomeHandle:
         return cls(
             client, handle.id, run_id=handle.run_id, result_run_id=handle.result_run_id,
             first_execution_run_id=handle.first_execution_run_id, result_type=RunResult,

@@ -24,8 +24,9 @@ import sys
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -286,7 +287,7 @@ def cli(temporal_server: TemporalDevServer, emulator: EmulatorProcess, task_queu
         )
         try:
             out, err = await asyncio.wait_for(process.communicate(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             process.kill()
             await process.wait()
             raise AssertionError(f"{args!r} still running after {timeout} s") from None

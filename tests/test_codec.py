@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
-import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest

@@ -3,8 +3,8 @@ enqueued and read back with nothing but the `temporal` CLI and JSON."""
 
 from __future__ import annotations
 
-import json
 import asyncio
+import json
 import uuid
 from typing import Any
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 from openai import AssistantEventHandler, AsyncAssistantEventHandler, AsyncOpenAI, OpenAI

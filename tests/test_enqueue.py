@@ -22,8 +22,6 @@ from tools import registry
 from workflows.models import LiveSnapshot, RunRequest
 
 
-
-
 @pytest.fixture
 def assistant_id(client: OpenAI) -> str:
     return client.beta.assistants.create(model="gpt-4o", tools=TOOLS).id  # type: ignore[arg-type]
@@ -108,7 +106,7 @@ async def test_runs_are_findable_by_search_attributes(api: Api, temporal_client:
     if request.assistant_id is not None:
         queries.append(f'AssistantId = "{request.assistant_id}"')
     for query in queries:
-        await wait_for_async(lambda: found(query), [handle.workflow_id])
+        await wait_for_async(lambda query=query: found(query), [handle.workflow_id])
 
 
 async def wait_for_async(probe: Any, expected: Any, limit: float = 15.0) -> None:
@@ -142,7 +140,7 @@ async def test_fifty_callers_on_one_thread_run_one_at_a_time_in_order(
     assert all(r.status == "completed" for r in results)
     # Each run answered its own caller's message, and runs happened in arrival order.
     assert [r.final_text for r in results] == [f"You said: caller {i}" for i in range(50)]
-    by_sequence = sorted(zip(handles, results), key=lambda pair: pair[0].receipt.sequence)
+    by_sequence = sorted(zip(handles, results, strict=True), key=lambda pair: pair[0].receipt.sequence)
     stats = admin.get("/stats").json()
     assert api.seen(stats, results[0]) == Seen(turns_created=50, user_messages=50, rounds_submitted=0)
     if api.name == "assistants":

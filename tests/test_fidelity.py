@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import function_tool, script
-from tests.fidelity import ASSISTANTS, RESPONSES, DOC, Problem, event_problems, shape_problems
+from tests.fidelity import ASSISTANTS, DOC, RESPONSES, Problem, event_problems, shape_problems
 from tests.openapi_spec import _match_template, _spec, validate_response
 
 WEATHER = function_tool("get_weather", {"city": {"type": "string"}})

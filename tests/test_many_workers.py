@@ -84,7 +84,7 @@ async def test_three_workers_share_the_runs_and_finish_those_of_one_that_is_kill
     # Each run's slow tool ran once, or once more on a survivor when the kill cut it short
     # (with the same idempotency key); the kill cut at least one.
     again = 0
-    for i, (handle, result) in enumerate(zip(handles, results)):
+    for i, (handle, _result) in enumerate(zip(handles, results, strict=True)):
         attempts = (tmp_path / f"slow-{i}").read_text().splitlines()
         assert 1 <= len(attempts) <= 2 and len({a.split()[0] for a in attempts}) == 1, attempts
         if len(attempts) == 2:

@@ -17,9 +17,10 @@ import json
 import signal
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Literal
+from typing import Any, Literal
 
 import httpx
 import pytest
@@ -52,9 +53,9 @@ from activities.responses import ResponsesBackend
 from devstack.temporal import TemporalDevServer
 from durable_assistants.client import RunHandle
 from emulator.server import stop_process
-from tests.test_worker_lifecycle import spawn_worker
 from tests.conftest import script
 from tests.test_responses_backend import backend, earlier_create, request, retry  # noqa: F401  (backend: a fixture)
+from tests.test_worker_lifecycle import spawn_worker
 from tools import registry
 from workflows.models import MessageInput, RunRequest, RunSnapshot
 

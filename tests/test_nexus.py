@@ -16,16 +16,15 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from durable_assistants.nexus import NexusRunInput
-from workflows.models import MessageInput, RunRequest, RunResult
-
 import worker
 from devstack.temporal import TemporalDevServer
 from durable_assistants import get_run
+from durable_assistants.nexus import NexusRunInput
 from durable_assistants.operate import SetupError, setup_nexus_endpoint
 from tests.conftest import eventually, script
 from tests.nexus_caller import ENDPOINT, CallerWorkflow
 from tools import registry
+from workflows.models import MessageInput, RunRequest, RunResult
 
 CALLER_NAMESPACE = "caller"
 

@@ -14,8 +14,8 @@ from tests import openapi_spec
 from tests.openapi_spec import (
     SpecViolation,
     validate_response,
-    validate_schema,
     validate_response_stream_event,
+    validate_schema,
     validate_stream_event,
 )
 

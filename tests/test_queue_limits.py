@@ -19,8 +19,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
-import worker
 import durable_assistants.client as enqueueing
+import worker
 from durable_assistants.client import QueueBusyError, QueueFullError, RunHandle, enqueue_run, queue_busy
 from tests.conftest import script
 from tests.test_cli import cli  # noqa: F401  (fixture)
@@ -37,6 +37,7 @@ from workflows.models import (
     WaitingRequest,
 )
 from workflows.thread_queue import MAX_WAITING, MAX_WAITING_BYTES, queue_workflow_id
+
 
 @pytest.fixture
 def assistant_id(client: OpenAI) -> str:

@@ -242,8 +242,9 @@ async def test_a_queued_run_whose_queue_cannot_answer_is_still_queued_not_missin
 ) -> None:
     """The worker goes away while a run waits in its thread's queue: the queue can't answer a
     query, but the handle enqueue_run gave knows that queue accepted it, so it is queued."""
-    import worker
     from openai import AsyncOpenAI
+
+    import worker
     from tools import registry
 
     model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0, timeout=5)

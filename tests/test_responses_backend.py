@@ -7,7 +7,8 @@ only reach by luck of timing: here the timing is set by the emulator's scripts a
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest

@@ -19,9 +19,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -197,7 +198,7 @@ async def kill_one_second_into_each_attempt(spawn: Any, task_queue: str, process
     """SIGKILL the tool's worker 1 s into each of its first ``kills`` attempts (each attempt
     adds a line to ``marker``), starting a new worker after each kill."""
     for kill in range(1, kills + 1):
-        await wait_for(lambda: len(lines(marker)) >= kill, f"attempt {kill} to start")
+        await wait_for(lambda kill=kill: len(lines(marker)) >= kill, f"attempt {kill} to start")
         await asyncio.sleep(1)
         process.send_signal(signal.SIGKILL)
         process.wait()
@@ -558,9 +559,9 @@ async def test_a_run_whose_tool_worker_is_killed_three_times_gives_the_model_the
     """The issue's reproduction through AssistantRun: one default-policy tool (3 attempts) of
     4 s, its worker killed with SIGKILL 1 s into each of three attempts. The run completes
     and the model is told the tool's output, not that the tool failed."""
-    from workflows.models import MessageInput, RunRequest
     from tests.conftest import script
     from tests.test_worker_runs import start
+    from workflows.models import MessageInput, RunRequest
 
     marker = tmp_path / "starts"
     rounds = [[{"name": "durability_sleep", "arguments": {"seconds": 4, "marker": str(marker)}}]]
@@ -582,9 +583,9 @@ async def test_a_run_whose_tool_keeps_failing_says_so_after_its_own_attempts(
 ) -> None:
     """Own failures still end the call after max_attempts (3), lost attempts not counted: the
     model gets the tool's last error, and the record says 3 attempts."""
-    from workflows.models import MessageInput, RunRequest
     from tests.conftest import script
     from tests.test_worker_runs import start
+    from workflows.models import MessageInput, RunRequest
 
     marker = tmp_path / "starts"
     rounds = [[{"name": "durability_fail", "arguments": {"hang_on_attempt": 2, "marker": str(marker)}}]]

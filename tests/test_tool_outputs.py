@@ -12,8 +12,9 @@ import json
 import re
 import socket
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from openai import OpenAI
@@ -50,7 +51,7 @@ class Opaque:
 
 def test_the_usual_values_render_as_json() -> None:
     value = {
-        "when": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc),
+        "when": datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC),
         "day": datetime.date(2026, 1, 2),
         "id": uuid.UUID(int=1),
         "amount": decimal.Decimal("1.50"),

@@ -12,7 +12,8 @@ import httpx2
 import openai
 import pytest
 from pydantic import BaseModel
-from temporalio.exceptions import ApplicationError, CancelledError as TemporalCancelledError
+from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import CancelledError as TemporalCancelledError
 from temporalio.testing import ActivityEnvironment
 
 from activities.errors import retry_after, to_temporal_error

@@ -6,19 +6,20 @@ import asyncio
 import os
 import signal
 import socket
-import uuid
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from openai import AsyncOpenAI, OpenAI
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.api.enums.v1 import EventType
 from temporalio.service import RPCError
 from temporalio.worker import Replayer, Worker
 
@@ -27,19 +28,19 @@ from activities.assistants import AssistantsBackend
 from activities.model_api import ModelActivities
 from activities.responses import ResponsesBackend
 from devstack.temporal import TemporalDevServer
+from durable_assistants.client import enqueue_run
+from durable_assistants.cost import run_actions
+from durable_assistants.nexus import NexusRunInput
 from emulator.server import die_with_parent, stop_process
 from tests.apis import Api, Seen
 from tests.conftest import eventually, script, workflow_outcome
 from tests.test_worker_runs import TOOLS, message, start
 from tests.worker_tools import CANCELLED
 from tools import registry
-from durable_assistants.nexus import NexusRunInput
 from workflows.enqueued_run import EnqueuedRunWorkflow
 from workflows.models import Callback, LiveSnapshot, RunRequest, ToolCallDecision
 from workflows.run import AssistantRunWorkflow
 from workflows.thread_queue import ThreadQueueWorkflow, queue_workflow_id
-from durable_assistants.client import enqueue_run
-from durable_assistants.cost import run_actions
 
 HISTORIES = Path(__file__).parent / "histories"
 REPO = Path(__file__).parent.parent

@@ -13,9 +13,10 @@ import asyncio
 import inspect
 import re
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, Iterator, Literal, get_type_hints
+from typing import Any, Literal, get_type_hints
 
 import openai
 import pydantic
@@ -322,7 +323,7 @@ def _arguments_model(fn: Callable[..., Any], tool_name: str) -> tuple[type[BaseM
         _check_describable(tool_name, parameter.name, annotation)
         default = ... if parameter.default is parameter.empty else parameter.default
         fields[parameter.name] = (annotation, default)
-    model = pydantic.create_model(  # type: ignore[call-overload]
+    model = pydantic.create_model(
         f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
     )
     try:

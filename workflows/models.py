@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import re
-
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
@@ -99,6 +99,7 @@ def _unencodable(value: Any, where: str = "") -> str | None:
         return None
     if isinstance(value, float) and not math.isfinite(value):
         return f"{where or 'value'} is {value!r}, which JSON cannot carry; give a finite number"
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, (list, tuple)):
@@ -300,7 +301,7 @@ class RunRequest(BaseModel):
     callback: Callback | None = Field(
         None, description="POST the result, signed, to this URL when the run ends, retried for a bounded time (docs/callbacks.md)."
     )
-    resume: SkipJsonSchema["RunProgress | None"] = Field(
+    resume: SkipJsonSchema[RunProgress | None] = Field(
         None, description="Set by the workflow when it continues as new; callers leave it unset."
     )
 
@@ -315,7 +316,7 @@ class RunRequest(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _one_api(self) -> "RunRequest":
+    def _one_api(self) -> RunRequest:
         assistants = [name for name in ASSISTANTS_ONLY if getattr(self, name) is not None]
         responses = [name for name in RESPONSES_ONLY if getattr(self, name) is not None]
         if assistants and responses:
@@ -439,7 +440,7 @@ class ModelTokens(BaseModel):
     output_tokens: int
     turns: int
 
-    def plus(self, other: "ModelTokens") -> "ModelTokens":
+    def plus(self, other: ModelTokens) -> ModelTokens:
         """Both counts together (for one model)."""
         return ModelTokens(
             model=self.model, input_tokens=self.input_tokens + other.input_tokens,
@@ -467,7 +468,7 @@ class ActionCount(BaseModel):
     queries: int | None = Field(None, description="Not in the history: not counted.")
 
     @model_validator(mode="after")
-    def _total(self) -> "ActionCount":
+    def _total(self) -> ActionCount:
         self.total = (
             self.workflows_started + self.activities_started + self.signals + self.updates + self.timers
             + self.child_workflows + self.search_attribute_upserts
@@ -533,14 +534,14 @@ class RunSnapshot(BaseModel):
     context: list[dict[str, Any]] | None = Field(
         None, description="Responses, a stateless run: every item so far (store false), sent whole with the next turn."
     )
-    inline_results: list["InlineToolResult"] = Field(
+    inline_results: list[InlineToolResult] = Field(
         default_factory=list, description="The round's calls of inline tools, run already by the activity that saw the round."
     )
-    text_tail: list["ProgressEvent"] = Field(
+    text_tail: list[ProgressEvent] = Field(
         default_factory=list,
         description="The turn's last streamed text, not yet sent as a signal: the workflow publishes it with this result.",
     )
-    approvals: list["ApprovalAsk"] = Field(
+    approvals: list[ApprovalAsk] = Field(
         default_factory=list, description="The round's calls that wait for a person's decision before they run."
     )
 
@@ -623,7 +624,7 @@ class ToolCallRecord(BaseModel):
 SUMMARY_EXCERPT_CHARS = 60
 
 
-def default_summary(request: "RunRequest", where: str, excerpt: bool = True) -> str:
+def default_summary(request: RunRequest, where: str, excerpt: bool = True) -> str:
     """A run's summary in the Temporal UI when its caller gives none: who answers, where, and
     the start of the first message (``asst_x on thread_y: "Plan my week…"``); without
     ``excerpt`` (payloads are encrypted) its length instead."""
@@ -632,8 +633,8 @@ def default_summary(request: "RunRequest", where: str, excerpt: bool = True) -> 
     if text and not excerpt:
         summary += f" ({len(text)} characters of message)"
     elif text:
-        excerpt = text if len(text) <= SUMMARY_EXCERPT_CHARS else text[: SUMMARY_EXCERPT_CHARS - 1].rstrip() + "…"
-        summary += f': "{excerpt}"'
+        shown = text if len(text) <= SUMMARY_EXCERPT_CHARS else text[: SUMMARY_EXCERPT_CHARS - 1].rstrip() + "…"
+        summary += f': "{shown}"'
     return summary
 
 

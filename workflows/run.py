@@ -12,25 +12,32 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Any, Callable, Coroutine, TypeVar
+from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
-    CancelledError as TemporalCancelledError,
     RetryState,
-    TimeoutError as TemporalTimeoutError,
     TimeoutType,
+)
+from temporalio.exceptions import (
+    CancelledError as TemporalCancelledError,
+)
+from temporalio.exceptions import (
+    TimeoutError as TemporalTimeoutError,
 )
 
 with workflow.unsafe.imports_passed_through():
     import jsonschema
     import pydantic
 
+    from activities import metrics
+    from activities.callbacks import CallbackInput
     from activities.model_api import (
         CancelInput,
         CreateThreadInput,
@@ -40,8 +47,6 @@ with workflow.unsafe.imports_passed_through():
         SubmitInput,
         ToolOutput,
     )
-    from activities import metrics
-    from activities.callbacks import CallbackInput
     from activities.tools import INVALID_ARGUMENTS, TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput, output_text
     from tools import ToolPolicy
     from workflows import search_attributes as sa
@@ -60,9 +65,9 @@ with workflow.unsafe.imports_passed_through():
         PendingApproval,
         PendingToolCall,
         ProgressEvent,
+        RunCost,
         RunProgress,
         RunRequest,
-        RunCost,
         RunResult,
         RunSnapshot,
         ToolCall,
@@ -162,7 +167,7 @@ class AssistantRunWorkflow:
         self._response_ids: list[str] = []
         # The run's story for followers (status, tool calls, text): readable from offset 0
         # at any time, also after the run ended.
-        self._stream = WorkflowStream(prior_state=request.resume.stream_state if request.resume else None)
+        self._stream = WorkflowStream(prior_state=self._request.resume.stream_state if self._request.resume else None)
         self._progress = self._stream.topic(PROGRESS_TOPIC, type=ProgressEvent)
         self._final: RunResult | None = None
         self._finished_in_round = 0  # tool calls of this round that have ended (for the details)
@@ -218,7 +223,7 @@ class AssistantRunWorkflow:
             raise ApplicationError(self._not_waiting(decision.call_id), type="ApprovalNotPending", non_retryable=True)
         outcome = {"approve": "approved", "reject": "rejected", "edit": "edited"}[decision.decision]
         record = ApprovalRecord(
-            decision=outcome,  # type: ignore[arg-type]
+            decision=outcome,
             by=decision.by,
             note=decision.note,
             requested_at=pending.requested_at,
@@ -460,7 +465,7 @@ class AssistantRunWorkflow:
             return workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
         return workflow.ActivityCancellationType.TRY_CANCEL
 
-    async def _model_step(self, handle: "asyncio.Task[T]", keep: "Callable[[T], object]") -> T:
+    async def _model_step(self, handle: asyncio.Task[T], keep: Callable[[T], object]) -> T:
         """Await a model activity, shielded from the workflow's cancel so that its outcome is
         always seen through the handle's public API: a result that landed in the same workflow
         task as the cancel still counts, and otherwise the activity is asked to stop what it has
@@ -558,7 +563,7 @@ class AssistantRunWorkflow:
             turns=self._turns[-TURNS_KEPT:],
             by_model=list(self._by_model.values()),
             tokens_seen=self._tokens_seen,
-            stream_state=_newest_events(stream_state),  # type: ignore[arg-type]
+            stream_state=_newest_events(stream_state),
             records_dropped=self._records_dropped,
             dropped_tool_names=sorted(self._dropped_tool_names),
         )
@@ -566,7 +571,7 @@ class AssistantRunWorkflow:
     # ------------------------------------------------------------------ what operators and followers see
 
     def _emit(self, kind: str, **fields: object) -> None:
-        self._progress.publish(ProgressEvent(kind=kind, at=workflow.now().timestamp(), round=self._round, **fields))  # type: ignore[arg-type]
+        self._progress.publish(ProgressEvent(kind=kind, at=workflow.now().timestamp(), round=self._round, **fields))
 
     def _observe(self, snapshot: RunSnapshot) -> None:
         """A new snapshot: tell followers, the UI's details and the search attributes."""
@@ -578,10 +583,10 @@ class AssistantRunWorkflow:
         self._count_tokens(snapshot)
         self._emit("status", status=snapshot.status, run_id=snapshot.run_id, thread_id=snapshot.thread_id)
         if self._search_attributes:
-            status = snapshot.status
+            status: str = snapshot.status
             if status == "requires_action" and workflow.patched(RUNNING_TOOLS_STATUS):
                 status = RUNNING_TOOLS  # the round starts in this same workflow task
-            updates = [sa.RUN_ID.value_set(snapshot.run_id), sa.RUN_STATUS.value_set(status)]
+            updates: list[SearchAttributeUpdate[Any]] = [sa.RUN_ID.value_set(snapshot.run_id), sa.RUN_STATUS.value_set(status)]
             if self._request.assistant_id is not None:
                 updates.append(sa.ASSISTANT_ID.value_set(self._request.assistant_id))
             if snapshot.thread_id is not None:
@@ -746,7 +751,7 @@ class AssistantRunWorkflow:
         try:
             if ends > now:
                 await workflow.wait_condition(lambda: call.id in self._decisions, timeout=ends - now)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         finally:
             del self._approvals[call.id]
@@ -916,7 +921,7 @@ class AssistantRunWorkflow:
             self._emit("status", status=status)
             workflow.set_current_details(f"**{status}** before the run started\n\nstopped: {self._failure}")
             return RunResult(status=status, run_id="", thread_id=request.context_id, backend=request.implied_backend() or "assistants",
-                             rounds=self._round, failure=self._failure)  # type: ignore[arg-type]
+                             rounds=self._round, failure=self._failure)
         snapshot = self._snapshot
         if snapshot.backend == "responses" and snapshot.status == "requires_action":
             # The response has ended, with calls nobody will answer. Nothing runs on the API
@@ -998,7 +1003,7 @@ class AssistantRunWorkflow:
         )
 
 
-async def _all_calls(calls: "list[Coroutine[Any, Any, T]]") -> list[T]:
+async def _all_calls(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
     """``asyncio.gather`` that ends only when every call has: if the round ends early (the
     workflow's cancel, or an error such as a tool outlasting the run), the calls still going are
     cancelled and waited for (tool activities wait for their cancellation to be recorded), then
@@ -1096,9 +1101,9 @@ def _failure_message(exc: ActivityError) -> str:
         cause = cause.cause
     if cause is None or not hasattr(cause, "message"):
         return str(exc)
-    last = cause.cause
+    last = getattr(cause, "cause", None)
     if isinstance(cause, TemporalTimeoutError) and last is not None and getattr(last, "message", None):
-        return f"{cause.message}; last failure: {last.message}"  # type: ignore[attr-defined]
+        return f"{cause.message}; last failure: {last.message}"
     return cause.message
 
 
@@ -1108,7 +1113,7 @@ def _as_application_error(exc: ActivityError, doing: str, since: Any = None) -> 
     # (Temporal then fails the activity with the last attempt's error, retry state TIMEOUT).
     timed_out = isinstance(cause, TemporalTimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_CLOSE
     if (timed_out or exc.retry_state == RetryState.TIMEOUT) and since is not None:
-        last = getattr(cause.cause if timed_out else cause, "message", None) or "no attempt finished"
+        last = getattr(getattr(cause, "cause", None) if timed_out else cause, "message", None) or "no attempt finished"
         return ApplicationError(
             f"{doing}: model API unavailable since {since:%Y-%m-%d %H:%M:%S} UTC: {last}",
             type="ModelApiUnavailable",

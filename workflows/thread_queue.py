@@ -25,6 +25,7 @@ import asyncio
 import json
 from collections import deque
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
@@ -36,7 +37,6 @@ with workflow.unsafe.imports_passed_through():
         IDEMPOTENCY_CONFLICT,
         QUEUE_FULL,
         RUN_WORKFLOW_ID_PREFIX,
-        default_summary,
         RUN_WORKFLOW_NAME,
         THREAD_QUEUE_WORKFLOW_NAME,
         EnqueueReceipt,
@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         ThreadQueueInput,
         ThreadQueueState,
         WaitingRequest,
+        default_summary,
     )
 
 # The queue ends after this long with nothing to do; the next enqueue starts it again.
@@ -190,7 +191,7 @@ class ThreadQueueWorkflow:
             self._current_since = workflow.now()
             self._enqueued_at.pop(item.request_id, None)
             self._show()
-            once: dict[str, object] = {}
+            once: dict[str, Any] = {}
             if workflow.patched(ONE_RUN_PER_REQUEST_ID):
                 once = {
                     "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -204,7 +205,7 @@ class ThreadQueueWorkflow:
                     task_queue=item.task_queue or workflow.info().task_queue,
                     static_summary=item.summary,
                     search_attributes=self._first_run_attributes(item),
-                    **once,  # type: ignore[arg-type]
+                    **once,
                 )
             except WorkflowAlreadyStartedError:
                 # This request ID has a run already (enqueued before without this queue): that
