@@ -125,7 +125,7 @@ def test_a_parameter_type_with_no_json_schema_is_refused_where_the_tool_is_defin
         @registry.tool
         def poke(count: int, thing: Opaque) -> str: ...
 
-    with pytest.raises(TypeError, match=r"^tool 'call_back': parameter 'then' has type typing\.Callable\[\[int\], int\]"):
+    with pytest.raises(TypeError, match=r"^tool 'call_back': parameter 'then' has type collections\.abc\.Callable\[\[int\], int\]"):
 
         @registry.tool
         def call_back(then: Callable[[int], int]) -> str: ...
