@@ -441,7 +441,9 @@ def describe_callback(delivery: Any) -> str:
         return f"delivered to {delivery.url} ({attempts})"
     last = delivery.last_attempts[-1] if delivery.last_attempts else None
     why = f"; last: {last.error or last.status}" if last is not None else ""
-    return f"not delivered to {delivery.url}: {delivery.gave_up or 'stopped'} ({attempts}{why})"
+    if delivery.gave_up is None:  # still being delivered
+        return f"delivering to {delivery.url} ({attempts} so far{why})"
+    return f"not delivered to {delivery.url}: {delivery.gave_up} ({attempts}{why})"
 
 
 def describe_cost(cost: RunCost) -> str:
@@ -507,6 +509,8 @@ def print_snapshot(status: LiveSnapshot, as_json: bool) -> None:
         print(f"  running {call.name}({call.arguments}) for {elapsed:.1f}s")
     if status.cost is not None:
         print(f"  cost so far: {describe_cost(status.cost)}")
+    if status.callback is not None:
+        print(f"  callback: {describe_callback(status.callback)}")
     for approval in status.pending_approvals:
         print(f"  waiting for approval: {approval.tool}({approval.arguments}) call {approval.call_id}, "
               f"{max(0.0, approval.deadline - now):.0f}s left ({approval.reason})")

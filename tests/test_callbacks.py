@@ -124,15 +124,20 @@ async def test_a_callback_that_never_succeeds_does_not_change_the_outcome(
     closed.bind(("127.0.0.1", 0))
     nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}/hook"  # bound, never listening: refused
     try:
-        refused = await enqueue_run(temporal_client, with_callback(api, "hello", receiver.url, max_seconds=2.5), task_queue=task_queue)
+        # 6 s: long enough for the snapshot below to catch the delivery under way.
+        refused = await enqueue_run(temporal_client, with_callback(api, "hello", receiver.url, max_seconds=6), task_queue=task_queue)
         unreachable = await enqueue_run(temporal_client, with_callback(api, "hello", nowhere, max_seconds=2.5), task_queue=task_queue)
+        # While it delivers, the snapshot says so (the run has ended; its workflow has not).
+        during = await eventually(refused.status, lambda s: getattr(s, "callback", None) is not None, "the delivery under way", 10)
+        assert during.callback.url == receiver.url and not during.callback.delivered
+        assert describe_callback(during.callback).startswith(f"delivering to {receiver.url} (")
         first, second = await asyncio.gather(refused.result(), unreachable.result())
     finally:
         closed.close()
-    for result in (first, second):
+    for result, budget in ((first, "6"), (second, "2.5")):
         assert result.status == "completed" and result.final_text == "You said: hello"
         assert result.callback is not None and not result.callback.delivered and result.callback.attempts >= 2
-        assert result.callback.gave_up is not None and "within 2.5 s" in result.callback.gave_up
+        assert result.callback.gave_up is not None and f"within {budget} s" in result.callback.gave_up
     assert {a.status for a in first.callback.last_attempts} == {503}  # type: ignore[union-attr]
     assert all(a.status is None and a.error and "Connect" in a.error for a in second.callback.last_attempts)  # type: ignore[union-attr]
     assert "not delivered" in describe_callback(first.callback) and "503" in describe_callback(first.callback)  # type: ignore[arg-type]

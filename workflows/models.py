@@ -759,6 +759,9 @@ class LiveSnapshot(BaseModel):
         default_factory=list, description="Tool calls waiting for a person's decision (decide_tool_call)."
     )
     cost: RunCost | None = Field(None, description="Tokens so far; actions and dollars added by the client.")
+    callback: CallbackDelivery | None = Field(
+        None, description="The request's callback while the run delivers it (the run has ended; its result waits for this)."
+    )
 
 
 RunRequest.model_rebuild()

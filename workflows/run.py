@@ -165,6 +165,7 @@ class AssistantRunWorkflow:
         self._private = False  # the worker encrypts payloads (StartResult.private): summaries without arguments
         self._pending: dict[str, tuple[ToolCall, float]] = {}
         self._response_ids: list[str] = []
+        self._callback: CallbackDelivery | None = None  # while the callback is delivered
         # The run's story for followers (status, tool calls, text): readable from offset 0
         # at any time, also after the run ended.
         self._stream = WorkflowStream(prior_state=self._request.resume.stream_state if self._request.resume else None)
@@ -210,6 +211,7 @@ class AssistantRunWorkflow:
             failure=self._failure,
             pending_approvals=list(self._approvals.values()),
             cost=self._cost(),
+            callback=self._callback,
         )
 
     @workflow.update(name="decide_tool_call")
@@ -326,6 +328,7 @@ class AssistantRunWorkflow:
         ends = workflow.now().timestamp() + callback.max_seconds
         attempts: list[CallbackAttempt] = []
         delivery = CallbackDelivery(url=callback.url, delivery_id=delivery_id, delivered=False, attempts=0)
+        self._callback = delivery  # what the snapshot query shows meanwhile
         pause = CALLBACK_FIRST_PAUSE
         while True:
             workflow.set_current_details(f"**{status}** · delivering the callback to {callback.url} · attempt {len(attempts) + 1}")
@@ -340,6 +343,7 @@ class AssistantRunWorkflow:
                 )
             except ActivityError as exc:
                 attempts.append(_callback_attempt(exc))
+                delivery.attempts, delivery.last_attempts = len(attempts), attempts[-CALLBACK_ATTEMPTS_KEPT:]
             except asyncio.CancelledError:  # cancelled again while delivering: stop, as asked
                 delivery.gave_up = "the workflow was cancelled during delivery"
                 break
