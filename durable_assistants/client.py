@@ -336,12 +336,14 @@ class RunHandle:
                 tokens = None  # failed before any turn: the actions alone
         return await full_cost(self.client, self.workflow_id, tokens, prices)
 
-    async def status(self) -> LiveSnapshot | str:
+    async def status(self, description: WorkflowExecutionDescription | None = None) -> LiveSnapshot | str:
         """The live snapshot of the run; ``"queued"`` while it waits for its turn on the thread,
         or the workflow's final status (``"completed"``, ``"failed"``, ...) once it has closed.
         A running run with no worker to answer gets a snapshot built from what the server knows
-        (``source == "server"``): its pending activities, their attempts and last failures."""
-        description = await self.describe()
+        (``source == "server"``): its pending activities, their attempts and last failures.
+        ``description``: the run's workflow as the caller has just described it (not looked up again)."""
+        if description is None:
+            description = await self.describe()
         if description is None:
             return "queued"
         if description.status != WorkflowExecutionStatus.RUNNING:

@@ -17,17 +17,16 @@ Prices come from configuration, never from code: ``DA_PRICES`` (JSON) or ``DA_PR
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pydantic
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from workflows.models import ActionCount, ModelTokens, PriceTable, RunCost
+from durable_assistants.settings import json_setting
+from workflows.models import ActionCount, ModelPrice, ModelTokens, PriceTable, RunCost
 
 PRICES_VARIABLE = "DA_PRICES"
 PRICES_FILE_VARIABLE = "DA_PRICES_FILE"
@@ -85,14 +84,7 @@ async def run_actions(client: Client, workflow_id: str) -> ActionCount:
 
 def load_prices(environ: dict[str, str] | None = None) -> PriceTable | None:
     """The price table of ``DA_PRICES`` or ``DA_PRICES_FILE``; None when neither is set."""
-    env = os.environ if environ is None else environ
-    text, where = env.get(PRICES_VARIABLE) or None, PRICES_VARIABLE
-    if text is None and env.get(PRICES_FILE_VARIABLE):
-        where = f"{PRICES_FILE_VARIABLE}={env[PRICES_FILE_VARIABLE]}"
-        try:
-            text = Path(env[PRICES_FILE_VARIABLE]).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PricesError(f"{where}: cannot read it ({exc})") from None
+    text, where = json_setting(environ, PRICES_VARIABLE, PRICES_FILE_VARIABLE, PricesError)
     if text is None:
         return None
     try:
@@ -108,7 +100,7 @@ def load_prices(environ: dict[str, str] | None = None) -> PriceTable | None:
 _SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
-def price_of(prices: PriceTable, model: str) -> Any:
+def price_of(prices: PriceTable, model: str) -> ModelPrice | None:
     """The price of ``model``: its own entry, else its base model's for a dated snapshot (the
     Responses API answers ``gpt-4o-2024-08-06`` to a request for ``gpt-4o``); None if neither."""
     found = prices.models.get(model)

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
@@ -52,12 +51,14 @@ from durable_assistants.client import (
     QueueBusyError,
     QueueFullError,
     RunFailedError,
+    RunHandle,
     RunNotFoundError,
     check_request_id,
     enqueue_run,
     get_run,
 )
 from durable_assistants.listing import RunFilter, attribute, list_runs
+from durable_assistants.settings import json_setting
 from workflows.models import DEFAULT_TASK_QUEUE, LiveSnapshot, ProgressEvent, RunRequest, RunResult
 
 TOKENS_VARIABLE = "DA_GATEWAY_TOKENS"
@@ -107,14 +108,7 @@ def new_token(name: str, assistants: list[str]) -> tuple[str, GatewayToken]:
 
 def load_tokens(environ: dict[str, str] | None = None) -> list[GatewayToken]:
     """The tokens of ``DA_GATEWAY_TOKENS`` (a JSON list) or ``DA_GATEWAY_TOKENS_FILE``."""
-    env = os.environ if environ is None else environ
-    text, where = env.get(TOKENS_VARIABLE), TOKENS_VARIABLE
-    if not text and env.get(TOKENS_FILE_VARIABLE):
-        where = f"{TOKENS_FILE_VARIABLE}={env[TOKENS_FILE_VARIABLE]}"
-        try:
-            text = Path(env[TOKENS_FILE_VARIABLE]).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise GatewayConfigError(f"{where}: cannot read it ({exc})") from None
+    text, where = json_setting(environ, TOKENS_VARIABLE, TOKENS_FILE_VARIABLE, GatewayConfigError)
     if not text:
         raise GatewayConfigError(
             f"no tokens: set {TOKENS_VARIABLE} or {TOKENS_FILE_VARIABLE} "
@@ -200,24 +194,24 @@ class Gateway:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def run_assistant(self, workflow_id: str) -> tuple[Any, str | None]:
-        """The run's handle, its server description (None while queued) and its assistant."""
+    async def visible_run(self, token: GatewayToken, workflow_id: str, *, queued: bool = False) -> tuple[RunHandle, Any, str | None]:
+        """The run's handle, its server description (None while it waits in its queue) and its
+        assistant, if ``token`` may see it. A queued run does not say its assistant yet: a scoped
+        token may see it only where ``queued`` allows (that it is queued, no more)."""
         handle = get_run(self.client, workflow_id)
         try:
             description = await handle.describe()
         except RunNotFoundError:
             raise ApiError(404, "not_found", f"no run {workflow_id!r}", param="id") from None
-        assistant = attribute(description.typed_search_attributes, "AssistantId") if description is not None else None
-        return (handle, description), assistant
-
-    def check_run(self, token: GatewayToken, workflow_id: str, description: Any, assistant: str | None) -> None:
-        if not token.scoped:
-            return
         if description is None:
-            why = f"run {workflow_id!r} waits in its queue and does not say its assistant yet; token {token.name!r} may see only its assistants' runs"
-            raise ApiError(403, "forbidden", why, param="id")
-        if not token.allows(assistant):
+            if token.scoped and not queued:
+                why = f"run {workflow_id!r} waits in its queue and does not say its assistant yet; token {token.name!r} may see only its assistants' runs"
+                raise ApiError(403, "forbidden", why, param="id")
+            return handle, None, None
+        assistant = attribute(description.typed_search_attributes, "AssistantId")
+        if token.scoped and not token.allows(assistant):
             raise ApiError(404, "not_found", f"no run {workflow_id!r}", param="id")  # not even that it exists
+        return handle, description, assistant
 
     # --------------------------------------------------------------------- routes
 
@@ -268,13 +262,12 @@ class Gateway:
     async def get_run(self, request: Request) -> Response:
         token = self.authenticate(request)
         workflow_id = request.path_params["id"]
-        (handle, description), assistant = await self.run_assistant(workflow_id)
+        handle, description, assistant = await self.visible_run(token, workflow_id, queued=True)
         if description is None:
             return JSONResponse(RunStatusBody(id=workflow_id, status="queued", done=False).model_dump(mode="json"))
-        self.check_run(token, workflow_id, description, assistant)
         body = RunStatusBody(id=workflow_id, status="running", done=False, assistant_id=assistant)
         if description.status == WorkflowExecutionStatus.RUNNING:
-            status = await handle.status()
+            status = await handle.status(description)
             if isinstance(status, LiveSnapshot):
                 body.snapshot, body.status = status, status.status or "running"
         else:
@@ -289,8 +282,7 @@ class Gateway:
     async def cancel_run(self, request: Request) -> Response:
         token = self.authenticate(request)
         workflow_id = request.path_params["id"]
-        (handle, description), assistant = await self.run_assistant(workflow_id)
-        self.check_run(token, workflow_id, description, assistant)
+        handle, description, _ = await self.visible_run(token, workflow_id)
         if description is not None and description.status != WorkflowExecutionStatus.RUNNING:
             raise ApiError(409, "run_ended", f"run {workflow_id!r} has already ended ({description.status.name.lower()})", param="id")
         try:
@@ -327,8 +319,7 @@ class Gateway:
     async def events(self, request: Request) -> Response:
         token = self.authenticate(request)
         workflow_id = request.path_params["id"]
-        (handle, description), assistant = await self.run_assistant(workflow_id)
-        self.check_run(token, workflow_id, description, assistant)
+        handle, _, _ = await self.visible_run(token, workflow_id)
         resume = request.headers.get("last-event-id") or request.query_params.get("after")
         start = 0
         if resume is not None:
@@ -418,8 +409,10 @@ def build_app(gateway: Gateway) -> Starlette:
 # ------------------------------------------------------------------------- OpenAPI
 
 
+@functools.cache
 def openapi_document() -> dict[str, Any]:
-    """This API's OpenAPI 3.1 document, its schemas from the same models as ``schemas/``."""
+    """This API's OpenAPI 3.1 document, its schemas from the same models as ``schemas/``
+    (built once per process: /openapi.json serves it as it is)."""
     from pydantic.json_schema import models_json_schema
 
     models: list[tuple[type[BaseModel], Literal["validation", "serialization"]]] = [

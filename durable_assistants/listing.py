@@ -30,11 +30,16 @@ class RunFilter:
     assistants: Sequence[str] | None = None
 
 
-def clause(field: str, value: str) -> str:
-    """``field = 'value'``; raises ``ValueError`` for a value a query cannot quote."""
+def quoted(field: str, value: str) -> str:
+    """``'value'`` for a query; raises ``ValueError`` for a value a query cannot quote."""
     if "'" in value or '"' in value or "\\" in value:
         raise ValueError(f"invalid value for {field}: {value!r}")
-    return f"{field} = '{value}'"
+    return f"'{value}'"
+
+
+def clause(field: str, value: str) -> str:
+    """``field = 'value'``; raises ``ValueError`` for a value a query cannot quote."""
+    return f"{field} = {quoted(field, value)}"
 
 
 def visibility_query(found: RunFilter) -> str:
@@ -44,8 +49,8 @@ def visibility_query(found: RunFilter) -> str:
         if value:
             clauses.append(clause(field, value))
     if found.assistants is not None:
-        quoted = [clause("AssistantId", a).removeprefix("AssistantId = ") for a in found.assistants]
-        clauses.append(f"AssistantId IN ({', '.join(quoted)})" if quoted else "AssistantId = ''")
+        allowed = [quoted("AssistantId", a) for a in found.assistants]
+        clauses.append(f"AssistantId IN ({', '.join(allowed)})" if allowed else "AssistantId = ''")
     if found.awaiting_approval:
         clauses.append("AwaitingApproval = true")
     return " AND ".join(clauses)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -348,10 +348,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sys.stdout.write(text)
     return 0
-
-
-def iter_differences(api: str) -> Iterator[Difference]:
-    return (d for d in DIFFERENCES if d.api == api)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.fidelity import ASSISTANTS, DIFFERENCES, EXTRA, MISSING, NOT_NULL, NULL, RESPONSES, Difference
+from tests.fidelity import ASSISTANTS, DIFFERENCES, EXTRA, MISSING, NOT_NULL, NULL, RESPONSES
 from tests.openapi_spec import _spec
 
 _REF = "#/components/schemas/"
@@ -142,6 +142,3 @@ def _type_name(schema: dict[str, Any]) -> str:
         return f"{kind} (unix time)"
     return kind
 
-
-def differences_of(api: str) -> list[Difference]:
-    return [d for d in DIFFERENCES if d.api == api]

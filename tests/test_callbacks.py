@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -25,10 +24,9 @@ from activities.callbacks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER
 from devstack.temporal import TemporalDevServer
 from durable_assistants import enqueue_run
 from durable_assistants.cli import describe_callback
-from emulator.server import stop_process
 from tests.apis import Api
 from tests.conftest import eventually, script
-from tests.test_worker_lifecycle import spawn_worker
+from tests.test_worker_lifecycle import KilledWorker
 from workflows.models import Callback
 
 SECRET = "s3cret-" + uuid.uuid4().hex
@@ -170,19 +168,11 @@ async def test_a_worker_killed_during_delivery_leaves_one_delivery(
     receiver.plan = [500, 500, "hold"]
     receiver.hold_seconds = 20
     log = tmp_path / "workers.log"
-    first = spawn_worker(temporal_server, emulator, task_queue, log, api.name)
-    second = None
-    try:
+    with KilledWorker(temporal_server, emulator, task_queue, log, api.name) as workers:
         handle = await enqueue_run(temporal_client, with_callback(api, "hello", receiver.url), request_id=f"cb-kill-{uuid.uuid4()}", task_queue=task_queue)
         await eventually(lambda: asyncio.sleep(0, receiver.arrived), lambda n: n == 3, "the third attempt to arrive", 60)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-        second = spawn_worker(temporal_server, emulator, task_queue, log, api.name)
+        workers.kill_and_replace()
         result = await asyncio.wait_for(handle.result(), 90)
-    finally:
-        for process in (first, second):
-            if process is not None:
-                stop_process(process)
     assert result.status == "completed" and result.callback is not None and result.callback.delivered, log.read_text()[-2000:]
     assert result.callback.attempts == 4
     assert "timed out" in (result.callback.last_attempts[2].error or "")  # the attempt the kill cut

@@ -275,9 +275,7 @@ async def test_worker_killed_while_a_call_waits_for_approval_loses_nothing(
     refund = {"name": "refund", "arguments": {"order_id": "o-9", "amount": 900}}
     request = api.request([script(rounds=[[refund]], reply="Done:\n{outputs}")])
     log = tmp_path / "workers.log"
-    first = spawn_worker(temporal_server, emulator, task_queue, log, api.name)
-    second = None
-    try:
+    with KilledWorker(temporal_server, emulator, task_queue, log, api.name) as workers:
         handle = await enqueue_run(temporal_client, request, request_id=f"kill-approval-{uuid.uuid4()}", task_queue=task_queue)
         async def waiting() -> list[Any]:
             try:
@@ -286,20 +284,36 @@ async def test_worker_killed_while_a_call_waits_for_approval_loses_nothing(
                 return []  # the worker still starting: the query had no answer in time
 
         [pending] = await eventually(waiting, lambda got: len(got) == 1, "a call waiting for approval", 60)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-        second = spawn_worker(temporal_server, emulator, task_queue, log, api.name)
+        workers.kill_and_replace()
         decided = await handle.approve(pending.call_id, note="after the crash", by="ops")
         result = await asyncio.wait_for(handle.result(), 60)
-    finally:
-        for process in (first, second):
-            if process is not None:
-                stop_process(process)
 
     assert decided.decision == "approved"
     assert result.status == "completed", log.read_text()
     [call] = result.tool_calls
     assert call.output_preview == "refunded 900.00 on o-9" and call.approval is not None and call.approval.by == "ops"
+
+
+class KilledWorker:
+    """A worker subprocess to SIGKILL mid-run and replace with a fresh one (``kill_and_replace``);
+    every worker it started is stopped (SIGTERM) when the block ends."""
+
+    def __init__(self, server: TemporalDevServer, emulator: Any, task_queue: str, log: Path, backend: str = "assistants") -> None:
+        self._spawn = lambda: spawn_worker(server, emulator, task_queue, log, backend)
+        self.processes = [self._spawn()]
+
+    def kill_and_replace(self) -> None:
+        killed = self.processes[-1]
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        self.processes.append(self._spawn())
+
+    def __enter__(self) -> KilledWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for process in self.processes:
+            stop_process(process)
 
 
 def spawn_worker(server: TemporalDevServer, emulator: Any, task_queue: str, log: Path, backend: str = "assistants") -> subprocess.Popen[bytes]:
@@ -332,19 +346,12 @@ async def test_worker_killed_mid_tool_and_restarted_creates_nothing_twice(
     rounds = [*slow_round(3, marker), [{"name": "structured", "arguments": {"n": 2}}]]
     request = api.request([script(rounds=rounds)], context=context)
     log = tmp_path / "workers.log"
-    first = spawn_worker(temporal_server, emulator, task_queue, log, api.name)
-    second = None
-    try:
+    with KilledWorker(temporal_server, emulator, task_queue, log, api.name) as workers:
         handle = await start(temporal_client, task_queue, request)
         await wait_for(marker.exists, "the slow tool to start on the first worker")
-        first.send_signal(signal.SIGKILL)
-        first.wait()
-        second = spawn_worker(temporal_server, emulator, task_queue, log, api.name)
+        workers.kill_and_replace()
         result = await asyncio.wait_for(handle.result(), 60)
-    finally:
-        for process in (first, second):
-            if process is not None:
-                stop_process(process)
+    second = workers.processes[-1]
 
     assert result.status == "completed" and result.rounds == 2, log.read_text()
     attempts = marker.read_text().splitlines()
@@ -352,7 +359,7 @@ async def test_worker_killed_mid_tool_and_restarted_creates_nothing_twice(
     assert attempts[0].split()[0] == attempts[1].split()[0]  # same idempotency key on the retry
     assert result.tool_calls[0].attempts == 1  # the killed attempt is not the tool's own failure
     assert api.seen(admin.get("/stats").json(), result) == Seen(turns_created=api.turns(2), user_messages=1, rounds_submitted=2)
-    assert second is not None and second.returncode == 0  # SIGTERM is a clean shutdown
+    assert second.returncode == 0  # SIGTERM is a clean shutdown
 
 
 async def test_recorded_histories_replay_without_nondeterminism(

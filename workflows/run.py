@@ -343,21 +343,20 @@ class AssistantRunWorkflow:
                 )
             except ActivityError as exc:
                 attempts.append(_callback_attempt(exc))
-                delivery.attempts, delivery.last_attempts = len(attempts), attempts[-CALLBACK_ATTEMPTS_KEPT:]
             except asyncio.CancelledError:  # cancelled again while delivering: stop, as asked
                 delivery.gave_up = "the workflow was cancelled during delivery"
                 break
             else:
                 attempts.append(attempt)
                 delivery.delivered, delivery.delivered_at = True, attempt.at
+            delivery.attempts, delivery.last_attempts = len(attempts), attempts[-CALLBACK_ATTEMPTS_KEPT:]
+            if delivery.delivered:
                 break
             if workflow.now().timestamp() + pause >= ends:
                 delivery.gave_up = f"no 2xx answer within {callback.max_seconds:g} s ({len(attempts)} attempts)"
                 break
             await workflow.sleep(pause)
             pause = min(pause * 2, CALLBACK_MAX_PAUSE)
-        delivery.attempts = len(attempts)
-        delivery.last_attempts = attempts[-CALLBACK_ATTEMPTS_KEPT:]
         outcome = "delivered" if delivery.delivered else f"not delivered: {delivery.gave_up}"
         workflow.set_current_details(f"**{status}** · callback {outcome} ({delivery.attempts} attempt(s))")
         return delivery
