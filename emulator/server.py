@@ -88,6 +88,9 @@ def serve(config: EmulatorConfig, host: str, port: int, log_level: str = "warnin
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listening before the ready line: a client that connects at once is queued in the backlog
+    # until uvicorn accepts, not refused (uvicorn's own listen() later only sets the backlog).
+    sock.listen(2048)
     bound_port = sock.getsockname()[1]
     emulator = Emulator(config)
     server = uvicorn.Server(
