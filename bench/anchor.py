@@ -84,10 +84,16 @@ from workflows.run import AssistantRunWorkflow  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the SDK marks the Assistants API deprecated
 
-TOOL = "get_weather"  # sync, returns at once (a hash of its argument): an instant tool
-# The same function as an inline tool (@tool(inline=True)): --tool get_weather_inline.
+# The tool every round calls. get_weather is sync and returns at once (a hash of its argument):
+# fast, idempotent, bounded, what @tool(inline=True) is for (docs/tools.md#inline-tools), and
+# what a user is told to declare inline. So the figures are measured with it inline (the
+# default, the configuration the project recommends for such a tool, and the one the SDK
+# anchors are like: they call it in-process); --tool get_weather gives every call an activity
+# of its own, the configuration of a tool with side effects or unbounded time.
+ACTIVITY_TOOL = "get_weather"
 INLINE_TOOL = "get_weather_inline"
 registry.tool(tools.examples.get_weather, name=INLINE_TOOL, inline=True)
+TOOL = INLINE_TOOL
 TOOLS_PER_ROUND = 4
 SHAPE_ROUNDS = 3  # the 3 x 4 shape of figures 2-5
 HOP_TURN_SECONDS = 0.0  # figure 1: model turns take no scripted time
@@ -153,8 +159,10 @@ class Stack:
     """What every figure uses: clients, the assistant, the task queues."""
 
     def __init__(self, client: Client, model: AsyncOpenAI, sdk: AsyncOpenAI, admin: httpx.AsyncClient,
-                 assistant_id: str, durable_queue: str, bare_queue: str, metrics_url: str, bare: Any) -> None:
+                 assistant_id: str, durable_queue: str, bare_queue: str, metrics_url: str, bare: Any,
+                 pids: dict[str, int]) -> None:
         self.client, self.model, self.sdk, self.admin = client, model, sdk, admin
+        self.pids = pids  # the dev server's and the emulator's processes, for their CPU time
         self.assistant_id = assistant_id
         self.durable_queue, self.bare_queue = durable_queue, bare_queue
         self.metrics_url = metrics_url
@@ -332,6 +340,21 @@ async def figure_vs_sdk(stack: Stack, repeat: int, mode: str, turn_seconds: floa
     return {"ratio": d / s, "durable_ms": d * 1000, "sdk_ms": s * 1000}
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds a process has used so far: this one's (the workers, the
+    clients, the SDK loops), or another's from /proc/<pid>/stat."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def cpu_by_process(stack: Stack) -> dict[str, float]:
+    return {"workers": cpu_seconds(), **{name: cpu_seconds(pid) for name, pid in stack.pids.items()}}
+
+
 async def timed_batch(starts: list[Callable[[], Awaitable[WorkflowHandle[Any, Any]]]]) -> float:
     """Start every workflow at once, wait for all; seconds from the first start to the last end."""
     started = time.perf_counter()
@@ -360,10 +383,15 @@ async def figure_throughput(stack: Stack, repeat: int, concurrency: int) -> dict
         ]
 
     seconds: dict[str, float] = {}
+    cpu: dict[str, float] = {}  # CPU ms per run, by side and process: where the throughput goes
     for side in (["durable", "bare"] if repeat % 2 == 0 else ["bare", "durable"]):
+        before = cpu_by_process(stack)
         seconds[side] = await timed_batch(durable_starts() if side == "durable" else bare_starts())
+        after = cpu_by_process(stack)
+        for process in before:
+            cpu[f"{side}_{process}_cpu_ms"] = (after[process] - before[process]) * 1000 / concurrency
     durable_rate, bare_rate = concurrency / seconds["durable"], concurrency / seconds["bare"]
-    return {"ratio": durable_rate / bare_rate, "durable_runs_per_s": durable_rate, "bare_runs_per_s": bare_rate}
+    return {"ratio": durable_rate / bare_rate, "durable_runs_per_s": durable_rate, "bare_runs_per_s": bare_rate, **cpu}
 
 
 async def run_counters(stack: Stack, handle: WorkflowHandle[Any, Any]) -> dict[str, int]:
@@ -558,7 +586,8 @@ async def main(args: argparse.Namespace, argv: list[str]) -> int:
             assistant = await sdk.beta.assistants.create(model="gpt-4o", tools=registry.schemas())  # type: ignore[arg-type]
             suffix = uuid.uuid4().hex[:6]
             stack = Stack(client, model, sdk, admin, assistant.id, f"anchor-durable-{suffix}", f"anchor-bare-{suffix}",
-                          f"http://127.0.0.1:{metrics_port}/metrics", bare)
+                          f"http://127.0.0.1:{metrics_port}/metrics", bare,
+                          {"server": server.process.pid, "emulator": emulator.process.pid})  # type: ignore[union-attr]
             options = worker.WorkerSettings().worker_options()
             durable_workers = worker.build_workers(client, model, registry, stack.durable_queue, **options)
             bare_options = {**options, "max_heartbeat_throttle_interval": worker.HEARTBEAT_THROTTLE}
@@ -640,7 +669,10 @@ def print_table(report: dict[str, Any], rounds: int) -> None:
             what = (f"hop {d['hop_ms']:.1f} ms; +{d['added_per_round_ms']:.1f} ms/round "
                     f"({rounds} rounds {d['t_rounds_ms']:.0f} ms, reply only {d['t_reply_only_ms']:.0f} ms)")
         elif f["figure"] == "4":
-            what = f"durable {d['durable_runs_per_s']:.2f} runs/s, bare {d['bare_runs_per_s']:.2f} runs/s"
+            what = (f"durable {d['durable_runs_per_s']:.2f} runs/s, bare {d['bare_runs_per_s']:.2f} runs/s; CPU ms a run, "
+                    + ", ".join(f"{side} " + "/".join(f"{d[f'{side}_{p}_cpu_ms']:.0f}" for p in ("workers", "server", "emulator"))
+                                for side in ("durable", "bare"))
+                    + " (workers/server/emulator)")
         else:
             what = f"durable {d['durable_ms']:.0f} ms, SDK {d['sdk_ms']:.0f} ms"
         print(f"{f['figure']:<4} {f['name']:<58} {f['goal']:>8} {f['min']:>6.2f} {f['median']:>7.2f} {f['max']:>6.2f}  "
@@ -681,8 +713,8 @@ if __name__ == "__main__":
     parser.add_argument("--thousand", action="store_true", help="also figure 5: 1,000 concurrent runs on a worker process (minutes)")
     parser.add_argument("--thousand-runs", type=int, help="figure 5's runs (default 1000; 100 with --quick)")
     parser.add_argument("--thousand-timeout", type=float, default=1800, help="figure 5's limit in seconds (default %(default)s)")
-    parser.add_argument("--tool", choices=[TOOL, INLINE_TOOL], default=TOOL,
-                        help="the tool every round calls: an activity each (default), or the same function inline")
+    parser.add_argument("--tool", choices=[INLINE_TOOL, ACTIVITY_TOOL], default=INLINE_TOOL,
+                        help="the tool every round calls: the instant tool inline (default), or the same function as an activity per call")
     parser.add_argument("--only", help="comma-separated figures to measure, e.g. 1,2 (default: 1,2,3a,3b,4)")
     parsed = parser.parse_args()
     if parsed.repeats < 1:

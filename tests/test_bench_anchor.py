@@ -31,6 +31,9 @@ def test_smallest_configuration_prints_every_figure() -> None:
     for figure in ("1", "2", "3a", "3b", "4"):
         row = re.compile(rf"^{figure} +\S.* (<=|>=) [\d.]+ +{number} +{number} +{number}  (yes|no) ", re.M)
         assert row.search(out), f"no line for figure {figure}:\n{out}"
+    # Figure 4 says where the throughput goes: CPU per run of each process, for both sides.
+    assert re.search(r"^4 .*; CPU ms a run, durable \d+/\d+/\d+, bare \d+/\d+/\d+ \(workers/server/emulator\)$", out, re.M), out
+    assert re.search(r"^setup: .*tool get_weather_inline \(instant, sync, inline\)", out, re.M), out
     assert re.search(r"^5 +1,000 concurrent runs on one worker process +not run \(--thousand\)", out, re.M), out
     assert re.search(r"^one 3x4 run, stream, 300 ms turns: \d+ activities, \d+ workflow tasks, \d+ signal\(s\), "
                      r"\d+ history events, \d+ activity heartbeats", out, re.M), out
