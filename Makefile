@@ -46,13 +46,13 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -m "not server" $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) -m devstack.demo $(DEMO_ARGS)
+	$(PY) -m durable_assistants.devstack.demo $(DEMO_ARGS)
 
 worker: $(STAMP)
 	$(PY) worker.py
 
 emulator: $(STAMP)
-	$(PY) -m emulator
+	$(PY) -m durable_assistants.emulator
 
 bench: $(STAMP)
 	$(PY) bench/emulator_load.py

@@ -37,12 +37,11 @@ from openai.types.beta import Assistant
 from openai.types.beta.threads import Run
 from temporalio.exceptions import ApplicationError
 
-from tools import ToolRegistry
-from workflows.models import TERMINAL_STATUSES, RunRequest, RunSnapshot, ToolCall, Usage
-
-from .backend import PollPacer, TurnIO
-from .backend import api_call as _api
-from .errors import to_temporal_error
+from durable_assistants.activities.backend import PollPacer, TurnIO
+from durable_assistants.activities.backend import api_call as _api
+from durable_assistants.activities.errors import to_temporal_error
+from durable_assistants.tools import ToolRegistry
+from durable_assistants.workflows.models import TERMINAL_STATUSES, RunRequest, RunSnapshot, ToolCall, Usage
 
 # The SDK marks every Assistants method deprecated (OpenAI's hosted API is gone); speaking
 # that protocol to compatible servers is this backend's whole job, so the warning is noise.

@@ -15,9 +15,8 @@ from typing import Any, Protocol, TypeVar
 
 import openai
 
-from workflows.models import RunRequest, RunSnapshot
-
-from .errors import refused_by_sdk, to_temporal_error
+from durable_assistants.activities.errors import refused_by_sdk, to_temporal_error
+from durable_assistants.workflows.models import RunRequest, RunSnapshot
 
 Heartbeat = Callable[[dict[str, Any]], None]
 OnText = Callable[..., None]  # (delta, run_id=None, sequence=None)

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from workflows.models import CallbackAttempt
+from durable_assistants.workflows.models import CallbackAttempt
 
 SIGNATURE_HEADER = "DA-Signature"
 DELIVERY_HEADER = "DA-Delivery-Id"

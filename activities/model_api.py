@@ -26,15 +26,14 @@ from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from durable_assistants.activities import tracing
+from durable_assistants.activities.backend import ModelBackend, OnText, TurnIO
+from durable_assistants.activities.progress import ProgressPublisher
+from durable_assistants.activities.tools import run_inline
 from durable_assistants.client import namespace_search_attributes
-from tools import ToolPolicy, ToolRegistry
-from workflows.models import ApprovalAsk, Backend, RunRequest, RunSnapshot
-from workflows.search_attributes import APPROVAL_ATTRIBUTE, RUN_ATTRIBUTES
-
-from . import tracing
-from .backend import ModelBackend, OnText, TurnIO
-from .progress import ProgressPublisher
-from .tools import run_inline
+from durable_assistants.tools import ToolPolicy, ToolRegistry
+from durable_assistants.workflows.models import ApprovalAsk, Backend, RunRequest, RunSnapshot
+from durable_assistants.workflows.search_attributes import APPROVAL_ATTRIBUTE, RUN_ATTRIBUTES
 
 
 class CreateThreadInput(BaseModel):

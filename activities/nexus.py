@@ -16,8 +16,8 @@ from temporalio.exceptions import ApplicationError
 
 from durable_assistants.client import RunFailedError, RunNotFoundError, enqueue_run, get_run, run_workflow_id
 from durable_assistants.nexus import DurableAssistantsService, NexusCancelResult, NexusRunInput, NexusRunRef, NexusRunStatus
-from workflows.enqueued_run import EnqueuedRunWorkflow
-from workflows.models import LiveSnapshot, RunResult
+from durable_assistants.workflows.enqueued_run import EnqueuedRunWorkflow
+from durable_assistants.workflows.models import LiveSnapshot, RunResult
 
 HEARTBEAT_SECONDS = 10.0
 # Synchronous Nexus operations must answer within 10 s.

@@ -1,4 +1,4 @@
-"""Publishing progress from activities to the run's Workflow Stream (text deltas, tool progress)."""
+"""Publishing progress from durable_assistants.activities to the run's Workflow Stream (text deltas, tool progress)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
-from workflows.models import PROGRESS_TOPIC, ProgressEvent
+from durable_assistants.workflows.models import PROGRESS_TOPIC, ProgressEvent
 
 log = structlog.get_logger("progress")
 BATCH_INTERVAL = timedelta(milliseconds=250)

@@ -55,11 +55,10 @@ from openai import AsyncOpenAI
 from openai.types.responses import Response
 from temporalio.exceptions import ApplicationError
 
-from tools import ToolRegistry
-from workflows.models import MessageInput, ResponsesState, RunRequest, RunSnapshot, ToolCall, Usage
-
-from .backend import DEFAULT_POLL_SECONDS, PollPacer, TurnIO, api_call
-from .errors import api_message, to_temporal_error
+from durable_assistants.activities.backend import DEFAULT_POLL_SECONDS, PollPacer, TurnIO, api_call
+from durable_assistants.activities.errors import api_message, to_temporal_error
+from durable_assistants.tools import ToolRegistry
+from durable_assistants.workflows.models import MessageInput, ResponsesState, RunRequest, RunSnapshot, ToolCall, Usage
 
 TAG_KEY = "durable_assistants_key"
 ITEM_LOOKBACK = 100

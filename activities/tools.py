@@ -47,12 +47,11 @@ from pydantic_core import PydanticSerializationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from tools import Tool, ToolContext, ToolRegistry
-from tools.registry import type_name
-from workflows.models import InlineToolResult
-
-from . import metrics, tracing
-from .progress import ProgressPublisher
+from durable_assistants.activities import metrics, tracing
+from durable_assistants.activities.progress import ProgressPublisher
+from durable_assistants.tools import Tool, ToolContext, ToolRegistry
+from durable_assistants.tools.registry import type_name
+from durable_assistants.workflows.models import InlineToolResult
 
 log = structlog.get_logger("tools")
 

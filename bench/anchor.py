@@ -74,13 +74,12 @@ from temporalio.client import Client, WorkflowHandle  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
-import tools.examples  # noqa: E402,F401  (get_weather: the instant tool every figure calls)
-import worker  # noqa: E402
-from devstack.temporal import TemporalDevServer, free_port  # noqa: E402
-from emulator.server import EmulatorProcess, die_with_parent, stop_process  # noqa: E402
-from tools import registry  # noqa: E402
-from workflows.models import MessageInput, RunRequest, RunResult  # noqa: E402
-from workflows.run import AssistantRunWorkflow  # noqa: E402
+from durable_assistants import worker  # noqa: E402
+from durable_assistants.devstack.temporal import TemporalDevServer, free_port  # noqa: E402
+from durable_assistants.emulator.server import EmulatorProcess, die_with_parent, stop_process  # noqa: E402
+from durable_assistants.tools import examples, registry  # noqa: E402  (examples: get_weather, the instant tool every figure calls)
+from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult  # noqa: E402
+from durable_assistants.workflows.run import AssistantRunWorkflow  # noqa: E402
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # the SDK marks the Assistants API deprecated
 
@@ -92,7 +91,7 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)  # the SDK marks 
 # of its own, the configuration of a tool with side effects or unbounded time.
 ACTIVITY_TOOL = "get_weather"
 INLINE_TOOL = "get_weather_inline"
-registry.tool(tools.examples.get_weather, name=INLINE_TOOL, inline=True)
+registry.tool(examples.get_weather, name=INLINE_TOOL, inline=True)
 TOOL = INLINE_TOOL
 TOOLS_PER_ROUND = 4
 SHAPE_ROUNDS = 3  # the 3 x 4 shape of figures 2-5
@@ -437,7 +436,7 @@ async def figure_thousand(stack: Stack, server: TemporalDevServer, emulator: Emu
     env = {
         **os.environ, "TEMPORAL_ADDRESS": server.address, "TEMPORAL_NAMESPACE": "default",
         "OPENAI_BASE_URL": emulator.base_url, "OPENAI_API_KEY": "sk-bench", "DA_TASK_QUEUE": task_queue,
-        "DA_TOOL_MODULES": "tools.examples", "DA_LOG_LEVEL": "warning", "DA_LOG_FORMAT": "json",
+        "DA_TOOL_MODULES": "durable_assistants.tools.examples", "DA_LOG_LEVEL": "warning", "DA_LOG_FORMAT": "json",
         "DA_HEALTH_ADDRESS": health,
     }
     for name in ("TEMPORAL_API_KEY", "TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE", "DA_CODEC_KEYS", "DA_CODEC_KEYS_FILE"):

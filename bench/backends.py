@@ -31,13 +31,13 @@ from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 
-import tools.examples  # noqa: E402,F401
-import worker  # noqa: E402
-from devstack.temporal import TemporalDevServer  # noqa: E402
-from emulator.server import EmulatorProcess  # noqa: E402
-from tools import registry  # noqa: E402
-from workflows.models import MessageInput, RunRequest, RunResult  # noqa: E402
-from workflows.run import AssistantRunWorkflow  # noqa: E402
+import durable_assistants.tools.examples  # noqa: E402,F401
+from durable_assistants import worker  # noqa: E402
+from durable_assistants.devstack.temporal import TemporalDevServer  # noqa: E402
+from durable_assistants.emulator.server import EmulatorProcess  # noqa: E402
+from durable_assistants.tools import registry  # noqa: E402
+from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult  # noqa: E402
+from durable_assistants.workflows.run import AssistantRunWorkflow  # noqa: E402
 
 ROUNDS = [
     [{"name": "get_weather", "arguments": {"city": "Lisbon"}}, {"name": "get_weather", "arguments": {"city": "Oslo"}},

@@ -62,13 +62,13 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter  # noqa: E402
 
-from devstack.temporal import TemporalDevServer, free_port  # noqa: E402
 from durable_assistants.client import IdempotencyConflictError, RunFailedError, RunHandle, enqueue_run, run_workflow_id  # noqa: E402
-from emulator.server import EmulatorProcess, die_with_parent, stop_process  # noqa: E402
-from workflows.models import MessageInput, RunRequest, RunResult  # noqa: E402
+from durable_assistants.devstack.temporal import TemporalDevServer, free_port  # noqa: E402
+from durable_assistants.emulator.server import EmulatorProcess, die_with_parent, stop_process  # noqa: E402
+from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult  # noqa: E402
 
 TASK_QUEUE = "chaos"
-TOOL_MODULES = "tools.examples,bench.chaos_tools"
+TOOL_MODULES = "durable_assistants.tools.examples,bench.chaos_tools"
 TOOLS = ("chaos_async", "chaos_sync")
 MODEL = "gpt-4o"
 KINDS = ("assistants/new-thread", "assistants/shared-thread", "responses/chain", "responses/conversation")
@@ -764,7 +764,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         model = AsyncOpenAI(base_url=stack.emulator.base_url, api_key="sk-chaos", max_retries=0, timeout=30)
         admin = httpx.AsyncClient(base_url=stack.emulator.admin_url, timeout=30)
         import bench.chaos_tools  # noqa: F401  (the assistant is told of the chaos tools)
-        from tools import registry
+        from durable_assistants.tools import registry
 
         assistant = await model.beta.assistants.create(
             model=MODEL, name="chaos", tools=[registry.get(name).schema() for name in TOOLS]  # type: ignore[misc]

@@ -18,7 +18,7 @@ import os
 import time
 from datetime import timedelta
 
-from tools import ToolContext, tool
+from durable_assistants.tools import ToolContext, tool
 
 
 def _note(event: str, label: str, context: ToolContext) -> None:

@@ -8,7 +8,7 @@ and prints them; it asserts nothing about timing (the figures depend on the mach
 
 What it does
 ------------
-It starts its own emulator (``EmulatorProcess``: ``python -m emulator --port 0`` on
+It starts its own emulator (``EmulatorProcess``: ``python -m durable_assistants.emulator --port 0`` on
 loopback) and always stops it at the end, also on Ctrl-C, SIGTERM or an error. The load
 generator is one asyncio process. At most ``--concurrency`` requests (default 64) are in
 flight: each needs one of that many "lanes", and a lane is one keep-alive connection
@@ -109,7 +109,7 @@ if str(ROOT) not in sys.path:
 import httpx2  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
 
-from emulator.server import EmulatorProcess  # noqa: E402
+from durable_assistants.emulator.server import EmulatorProcess  # noqa: E402
 
 # The SDK marks every Assistants method deprecated; this project exists to keep that API alive.
 warnings.filterwarnings("ignore", message="The Assistants API is deprecated", category=DeprecationWarning)
@@ -1074,7 +1074,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.client == "wire" and args.pool == "shared":
         parser.error("--client wire has one connection per lane; --pool shared needs --client sdk or raw")
     settings = settings_from(args)
-    # EmulatorProcess runs `python -m emulator` in the current directory: make the package
+    # EmulatorProcess runs `python -m durable_assistants.emulator` in the current directory: make the package
     # importable from anywhere (the project is not necessarily pip-installed).
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     signal.signal(signal.SIGTERM, _terminate)

@@ -34,10 +34,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devstack.temporal import TemporalDevServer, free_port  # noqa: E402
 from durable_assistants import enqueue_run  # noqa: E402
+from durable_assistants.devstack.temporal import TemporalDevServer, free_port  # noqa: E402
 from durable_assistants.gateway import new_token  # noqa: E402
-from workflows.models import MessageInput, RunRequest  # noqa: E402
+from durable_assistants.workflows.models import MessageInput, RunRequest  # noqa: E402
 
 TASK_QUEUE = "bench-gateway-unpolled"
 

@@ -30,13 +30,15 @@ from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 
-import tools.examples  # noqa: E402,F401
-import worker  # noqa: E402
-from devstack.temporal import TemporalDevServer  # noqa: E402
-from durable_assistants import enqueue_run  # noqa: E402
-from emulator.server import EmulatorProcess  # noqa: E402
-from tools import ToolContext, registry, tool  # noqa: E402
-from workflows.models import MessageInput, RunRequest  # noqa: E402
+import durable_assistants.tools.examples  # noqa: E402,F401
+from durable_assistants import (
+    enqueue_run,  # noqa: E402
+    worker,  # noqa: E402
+)
+from durable_assistants.devstack.temporal import TemporalDevServer  # noqa: E402
+from durable_assistants.emulator.server import EmulatorProcess  # noqa: E402
+from durable_assistants.tools import ToolContext, registry, tool  # noqa: E402
+from durable_assistants.workflows.models import MessageInput, RunRequest  # noqa: E402
 
 DEMO_ROUNDS = [
     [{"name": "get_weather", "arguments": {"city": "Lisbon"}}, {"name": "get_weather", "arguments": {"city": "Oslo"}},

@@ -39,13 +39,13 @@ import httpx
 from openai import AsyncOpenAI
 from temporalio.client import Client
 
-from devstack.temporal import TemporalDevServer, free_port
 from durable_assistants.cli import describe_cost, render_progress
 from durable_assistants.client import enqueue_run
 from durable_assistants.codec import CodecConfigError, KeyRing, data_converter, keys_from_env
 from durable_assistants.codec_server import TOKEN_VARIABLE, CodecServerProcess
-from emulator.server import EmulatorProcess, die_with_parent, stop_process
-from workflows.models import MessageInput, RunRequest
+from durable_assistants.devstack.temporal import TemporalDevServer, free_port
+from durable_assistants.emulator.server import EmulatorProcess, die_with_parent, stop_process
+from durable_assistants.workflows.models import MessageInput, RunRequest
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -73,7 +73,7 @@ DEMO_SCENARIO: dict[str, Any] = {
 # --approval: the second round also refunds an order, over the amount that needs a person's
 # approval (tools/refunds.py); with --once the demo approves it itself after a moment.
 APPROVAL_CALL = {"name": "issue_refund", "arguments": {"order_id": "order-1042", "amount": 240}}
-APPROVAL_MODULES = "tools.examples,tools.refunds"
+APPROVAL_MODULES = "durable_assistants.tools.examples,durable_assistants.tools.refunds"
 SELF_APPROVAL_SECONDS = 2.0
 
 
@@ -163,7 +163,7 @@ def port_or_free(preferred: int) -> int:
 def worker_process(env: dict[str, str], state: Path) -> Iterator[subprocess.Popen[bytes]]:
     log = (state / "worker.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, str(REPO / "worker.py")], cwd=REPO, env=env, stdout=log, stderr=log, preexec_fn=die_with_parent
+        [sys.executable, "-m", "durable_assistants.worker"], cwd=REPO, env=env, stdout=log, stderr=log, preexec_fn=die_with_parent
     )
     try:
         yield process
@@ -174,11 +174,11 @@ def worker_process(env: dict[str, str], state: Path) -> Iterator[subprocess.Pope
 
 async def prepare_assistant(model: AsyncOpenAI, admin_url: str | None, approval: bool = False) -> str:
     """Create the demo assistant, or bring an existing one's tools up to date with the registry."""
-    import tools.examples  # noqa: F401  (registers the example tools)
-    from tools import registry
+    import durable_assistants.tools.examples  # noqa: F401  (registers the example tools)
+    from durable_assistants.tools import registry
 
     if approval:
-        import tools.refunds  # noqa: F401
+        import durable_assistants.tools.refunds  # noqa: F401
     schemas = registry.schemas()
     metadata = {}
     if admin_url is not None:
@@ -328,7 +328,7 @@ async def _nexus_endpoint(address: str) -> None:
     """The Nexus endpoint of the local stack, for callers' workflows to try (docs/nexus.md)."""
     from durable_assistants.nexus import DEFAULT_ENDPOINT
     from durable_assistants.operate import SetupError, setup_nexus_endpoint
-    from workflows.models import DEFAULT_TASK_QUEUE
+    from durable_assistants.workflows.models import DEFAULT_TASK_QUEUE
 
     client = await Client.connect(address)
     try:

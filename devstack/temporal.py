@@ -15,8 +15,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from emulator.server import die_with_parent, stop_process
-from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
+from durable_assistants.emulator.server import die_with_parent, stop_process
+from durable_assistants.workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
 
 def temporal_binary() -> str:

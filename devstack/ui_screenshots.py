@@ -37,22 +37,21 @@ from urllib.parse import quote
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-os.chdir(REPO)  # the emulator starts as `python -m emulator`
+os.chdir(REPO)  # as the demo runs it
 
 import httpx  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 
-import tools.examples  # noqa: E402,F401  (registers the example tools)
-import worker  # noqa: E402
-from devstack.temporal import TemporalDevServer, free_port  # noqa: E402
-from durable_assistants import enqueue_run  # noqa: E402
+import durable_assistants.tools.examples  # noqa: E402,F401  (registers the example tools)
+from durable_assistants import enqueue_run, worker  # noqa: E402
 from durable_assistants.client import RunHandle  # noqa: E402
-from emulator.server import EmulatorProcess, die_with_parent, stop_process  # noqa: E402
-from tools import registry, tool  # noqa: E402
-from workflows.models import MessageInput, RunRequest  # noqa: E402
-from workflows.thread_queue import queue_workflow_id  # noqa: E402
+from durable_assistants.devstack.temporal import TemporalDevServer, free_port  # noqa: E402
+from durable_assistants.emulator.server import EmulatorProcess, die_with_parent, stop_process  # noqa: E402
+from durable_assistants.tools import registry, tool  # noqa: E402
+from durable_assistants.workflows.models import MessageInput, RunRequest  # noqa: E402
+from durable_assistants.workflows.thread_queue import queue_workflow_id  # noqa: E402
 
 WINDOW = (1400, 900)
 

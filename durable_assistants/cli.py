@@ -30,7 +30,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
 from durable_assistants.cost import PricesError
-from workflows.models import DEFAULT_TASK_QUEUE, LiveSnapshot, ProgressEvent, RunCost, RunRequest, RunResult
+from durable_assistants.workflows.models import DEFAULT_TASK_QUEUE, LiveSnapshot, ProgressEvent, RunCost, RunRequest, RunResult
 
 PROG = "durable-assistants"
 
@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync = commands.add_parser("sync-tools", help="make an assistant's function tools match the registry")
     sync.add_argument("--assistant", required=True, help="assistant ID")
-    sync.add_argument("--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"), help="modules that register tools")
+    sync.add_argument("--tools", default=os.environ.get("DA_TOOL_MODULES", "durable_assistants.tools.examples"), help="modules that register tools")
     sync.add_argument("--check", action="store_true", help="only report drift; exit 1 if there is any")
 
     setup = commands.add_parser(
@@ -191,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check Temporal, the search attributes, the pollers, the model API and the codec key")
     doctor.add_argument("--task-queue", default=os.environ.get("DA_TASK_QUEUE") or DEFAULT_TASK_QUEUE, help="the run workflow's task queue")
     doctor.add_argument(
-        "--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"), help="modules that register tools (their task queues are checked too)"
+        "--tools", default=os.environ.get("DA_TOOL_MODULES", "durable_assistants.tools.examples"),
+        help="modules that register tools (their task queues are checked too)",
     )
     doctor.add_argument("--backend", choices=["assistants", "responses"], default=os.environ.get("DA_BACKEND") or "assistants", help="the model API to check")
 
@@ -211,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--instructions", help="the system instructions")
     create.add_argument("--name", help="a name for it")
     create.add_argument(
-        "--tools", default=os.environ.get("DA_TOOL_MODULES", "tools.examples"),
-        help="modules that register its tools (comma-separated; default: $DA_TOOL_MODULES or tools.examples)",
+        "--tools", default=os.environ.get("DA_TOOL_MODULES", "durable_assistants.tools.examples"),
+        help="modules that register its tools (comma-separated; default: $DA_TOOL_MODULES or durable_assistants.tools.examples)",
     )
     create.add_argument("--json", action="store_true", help="print the assistant as JSON")
     return parser
@@ -225,7 +226,7 @@ CONNECT_TIMEOUT = 10.0
 
 
 async def connect(**overrides: Any) -> Client:
-    from worker import connect_temporal
+    from durable_assistants.worker import connect_temporal
 
     address = os.environ.get("TEMPORAL_ADDRESS", "localhost:7233")
     try:
@@ -724,7 +725,7 @@ async def cmd_gateway(args: argparse.Namespace) -> int:
 async def cmd_sync_tools(args: argparse.Namespace) -> int:
     from openai import AsyncOpenAI, NotFoundError, OpenAIError
 
-    from tools import registry
+    from durable_assistants.tools import registry
 
     _load_tools(args.tools)
     wanted = {schema["function"]["name"]: schema for schema in registry.schemas()}
@@ -760,7 +761,7 @@ async def cmd_assistant(args: argparse.Namespace) -> int:
     """``assistant create``: an assistant whose function tools are the registry's."""
     from openai import AsyncOpenAI, OpenAIError
 
-    from tools import registry
+    from durable_assistants.tools import registry
 
     _load_tools(args.tools)
     model = AsyncOpenAI(max_retries=2, api_key=os.environ.get("OPENAI_API_KEY", "unset"))
@@ -803,12 +804,11 @@ async def cmd_setup_namespace(args: argparse.Namespace) -> int:
 
 
 async def cmd_doctor(args: argparse.Namespace) -> int:
-    import worker
-    from durable_assistants import codec
+    from durable_assistants import codec, worker
     from durable_assistants.operate import doctor, temporal_target
 
     _load_tools(args.tools)
-    from tools import registry
+    from durable_assistants.tools import registry
 
     tool_queues = sorted({t.policy.task_queue for t in registry if t.policy.task_queue and t.policy.task_queue != args.task_queue})
 
@@ -835,7 +835,7 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _load_tools(modules: str) -> None:
-    from worker import ToolLoadError, load_tools
+    from durable_assistants.worker import ToolLoadError, load_tools
 
     try:
         load_tools([m.strip() for m in modules.split(",") if m.strip()])
@@ -860,11 +860,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `worker` and `emulator` hand all their options to the programs they run.
     if argv[:1] == ["worker"]:
-        import worker
+        from durable_assistants import worker
 
         return worker.main(argv[1:])
     if argv[:1] == ["emulator"]:
-        from emulator.server import main as emulator_main
+        from durable_assistants.emulator.server import main as emulator_main
 
         return emulator_main(argv[1:])
     if argv[:1] == ["codec-server"]:
@@ -880,7 +880,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.once and not args.demo:
             print(f"{PROG}: error: dev --once goes with --demo (without the demo there is no run to wait for)", file=sys.stderr)
             return 2
-        from devstack.demo import main as dev_main
+        from durable_assistants.devstack.demo import main as dev_main
 
         return dev_main(["--stack-only"] if not args.demo else (["--once"] if args.once else []))
     if args.command == "gateway-token":

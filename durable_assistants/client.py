@@ -46,8 +46,8 @@ from temporalio.exceptions import CancelledError as TemporalCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from durable_assistants.cost import full_cost, load_prices
-from workflows import search_attributes as sa
-from workflows.models import (
+from durable_assistants.workflows import search_attributes as sa
+from durable_assistants.workflows.models import (
     DEFAULT_TASK_QUEUE,
     IDEMPOTENCY_CONFLICT,
     PROGRESS_TOPIC,
@@ -72,8 +72,8 @@ from workflows.models import (
     ToolCallDecision,
     default_summary,
 )
-from workflows.search_attributes import QUEUE_ATTRIBUTES, RUN_ATTRIBUTES
-from workflows.thread_queue import queue_workflow_id
+from durable_assistants.workflows.search_attributes import QUEUE_ATTRIBUTES, RUN_ATTRIBUTES
+from durable_assistants.workflows.thread_queue import queue_workflow_id
 
 WAIT_FOR_START = timedelta(milliseconds=250)
 MAX_WAIT_FOR_START = timedelta(seconds=2)

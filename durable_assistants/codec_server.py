@@ -214,7 +214,7 @@ class CodecServerProcess:
         self.url = ""
 
     def __enter__(self) -> CodecServerProcess:
-        from emulator.server import die_with_parent, ready_url  # the test stand-in's process helpers
+        from durable_assistants.emulator.server import die_with_parent, ready_url  # the test stand-in's process helpers
 
         log = open(self.log_file, "ab") if self.log_file else None
         try:
@@ -235,7 +235,7 @@ class CodecServerProcess:
         raise RuntimeError(f"the codec server did not start (exit code {self.process.returncode}){where}")
 
     def stop(self) -> int | None:
-        from emulator.server import stop_child
+        from durable_assistants.emulator.server import stop_child
 
         return stop_child(self.process)
 

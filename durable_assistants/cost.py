@@ -26,7 +26,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from durable_assistants.settings import json_setting
-from workflows.models import ActionCount, ModelPrice, ModelTokens, PriceTable, RunCost
+from durable_assistants.workflows.models import ActionCount, ModelPrice, ModelTokens, PriceTable, RunCost
 
 PRICES_VARIABLE = "DA_PRICES"
 PRICES_FILE_VARIABLE = "DA_PRICES_FILE"

@@ -59,7 +59,7 @@ from durable_assistants.client import (
 )
 from durable_assistants.listing import RunFilter, attribute, list_runs
 from durable_assistants.settings import json_setting
-from workflows.models import DEFAULT_TASK_QUEUE, LiveSnapshot, ProgressEvent, RunRequest, RunResult
+from durable_assistants.workflows.models import DEFAULT_TASK_QUEUE, LiveSnapshot, ProgressEvent, RunRequest, RunResult
 
 TOKENS_VARIABLE = "DA_GATEWAY_TOKENS"
 TOKENS_FILE_VARIABLE = "DA_GATEWAY_TOKENS_FILE"

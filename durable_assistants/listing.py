@@ -12,7 +12,7 @@ from typing import Any
 
 from temporalio.client import Client
 
-from workflows.models import RUN_WORKFLOW_NAME, THREAD_QUEUE_WORKFLOW_NAME
+from durable_assistants.workflows.models import RUN_WORKFLOW_NAME, THREAD_QUEUE_WORKFLOW_NAME
 
 QUEUED = "queued"
 QUEUES_LISTED = 1_000  # running queues looked at for queued runs

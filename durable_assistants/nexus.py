@@ -1,4 +1,4 @@
-"""The Nexus service ``durable-assistants``: enqueue runs from workflows in other namespaces.
+"""The Nexus service ``durable-assistants``: enqueue runs from durable_assistants.workflows in other namespaces.
 
 This module is the contract a caller imports (its models and the service definition, no
 worker code). In a caller's workflow::
@@ -23,7 +23,7 @@ from __future__ import annotations
 import nexusrpc
 from pydantic import BaseModel, Field
 
-from workflows.models import LiveSnapshot, RunRequest, RunResult
+from durable_assistants.workflows.models import LiveSnapshot, RunRequest, RunResult
 
 SERVICE_NAME = "durable-assistants"
 DEFAULT_ENDPOINT = "durable-assistants"

@@ -22,7 +22,7 @@ from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode
 
 from durable_assistants.client import pollers
-from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
+from durable_assistants.workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
 CHECK_TIMEOUT_SECONDS = 10.0
 RPC_TIMEOUT = timedelta(seconds=CHECK_TIMEOUT_SECONDS)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from workflows.models import EnqueueReceipt, EnqueueRequest, LiveSnapshot, ProgressEvent, RunRequest, RunResult
+from durable_assistants.workflows.models import EnqueueReceipt, EnqueueRequest, LiveSnapshot, ProgressEvent, RunRequest, RunResult
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 # The HTTP gateway's OpenAPI document, from the same models (served at /openapi.json).

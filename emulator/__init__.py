@@ -2,8 +2,8 @@
 shut-down hosted API that every test, demo and benchmark of durable-assistants runs against.
 It serves the Responses and Conversations APIs too, over the same scripted model."""
 
-from .app import Emulator
-from .config import CompatConfig, EmulatorConfig
-from .script import Script, ScriptedCall
+from durable_assistants.emulator.app import Emulator
+from durable_assistants.emulator.config import CompatConfig, EmulatorConfig
+from durable_assistants.emulator.script import Script, ScriptedCall
 
 __all__ = ["CompatConfig", "Emulator", "EmulatorConfig", "Script", "ScriptedCall"]

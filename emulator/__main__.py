@@ -1,5 +1,5 @@
 import sys
 
-from .server import main
+from durable_assistants.emulator.server import main
 
-sys.exit(main(prog="python -m emulator"))
+sys.exit(main(prog="python -m durable_assistants.emulator"))

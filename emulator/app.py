@@ -37,18 +37,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .config import EmulatorConfig
-from .engine import TERMINAL_STATUSES, AssistantsEngine, RunState, dump, step_body
-from .errors import APIError, ConnectionDropped, bad_request, not_found, rate_limited, server_error
-from .faults import FaultInjector, FaultRule
-from .ids import IdFactory
-from .pagination import ListQuery
-from .responses import ResponsesEngine, response_body
-from .responses_sse import ResponseEventStream, response_stream
-from .script import SCENARIO_NAME, ScriptError, parse_script
-from .sse import RunEventStream, run_stream, stale_tail_stream
-from .stats import Stats
-from .validation import check_positive, check_range, parse_json_body, validate_params
+from durable_assistants.emulator.config import EmulatorConfig
+from durable_assistants.emulator.engine import TERMINAL_STATUSES, AssistantsEngine, RunState, dump, step_body
+from durable_assistants.emulator.errors import APIError, ConnectionDropped, bad_request, not_found, rate_limited, server_error
+from durable_assistants.emulator.faults import FaultInjector, FaultRule
+from durable_assistants.emulator.ids import IdFactory
+from durable_assistants.emulator.pagination import ListQuery
+from durable_assistants.emulator.responses import ResponsesEngine, response_body
+from durable_assistants.emulator.responses_sse import ResponseEventStream, response_stream
+from durable_assistants.emulator.script import SCENARIO_NAME, ScriptError, parse_script
+from durable_assistants.emulator.sse import RunEventStream, run_stream, stale_tail_stream
+from durable_assistants.emulator.stats import Stats
+from durable_assistants.emulator.validation import check_positive, check_range, parse_json_body, validate_params
 
 log = logging.getLogger("emulator")
 

@@ -1,4 +1,4 @@
-"""A guided tour of the emulator with the real `openai` SDK: ``python -m emulator.demo``.
+"""A guided tour of the emulator with the real `openai` SDK: ``python -m durable_assistants.emulator.demo``.
 
 Starts an emulator on a free loopback port, creates an assistant with two function tools,
 asks a plain question, streams the run, answers the tool calls from local Python functions
@@ -18,7 +18,7 @@ from typing import Any
 from openai import AssistantEventHandler, OpenAI
 from openai.types.beta.threads.run_submit_tool_outputs_params import ToolOutput
 
-from .server import EmulatorProcess
+from durable_assistants.emulator.server import EmulatorProcess
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -91,7 +91,7 @@ def tour(base_url: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m emulator.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m durable_assistants.emulator.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--once", action="store_true", help="exit after the tour instead of keeping the emulator up")
     args = parser.parse_args(argv)
     try:

@@ -28,10 +28,10 @@ from openai.types.beta.threads import run as run_types
 from openai.types.beta.threads.runs import FunctionToolCall, RunStep
 from openai.types.beta.threads.runs import run_step as step_types
 
-from .config import EmulatorConfig, resolve_model
-from .errors import APIError, bad_request, model_not_found, not_found, server_error
-from .ids import IdFactory
-from .model import (
+from durable_assistants.emulator.config import EmulatorConfig, resolve_model
+from durable_assistants.emulator.errors import APIError, bad_request, model_not_found, not_found, server_error
+from durable_assistants.emulator.ids import IdFactory
+from durable_assistants.emulator.model import (
     CompletedCall,
     FailTurn,
     FunctionSpec,
@@ -41,9 +41,9 @@ from .model import (
     TurnContext,
     count_tokens,
 )
-from .pagination import ListQuery, page
-from .script import Script, ScriptError, choose_script
-from .stats import Stats
+from durable_assistants.emulator.pagination import ListQuery, page
+from durable_assistants.emulator.script import Script, ScriptError, choose_script
+from durable_assistants.emulator.stats import Stats
 
 log = logging.getLogger("emulator")
 

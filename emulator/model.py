@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .script import Script
+from durable_assistants.emulator.script import Script
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import bad_request
+from durable_assistants.emulator.errors import bad_request
 
 T = TypeVar("T")
 

@@ -33,9 +33,9 @@ from openai.types.responses import (
 )
 from openai.types.responses.response_input_item_param import FunctionCallOutput
 
-from .engine import dump
-from .errors import bad_request
-from .validation import validate_value, wrong_type
+from durable_assistants.emulator.engine import dump
+from durable_assistants.emulator.errors import bad_request
+from durable_assistants.emulator.validation import validate_value, wrong_type
 
 SUPPORTED_TYPES = ("message", "function_call", "function_call_output")
 MESSAGE_ROLES = ("assistant", "developer", "system", "user")

@@ -48,11 +48,11 @@ from openai.types.responses import response as response_types
 from openai.types.responses.response_prompt_param import ResponsePromptParam
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import EmulatorConfig, resolve_model
-from .engine import dump
-from .errors import APIError, bad_request, model_not_found
-from .ids import IdFactory
-from .model import (
+from durable_assistants.emulator.config import EmulatorConfig, resolve_model
+from durable_assistants.emulator.engine import dump
+from durable_assistants.emulator.errors import APIError, bad_request, model_not_found
+from durable_assistants.emulator.ids import IdFactory
+from durable_assistants.emulator.model import (
     CompletedCall,
     FailTurn,
     FunctionSpec,
@@ -62,11 +62,11 @@ from .model import (
     TurnContext,
     count_tokens,
 )
-from .pagination import ListQuery, page
-from .response_items import is_user_message, output_text, parse_items, store_item, text_of
-from .script import Script, ScriptError, choose_script
-from .stats import Stats
-from .validation import check_positive, check_range, validate_params, validate_value, wrong_type
+from durable_assistants.emulator.pagination import ListQuery, page
+from durable_assistants.emulator.response_items import is_user_message, output_text, parse_items, store_item, text_of
+from durable_assistants.emulator.script import Script, ScriptError, choose_script
+from durable_assistants.emulator.stats import Stats
+from durable_assistants.emulator.validation import check_positive, check_range, validate_params, validate_value, wrong_type
 
 log = logging.getLogger("emulator")
 

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Callable
 
 from starlette.responses import StreamingResponse
 
-from .errors import ConnectionDropped
-from .responses import FINAL_EVENTS, Event, ResponseState
+from durable_assistants.emulator.errors import ConnectionDropped
+from durable_assistants.emulator.responses import FINAL_EVENTS, Event, ResponseState
 
 
 def encode(event: Event) -> bytes:

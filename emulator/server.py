@@ -17,8 +17,8 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
-from .app import Emulator
-from .config import COMPAT_SWITCHES, EmulatorConfig
+from durable_assistants.emulator.app import Emulator
+from durable_assistants.emulator.config import COMPAT_SWITCHES, EmulatorConfig
 
 READY_LINE = re.compile(r"emulator listening on (?P<url>http://\S+/v1)")
 
@@ -213,7 +213,7 @@ class EmulatorProcess:
 
     def __enter__(self) -> EmulatorProcess:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "emulator", "--port", "0", *self.args],
+            [sys.executable, "-m", "durable_assistants.emulator", "--port", "0", *self.args],
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -9,8 +9,8 @@ from typing import Any
 
 from starlette.responses import StreamingResponse
 
-from .engine import FINAL_EVENTS, Event, RunState
-from .errors import ConnectionDropped
+from durable_assistants.emulator.engine import FINAL_EVENTS, Event, RunState
+from durable_assistants.emulator.errors import ConnectionDropped
 
 DONE = b"event: done\ndata: [DONE]\n\n"
 REQUIRES_ACTION = "thread.run.requires_action"

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from .errors import APIError, bad_request
+from durable_assistants.emulator.errors import APIError, bad_request
 
 # pydantic validates `Iterable[...]` fields lazily and does not export the iterator's type.
 ValidatorIterator = type(TypeAdapter(Iterable[int]).validate_python([]))

@@ -13,8 +13,8 @@ from typing import Any
 
 from openai import OpenAI
 
-from tools import registry
-from workflows.models import MessageInput, RunRequest, RunResult
+from durable_assistants.tools import registry
+from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult
 
 MODEL = "gpt-4o"
 

@@ -8,7 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from tools import tool
+from durable_assistants.tools import tool
 
 
 @tool

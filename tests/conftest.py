@@ -25,7 +25,7 @@ import httpx2
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from emulator.server import EmulatorProcess
+from durable_assistants.emulator.server import EmulatorProcess
 from tests.openapi_spec import SpecViolation, validate_response
 
 # Fast defaults for tests; tests that need other timing change it through the admin API
@@ -150,9 +150,9 @@ import uuid  # noqa: E402
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 
-from devstack.temporal import TemporalDevServer  # noqa: E402
 from durable_assistants.client import run_result_of  # noqa: E402
-from workflows.models import RunResult  # noqa: E402
+from durable_assistants.devstack.temporal import TemporalDevServer  # noqa: E402
+from durable_assistants.workflows.models import RunResult  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -237,8 +237,8 @@ def worker_options() -> dict[str, Any]:
 def api(request: pytest.FixtureRequest, client: OpenAI) -> Any:
     """The model API a worker test runs against: every such test runs once per backend.
     Workers started by ``workers`` default to this backend."""
+    import durable_assistants.tools.examples  # noqa: F401
     import tests.worker_tools  # noqa: F401  (the Assistants side gives the assistant every tool)
-    import tools.examples  # noqa: F401
     from tests.apis import AssistantsApi, ResponsesApi
 
     return AssistantsApi(client) if request.param == "assistants" else ResponsesApi(client)
@@ -255,10 +255,10 @@ async def workers(
 ) -> Any:
     """In-process workers on ``task_queue`` serving every registered tool (examples and test
     tools). With the ``api`` fixture, requests that name no backend go to that API."""
+    import durable_assistants.tools.examples  # noqa: F401
     import tests.worker_tools  # noqa: F401
-    import tools.examples  # noqa: F401
-    import worker
-    from tools import registry
+    from durable_assistants import worker
+    from durable_assistants.tools import registry
 
     options = dict(worker_options)
     if "api" in request.fixturenames:

@@ -10,7 +10,7 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
-from tools import ToolContext, tool
+from durable_assistants.tools import ToolContext, tool
 
 # A lost attempt is noticed after the heartbeat timeout; a retry starts after the interval.
 HEARTBEAT_TIMEOUT = timedelta(seconds=2)

@@ -17,10 +17,10 @@ from temporalio.client import Client
 import tests.worker_tools  # noqa: F401  (registers refund)
 from durable_assistants import ApprovalError, awaiting_approval, enqueue_run
 from durable_assistants.client import RunHandle
+from durable_assistants.workflows.models import PendingApproval, RunResult
 from tests.apis import Api
 from tests.conftest import eventually, script
 from tests.test_cli import cli  # noqa: F401  (fixture)
-from workflows.models import PendingApproval, RunResult
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from typing import Any
 import pydantic
 import pytest
 
-from activities.responses import _Turn, flat_tool, flat_tool_choice, message_item, text_format
-from tools import ToolRegistry
-from workflows.models import MessageInput, RunRequest
+from durable_assistants.activities.responses import _Turn, flat_tool, flat_tool_choice, message_item, text_format
+from durable_assistants.tools import ToolRegistry
+from durable_assistants.workflows.models import MessageInput, RunRequest
 
 ASSISTANTS_TOOL = {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {"type": "object"}, "strict": True}}
 
@@ -109,7 +109,7 @@ def test_every_turn_repeats_the_settings_and_tags_what_it_creates() -> None:
 
 
 def test_a_run_summary_names_the_agent_where_and_the_start_of_the_message() -> None:
-    from workflows.models import SUMMARY_EXCERPT_CHARS, default_summary
+    from durable_assistants.workflows.models import SUMMARY_EXCERPT_CHARS, default_summary
 
     short = RunRequest(assistant_id="asst_1", messages=[{"content": "Plan  my\nweek"}])  # type: ignore[list-item]
     assert default_summary(short, "thread_x") == 'asst_1 on thread_x: "Plan my week"'
@@ -122,7 +122,7 @@ def test_a_run_summary_names_the_agent_where_and_the_start_of_the_message() -> N
 
 
 def test_poll_pacer_follows_the_servers_hint_exactly_and_else_a_fifth_of_the_turn() -> None:
-    from activities.backend import DEFAULT_POLL_SECONDS, HINT_FLOOR_SECONDS, POLL_FLOOR_SECONDS, PollPacer
+    from durable_assistants.activities.backend import DEFAULT_POLL_SECONDS, HINT_FLOOR_SECONDS, POLL_FLOOR_SECONDS, PollPacer
 
     pacer = PollPacer()
     assert pacer.delay() == 0.0  # the first read at once (the server's hint comes with it)
@@ -149,7 +149,7 @@ async def test_run_events_skip_what_a_turn_does_not_need_and_build_runs_as_the_s
     from openai._streaming import ServerSentEvent
     from openai.types.beta.threads import Run
 
-    from activities.assistants import _run_events
+    from durable_assistants.activities.assistants import _run_events
 
     run = {"id": "run_1", "object": "thread.run", "status": "requires_action", "thread_id": "thread_1", "assistant_id": "asst_1",
            "created_at": 1, "model": "gpt-4o", "instructions": "", "tools": [], "parallel_tool_calls": True,

@@ -36,11 +36,11 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 import durable_assistants.cli as cli_module
-from devstack.temporal import TemporalDevServer
 from durable_assistants import enqueue_run
 from durable_assistants.client import IdempotencyConflictError, RunFailedError, RunNotFoundError, get_run
-from emulator.server import EmulatorProcess
-from workflows.models import MessageInput, RunRequest
+from durable_assistants.devstack.temporal import TemporalDevServer
+from durable_assistants.emulator.server import EmulatorProcess
+from durable_assistants.workflows.models import MessageInput, RunRequest
 
 REPO = Path(__file__).parent.parent
 PROG = "durable-assistants"
@@ -452,7 +452,7 @@ async def test_a_reused_request_id_on_a_thread_with_another_request_is_refused(
     ],
 )
 async def test_a_queue_no_worker_polls_gets_nothing(cli: Any, temporal_client: Client, task_queue: str, args: tuple[str, ...], fragment: str) -> None:
-    from workflows.thread_queue import queue_workflow_id
+    from durable_assistants.workflows.thread_queue import queue_workflow_id
 
     queue = unique("nobody-polls")
     request_id = unique("never")
@@ -560,9 +560,9 @@ async def test_a_worker_with_a_wrong_api_key_does_not_start(
 async def test_a_run_with_a_wrong_api_key_fails_with_the_401(
     cli: Any, keyed_emulator: EmulatorProcess, temporal_client: Client, task_queue: str, backend: str
 ) -> None:
-    import tools.examples  # noqa: F401
-    import worker
-    from tools import registry
+    import durable_assistants.tools.examples  # noqa: F401
+    from durable_assistants import worker
+    from durable_assistants.tools import registry
 
     with OpenAI(base_url=keyed_emulator.base_url, api_key="sk-right") as right:
         assistant = right.beta.assistants.create(model="gpt-4o").id

@@ -13,10 +13,10 @@ from openai import OpenAI
 from temporalio.client import Client
 
 from durable_assistants.client import RunFailedError, enqueue_run
+from durable_assistants.workflows.models import LiveSnapshot, RunRequest
 from tests.conftest import script
 from tests.test_worker_runs import TOOLS, message
 from tests.worker_tools import HEAVY_QUEUE
-from workflows.models import LiveSnapshot, RunRequest
 
 # Bounds for "ends by itself": far above the budgets the tests set, far below "forever".
 ENDS_WITHIN = 90.0

@@ -20,14 +20,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.client import Client
 
-from activities.callbacks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify
-from devstack.temporal import TemporalDevServer
 from durable_assistants import enqueue_run
+from durable_assistants.activities.callbacks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify
 from durable_assistants.cli import describe_callback
+from durable_assistants.devstack.temporal import TemporalDevServer
+from durable_assistants.workflows.models import Callback
 from tests.apis import Api
 from tests.conftest import eventually, script
 from tests.test_worker_lifecycle import KilledWorker
-from workflows.models import Callback
 
 SECRET = "s3cret-" + uuid.uuid4().hex
 
@@ -184,7 +184,7 @@ async def test_a_worker_killed_during_delivery_leaves_one_delivery(
 def test_a_bad_callback_is_refused_with_the_field_named() -> None:
     from pydantic import ValidationError
 
-    from workflows.models import RunRequest
+    from durable_assistants.workflows.models import RunRequest
 
     for bad, fragment in (({"url": "ftp://x/hook", "secret": SECRET}, "callback.url"), ({"url": "https://x/hook", "secret": "short"}, "callback.secret")):
         with pytest.raises(ValidationError) as caught:

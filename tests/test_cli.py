@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
+import durable_assistants.tools.examples  # noqa: F401
 import tests.worker_tools  # noqa: F401
-import tools.examples  # noqa: F401
-from devstack.temporal import TemporalDevServer
+from durable_assistants.devstack.temporal import TemporalDevServer
+from durable_assistants.tools import registry
 from tests.conftest import ADD, script
 from tests.test_worker_lifecycle import slow_round
 from tests.test_worker_runs import TOOLS
-from tools import registry
 
 REPO = Path(__file__).parent.parent
 

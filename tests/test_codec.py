@@ -32,10 +32,8 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-import tools.examples  # noqa: F401  (registers get_weather)
-import worker
-from devstack.temporal import TemporalDevServer, temporal_binary
-from durable_assistants import codec_server
+import durable_assistants.tools.examples  # noqa: F401  (registers get_weather)
+from durable_assistants import codec_server, worker
 from durable_assistants.client import enqueue_run
 from durable_assistants.codec import (
     ENCODING,
@@ -48,11 +46,12 @@ from durable_assistants.codec import (
     keys_from_env,
 )
 from durable_assistants.codec_server import CodecServerProcess
-from emulator.server import EmulatorProcess, die_with_parent, stop_process
+from durable_assistants.devstack.temporal import TemporalDevServer, temporal_binary
+from durable_assistants.emulator.server import EmulatorProcess, die_with_parent, stop_process
+from durable_assistants.tools import registry
+from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult
 from tests.conftest import script
 from tests.test_worker_startup import _alive, _children_of
-from tools import registry
-from workflows.models import MessageInput, RunRequest, RunResult
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -603,7 +602,7 @@ async def test_dev_with_keys_serves_the_codec_to_its_ui_and_stops_it_with_the_re
 def test_dev_refuses_bad_keys_before_starting_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from devstack.demo import main as dev_main
+    from durable_assistants.devstack.demo import main as dev_main
 
     monkeypatch.setenv("DA_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("DA_CODEC_KEYS", f"k:{SHORT}")

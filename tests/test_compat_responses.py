@@ -21,15 +21,15 @@ import pytest
 from openai import AsyncOpenAI
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 
+import durable_assistants.tools.examples  # noqa: F401
 import tests.worker_tools  # noqa: F401  (registers the test tools)
-import tools.examples  # noqa: F401
-import worker
+from durable_assistants import worker
+from durable_assistants.tools import registry
+from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult
 from tests.conftest import script
 from tests.test_compat_servers import ENDS_WITHIN, ended, switch_on
 from tests.test_worker_lifecycle import wait_for
 from tests.test_worker_runs import start
-from tools import registry
-from workflows.models import MessageInput, RunRequest, RunResult
 
 MODEL = "gpt-4o"
 # Every switch the gateway of issue 21 showed, at once.

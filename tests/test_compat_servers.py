@@ -28,13 +28,13 @@ from openai import OpenAI
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 
-import activities.assistants
-from emulator.config import COMPAT_SWITCHES
-from emulator.server import build_parser, compat_from_args, config_from_args
+from durable_assistants.activities import assistants as assistants_activities
+from durable_assistants.emulator.config import COMPAT_SWITCHES
+from durable_assistants.emulator.server import build_parser, compat_from_args, config_from_args
+from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult
 from tests.conftest import answer_all, script
 from tests.test_worker_lifecycle import slow_round, wait_for
 from tests.test_worker_runs import TOOLS, start
-from workflows.models import MessageInput, RunRequest, RunResult
 
 pytestmark = pytest.mark.server  # one test starts the CLI as a process
 
@@ -393,7 +393,7 @@ async def test_a_run_that_will_not_stop_ends_the_workflow_within_the_bound_sayin
     """A server that cancels only in-progress runs, never expires them, and refuses the error
     outputs too: nothing will stop the run. The worker gives up after its bound (3 s here, by
     the in-process workers' module constant) and the run ends saying what it left behind."""
-    monkeypatch.setattr(activities.assistants, "CANCEL_BOUND_SECONDS", 3.0)
+    monkeypatch.setattr(assistants_activities, "CANCEL_BOUND_SECONDS", 3.0)
     switch_on(admin, "cancel_only_in_progress", "no_expiry")
     admin.post("/faults", json={"operation": "runs.submit_tool_outputs", "action": "error", "status": 400}).raise_for_status()
     text = script(rounds=[[{"name": "critical", "arguments": {"reason": "boom"}}]])

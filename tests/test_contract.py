@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 from openai import OpenAI
 
-from devstack.temporal import TemporalDevServer, temporal_binary
+from durable_assistants.devstack.temporal import TemporalDevServer, temporal_binary
 from durable_assistants.schemas import SCHEMA_DIR, SCHEMAS, render
 from tests.conftest import script
 from tests.test_worker_runs import TOOLS

@@ -15,10 +15,10 @@ from temporalio.client import Client
 import tests.worker_tools  # noqa: F401  (registers flaky)
 from durable_assistants import enqueue_run
 from durable_assistants.cost import PricesError, load_prices, priced
+from durable_assistants.workflows.models import ModelTokens, PriceTable, RunCost
 from tests.apis import Api
 from tests.conftest import script
 from tests.test_cli import cli  # noqa: F401  (fixture)
-from workflows.models import ModelTokens, PriceTable, RunCost
 
 PRICES = {"models": {"gpt-4o": {"input": 2.5, "output": 10}}, "actions": 50}
 

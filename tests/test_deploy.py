@@ -37,7 +37,7 @@ from packaging.utils import canonicalize_name
 from temporalio.envconfig import ClientConfigProfile
 
 import durable_assistants.cli
-import worker
+from durable_assistants import worker
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -54,8 +54,8 @@ PROGRAM = "durable-assistants"
 # durable_assistants.cli.build_parser()'s. Imported when used: a module or parser missing here
 # fails the command tests, not the whole file.
 PASS_THROUGH_PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
-    "worker": lambda: importlib.import_module("worker").build_parser(f"{PROGRAM} worker"),
-    "emulator": lambda: importlib.import_module("emulator.server").build_parser(f"{PROGRAM} emulator"),
+    "worker": lambda: importlib.import_module("durable_assistants.worker").build_parser(f"{PROGRAM} worker"),
+    "emulator": lambda: importlib.import_module("durable_assistants.emulator.server").build_parser(f"{PROGRAM} emulator"),
     "codec-server": lambda: importlib.import_module("durable_assistants.codec_server").build_parser(f"{PROGRAM} codec-server"),
     "healthcheck": lambda: importlib.import_module("durable_assistants.health").build_parser(f"{PROGRAM} healthcheck"),
 }
@@ -330,7 +330,9 @@ def test_the_image_gets_every_package_pyproject_installs() -> None:
     must be copied by the Dockerfile and let into the build context by its .dockerignore."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())
     setuptools = project["tool"]["setuptools"]
-    needed = [f"{package}/" for package in setuptools["packages"]]
+    # A package is its folder; durable_assistants/workflows and the like are links to the folders
+    # at the top (pyproject.toml), so the image needs the folder the link points to as well.
+    needed = [f"{(REPO / package.replace('.', '/')).resolve().relative_to(REPO)}/" for package in setuptools["packages"]]
     needed += [f"{module}.py" for module in setuptools.get("py-modules", [])]
     needed += ["pyproject.toml", "requirements.lock", project["project"]["readme"]]
     copied = {source for i in DOCKERFILE if i.keyword == "COPY" and not i.value.startswith("--from") for source in i.value.split()[:-1]}
@@ -749,7 +751,7 @@ def documented_settings() -> set[str]:
     """DA_* names the project documents: the docstrings of the worker and of the CLI's modules
     (commands, codec, codec server, health), the configuration page and the README; not
     docs/deploy.md, which these tests check."""
-    modules = ["worker", "durable_assistants.cli", "durable_assistants.codec", "durable_assistants.codec_server", "durable_assistants.health"]
+    modules = ["durable_assistants.worker", "durable_assistants.cli", "durable_assistants.codec", "durable_assistants.codec_server", "durable_assistants.health"]
     texts = [importlib.import_module(module).__doc__ or "" for module in modules]
     texts += [(REPO / "docs" / "configuration.md").read_text(), (REPO / "README.md").read_text()]
     return {name for text in texts for name in DA_SETTING.findall(text)}

@@ -22,7 +22,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from emulator.server import READY_LINE, EmulatorProcess
+from durable_assistants.emulator.server import READY_LINE, EmulatorProcess
 from tests.openapi_spec import validate_schema
 
 ERROR_FIELDS = {"message", "type", "param", "code"}
@@ -535,7 +535,7 @@ def test_server_still_serves_after_bad_input(http: httpx.Client, objects: Object
 class Child:
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "emulator", *args],
+            [sys.executable, "-m", "durable_assistants.emulator", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -644,8 +644,8 @@ def test_cli_rejects_a_port_that_is_not_a_number(cli_children: dict[str, Any]) -
     assert code == 2
     assert "Traceback" not in stderr and stdout == ""
     errors = [line for line in stderr.splitlines() if "error:" in line]
-    assert errors == ["python -m emulator: error: argument --port: invalid int value: 'notanumber'"]
-    assert stderr.startswith("usage: python -m emulator")
+    assert errors == ["python -m durable_assistants.emulator: error: argument --port: invalid int value: 'notanumber'"]
+    assert stderr.startswith("usage: python -m durable_assistants.emulator")
 
 
 def test_cli_port_in_use_exits_1(cli_children: dict[str, Any]) -> None:

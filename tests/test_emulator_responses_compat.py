@@ -20,8 +20,8 @@ import openai
 import pytest
 from openai import OpenAI
 
-from emulator.config import COMPAT_SWITCHES, CompatConfig
-from emulator.server import build_parser, config_from_args
+from durable_assistants.emulator.config import COMPAT_SWITCHES, CompatConfig
+from durable_assistants.emulator.server import build_parser, config_from_args
 from tests.conftest import script
 
 RESPONSES_SWITCHES = [

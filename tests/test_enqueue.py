@@ -12,14 +12,13 @@ from openai import AsyncOpenAI, OpenAI
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-import worker
-from durable_assistants import enqueue_run
+from durable_assistants import enqueue_run, worker
+from durable_assistants.tools import registry
+from durable_assistants.workflows.models import LiveSnapshot, RunRequest
 from tests.apis import Api, Seen
 from tests.conftest import script
 from tests.test_worker_lifecycle import slow_round, wait_for
 from tests.test_worker_runs import TOOLS, message
-from tools import registry
-from workflows.models import LiveSnapshot, RunRequest
 
 
 @pytest.fixture
@@ -158,8 +157,8 @@ async def test_fifty_callers_on_one_thread_run_one_at_a_time_in_order(
 async def test_thread_queue_continues_as_new_and_still_deduplicates(
     emulator: Any, assistant_id: str, client: OpenAI, admin: httpx.Client, task_queue: str
 ) -> None:
-    from devstack.temporal import TemporalDevServer
-    from workflows.thread_queue import queue_workflow_id
+    from durable_assistants.devstack.temporal import TemporalDevServer
+    from durable_assistants.workflows.thread_queue import queue_workflow_id
 
     thread = client.beta.threads.create()
     with TemporalDevServer(extra_args=["--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=30"]) as server:
@@ -209,7 +208,7 @@ def test_followers_drop_a_text_delta_a_resumed_stream_repeats() -> None:
     """A retried activity resumes the stream where its last heartbeat says, which can be a few
     deltas behind what it had published; the deltas carry their sequence, and repeats go."""
     from durable_assistants.client import is_repeat
-    from workflows.models import ProgressEvent
+    from durable_assistants.workflows.models import ProgressEvent
 
     def text(delta: str, run_id: str | None, sequence: int | None) -> ProgressEvent:
         return ProgressEvent(kind="text", at=0.0, text=delta, run_id=run_id, sequence=sequence)

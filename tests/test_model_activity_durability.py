@@ -34,13 +34,13 @@ from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-import activities.responses as responses_module
+import durable_assistants.activities.responses as responses_module
+import durable_assistants.tools.examples  # noqa: F401
 import tests.worker_tools  # noqa: F401  (registers the test tools)
-import tools.examples  # noqa: F401
-import worker
-from activities.assistants import AssistantsBackend
-from activities.backend import TurnIO
-from activities.model_api import (
+from durable_assistants import worker
+from durable_assistants.activities.assistants import AssistantsBackend
+from durable_assistants.activities.backend import TurnIO
+from durable_assistants.activities.model_api import (
     CancelInput,
     CreateThreadInput,
     ModelActivities,
@@ -49,15 +49,15 @@ from activities.model_api import (
     ToolOutput,
     heartbeat_interval,
 )
-from activities.responses import ResponsesBackend
-from devstack.temporal import TemporalDevServer
+from durable_assistants.activities.responses import ResponsesBackend
 from durable_assistants.client import RunHandle
-from emulator.server import stop_process
+from durable_assistants.devstack.temporal import TemporalDevServer
+from durable_assistants.emulator.server import stop_process
+from durable_assistants.tools import registry
+from durable_assistants.workflows.models import MessageInput, RunRequest, RunSnapshot
 from tests.conftest import script
 from tests.test_responses_backend import backend, earlier_create, request, retry  # noqa: F401  (backend: a fixture)
 from tests.test_worker_lifecycle import spawn_worker
-from tools import registry
-from workflows.models import MessageInput, RunRequest, RunSnapshot
 
 MODEL = "gpt-4o"
 # The test workflow's heartbeat timeout, and how long a slow call takes: well over it.

@@ -16,15 +16,14 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-import worker
-from devstack.temporal import TemporalDevServer
-from durable_assistants import get_run
+from durable_assistants import get_run, worker
+from durable_assistants.devstack.temporal import TemporalDevServer
 from durable_assistants.nexus import NexusRunInput
 from durable_assistants.operate import SetupError, setup_nexus_endpoint
+from durable_assistants.tools import registry
+from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult
 from tests.conftest import eventually, script
 from tests.nexus_caller import ENDPOINT, CallerWorkflow
-from tools import registry
-from workflows.models import MessageInput, RunRequest, RunResult
 
 CALLER_NAMESPACE = "caller"
 
@@ -37,8 +36,8 @@ def nexus_server() -> Iterator[TemporalDevServer]:
 
 @pytest.fixture
 async def stack(nexus_server: TemporalDevServer, emulator: Any, task_queue: str) -> AsyncIterator[tuple[Client, Client, str]]:
+    import durable_assistants.tools.examples  # noqa: F401
     import tests.worker_tools  # noqa: F401
-    import tools.examples  # noqa: F401
 
     handler_client = await Client.connect(nexus_server.address, data_converter=pydantic_data_converter)
     caller_client = await Client.connect(nexus_server.address, namespace=CALLER_NAMESPACE, data_converter=pydantic_data_converter)

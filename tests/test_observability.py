@@ -28,16 +28,15 @@ from temporalio.client import Client
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-import worker
-from devstack.temporal import TemporalDevServer, free_port
-from durable_assistants import enqueue_run
+from durable_assistants import enqueue_run, worker
+from durable_assistants.devstack.temporal import TemporalDevServer, free_port
+from durable_assistants.emulator.server import die_with_parent, stop_process
 from durable_assistants.health import Health, serving
-from emulator.server import die_with_parent, stop_process
+from durable_assistants.tools import registry
+from durable_assistants.workflows.models import RunRequest
 from tests.conftest import script
 from tests.test_worker_runs import TOOLS, message
 from tests.test_worker_startup import run_cli
-from tools import registry
-from workflows.models import RunRequest
 
 REPO = Path(__file__).parent.parent
 
@@ -84,7 +83,7 @@ async def test_a_worker_serves_its_metrics_and_health_and_healthcheck_reads_them
         "TEMPORAL_ADDRESS": temporal_server.address,
         "OPENAI_BASE_URL": emulator.base_url,
         "OPENAI_API_KEY": "sk-test",
-        "DA_TOOL_MODULES": "tests.worker_tools,tools.examples",
+        "DA_TOOL_MODULES": "tests.worker_tools,durable_assistants.tools.examples",
         "DA_LOG_FORMAT": "json",
         "DA_METRICS_ADDRESS": f"127.0.0.1:{metrics_port}",
         "DA_HEALTH_ADDRESS": f"127.0.0.1:{health_port}",

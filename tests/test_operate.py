@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devstack.temporal import TemporalDevServer
-from emulator.server import die_with_parent, stop_process
+from durable_assistants.devstack.temporal import TemporalDevServer
+from durable_assistants.emulator.server import die_with_parent, stop_process
 from tests.test_worker_startup import one_error_line, run_cli
 
 REPO = Path(__file__).parent.parent
@@ -24,7 +24,7 @@ def env(server: TemporalDevServer, emulator: Any, **extra: str) -> dict[str, str
         "TEMPORAL_NAMESPACE": "default",
         "OPENAI_BASE_URL": emulator.base_url,
         "OPENAI_API_KEY": "sk-test",
-        "DA_TOOL_MODULES": "tools.examples",
+        "DA_TOOL_MODULES": "durable_assistants.tools.examples",
         **extra,
     }
 

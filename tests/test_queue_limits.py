@@ -20,13 +20,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
 import durable_assistants.client as enqueueing
-import worker
+from durable_assistants import worker
 from durable_assistants.client import QueueBusyError, QueueFullError, RunHandle, enqueue_run, queue_busy
-from tests.conftest import script
-from tests.test_cli import cli  # noqa: F401  (fixture)
-from tests.test_worker_runs import TOOLS, message
-from tools import registry
-from workflows.models import (
+from durable_assistants.tools import registry
+from durable_assistants.workflows.models import (
     THREAD_QUEUE_WORKFLOW_NAME,
     EnqueueRequest,
     MessageInput,
@@ -36,7 +33,10 @@ from workflows.models import (
     ThreadQueueState,
     WaitingRequest,
 )
-from workflows.thread_queue import MAX_WAITING, MAX_WAITING_BYTES, queue_workflow_id
+from durable_assistants.workflows.thread_queue import MAX_WAITING, MAX_WAITING_BYTES, queue_workflow_id
+from tests.conftest import script
+from tests.test_cli import cli  # noqa: F401  (fixture)
+from tests.test_worker_runs import TOOLS, message
 
 
 @pytest.fixture
@@ -151,8 +151,8 @@ async def test_two_hundred_callers_at_once_on_one_thread_all_get_their_run_once(
     aborted", "limit on number of concurrent in-flight updates"). ``enqueue_run`` now sends 5 at
     a time from a process and tries a refused one again (the same update ID), so all get in
     once the worker is back, each once."""
+    import durable_assistants.tools.examples  # noqa: F401
     import tests.worker_tools  # noqa: F401
-    import tools.examples  # noqa: F401
 
     thread = client.beta.threads.create().id
     connections = [await Client.connect(temporal_server.address, data_converter=pydantic_data_converter) for _ in range(20)]

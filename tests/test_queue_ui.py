@@ -17,10 +17,10 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowHandle
 
 from durable_assistants.client import enqueue_run
+from durable_assistants.workflows.thread_queue import DETAILS_WAITING_SHOWN, QUEUE_SEARCH_ATTRIBUTES, queue_workflow_id
 from tests.conftest import eventually
 from tests.test_cli import cli  # noqa: F401  (fixture)
 from tests.test_queue_limits import assistant_id, blocker, small  # noqa: F401  (assistant_id: a fixture)
-from workflows.thread_queue import DETAILS_WAITING_SHOWN, QUEUE_SEARCH_ATTRIBUTES, queue_workflow_id
 
 WAITING = DETAILS_WAITING_SHOWN + 2  # more than the details list
 

@@ -24,10 +24,10 @@ from durable_assistants.client import (
     readable_request_id,
     run_workflow_id,
 )
+from durable_assistants.workflows.models import LiveSnapshot, MessageInput, RunRequest
+from durable_assistants.workflows.thread_queue import queue_workflow_id
 from tests.conftest import script
 from tests.test_worker_runs import TOOLS, message
-from workflows.models import LiveSnapshot, MessageInput, RunRequest
-from workflows.thread_queue import queue_workflow_id
 
 # Bounds for "answers at once": generous for a loaded 2-core machine, far below "forever".
 ANSWERS_WITHIN = 20.0
@@ -244,8 +244,8 @@ async def test_a_queued_run_whose_queue_cannot_answer_is_still_queued_not_missin
     query, but the handle enqueue_run gave knows that queue accepted it, so it is queued."""
     from openai import AsyncOpenAI
 
-    import worker
-    from tools import registry
+    from durable_assistants import worker
+    from durable_assistants.tools import registry
 
     model = AsyncOpenAI(base_url=emulator.base_url, api_key="sk-test", max_retries=0, timeout=5)
     async with worker.WorkerGroup(worker.build_workers(temporal_client, model, registry, task_queue)):

@@ -15,13 +15,13 @@ import pytest
 from openai import AsyncOpenAI, OpenAI
 from temporalio.exceptions import ApplicationError
 
+import durable_assistants.tools.examples  # noqa: F401
 import tests.worker_tools  # noqa: F401  (registers the test tools)
-import tools.examples  # noqa: F401
-from activities.backend import TurnIO
-from activities.responses import ResponsesBackend
+from durable_assistants.activities.backend import TurnIO
+from durable_assistants.activities.responses import ResponsesBackend
+from durable_assistants.tools import registry
+from durable_assistants.workflows.models import MessageInput, RunRequest
 from tests.conftest import script
-from tools import registry
-from workflows.models import MessageInput, RunRequest
 
 MODEL = "gpt-4o"
 TOOLS = [{"type": "function", **t.schema()["function"]} for t in registry]

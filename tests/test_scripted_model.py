@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import BaseModel
 
-from emulator.model import (
+from durable_assistants.emulator.model import (
     CompletedCall,
     FailTurn,
     FunctionSpec,
@@ -17,7 +17,7 @@ from emulator.model import (
     TurnContext,
     example_arguments,
 )
-from emulator.script import Script, ScriptError, find_directive, parse_script, script_from_directive
+from durable_assistants.emulator.script import Script, ScriptError, find_directive, parse_script, script_from_directive
 
 
 class Address(BaseModel):

@@ -36,12 +36,12 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import PollerBehaviorAutoscaling, UnsandboxedWorkflowRunner, Worker
 
-import worker
-from activities import progress
-from activities.tools import TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput, execute
-from devstack.temporal import TemporalDevServer
-from emulator.server import die_with_parent, stop_process
-from tools import ToolContext, ToolPolicy, ToolRegistry
+from durable_assistants import worker
+from durable_assistants.activities import progress
+from durable_assistants.activities.tools import TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput, execute
+from durable_assistants.devstack.temporal import TemporalDevServer
+from durable_assistants.emulator.server import die_with_parent, stop_process
+from durable_assistants.tools import ToolContext, ToolPolicy, ToolRegistry
 
 REPO = Path(__file__).parent.parent
 
@@ -491,7 +491,7 @@ async def test_when_one_worker_dies_the_others_are_shut_down(temporal_client: Cl
 
 
 async def test_a_process_whose_worker_died_exits_non_zero(spawn: Any, task_queue: str) -> None:
-    process = spawn(task_queue, tools="tools.examples", TEMPORAL_NAMESPACE=f"missing-{uuid.uuid4().hex[:8]}")
+    process = spawn(task_queue, tools="durable_assistants.tools.examples", TEMPORAL_NAMESPACE=f"missing-{uuid.uuid4().hex[:8]}")
     code = await wait_exit(process, 60)
     text = process.log.read_text()  # type: ignore[attr-defined]
     assert code == 1, text
@@ -516,7 +516,7 @@ async def test_a_worker_starts_after_transient_model_api_errors(
     spawn: Any, admin: httpx.Client, task_queue: str, fault: dict[str, Any], retries: int
 ) -> None:
     admin.post("/faults", json={"operation": "assistants.list", **fault}).raise_for_status()
-    process = spawn(task_queue, tools="tools.examples")
+    process = spawn(task_queue, tools="durable_assistants.tools.examples")
     await wait_for(lambda: any(e["event"] == "worker started" for e in events(process)) or process.poll() is not None, "the worker to start")
     assert process.poll() is None, process.log.read_text()  # type: ignore[attr-defined]
     retried = [e for e in events(process) if e["event"] == "model API not ready; retrying"]
@@ -530,7 +530,7 @@ async def test_a_worker_starts_after_transient_model_api_errors(
 
 async def test_a_model_api_that_stays_down_stops_the_start_after_the_retry_time(spawn: Any, admin: httpx.Client, task_queue: str) -> None:
     admin.post("/faults", json={"operation": "assistants.list", "action": "error", "status": 503}).raise_for_status()
-    process = spawn(task_queue, tools="tools.examples", DA_STARTUP_RETRY_SECONDS="2")
+    process = spawn(task_queue, tools="durable_assistants.tools.examples", DA_STARTUP_RETRY_SECONDS="2")
     assert await wait_exit(process, 60) == 2
     retried = [e for e in events(process) if e["event"] == "model API not ready; retrying"]
     assert retried and all("503" in e["error"] for e in retried)
@@ -543,7 +543,7 @@ async def test_a_model_api_that_stays_down_stops_the_start_after_the_retry_time(
 async def test_a_refusing_model_api_stops_the_start_at_once(spawn: Any, admin: httpx.Client, task_queue: str, status: int) -> None:
     """A permanent answer is not retried (a guard: this was already so)."""
     admin.post("/faults", json={"operation": "assistants.list", "action": "error", "status": status}).raise_for_status()
-    process = spawn(task_queue, tools="tools.examples")
+    process = spawn(task_queue, tools="durable_assistants.tools.examples")
     assert await wait_exit(process, 60) == 2
     text = process.log.read_text()  # type: ignore[attr-defined]
     assert len(text.strip().splitlines()) == 1 and text.startswith("worker: cannot reach the model API at ") and str(status) in text
@@ -559,9 +559,9 @@ async def test_a_run_whose_tool_worker_is_killed_three_times_gives_the_model_the
     """The issue's reproduction through AssistantRun: one default-policy tool (3 attempts) of
     4 s, its worker killed with SIGKILL 1 s into each of three attempts. The run completes
     and the model is told the tool's output, not that the tool failed."""
+    from durable_assistants.workflows.models import MessageInput, RunRequest
     from tests.conftest import script
     from tests.test_worker_runs import start
-    from workflows.models import MessageInput, RunRequest
 
     marker = tmp_path / "starts"
     rounds = [[{"name": "durability_sleep", "arguments": {"seconds": 4, "marker": str(marker)}}]]
@@ -583,9 +583,9 @@ async def test_a_run_whose_tool_keeps_failing_says_so_after_its_own_attempts(
 ) -> None:
     """Own failures still end the call after max_attempts (3), lost attempts not counted: the
     model gets the tool's last error, and the record says 3 attempts."""
+    from durable_assistants.workflows.models import MessageInput, RunRequest
     from tests.conftest import script
     from tests.test_worker_runs import start
-    from workflows.models import MessageInput, RunRequest
 
     marker = tmp_path / "starts"
     rounds = [[{"name": "durability_fail", "arguments": {"hang_on_attempt": 2, "marker": str(marker)}}]]

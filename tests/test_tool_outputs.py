@@ -22,10 +22,10 @@ from pydantic import BaseModel
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
-from activities.tools import OutputNotJson, render_output
+from durable_assistants.activities.tools import OutputNotJson, render_output
+from durable_assistants.tools import ToolRegistry
 from tests.apis import ResponsesApi
 from tests.test_worker_startup import spawn, start_run, wait_for_log, worker_log  # noqa: F401  (fixtures)
-from tools import ToolRegistry
 
 HINT = "return str, numbers, bool, None, lists, dicts with str keys, or a pydantic model"
 

@@ -16,9 +16,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.exceptions import CancelledError as TemporalCancelledError
 from temporalio.testing import ActivityEnvironment
 
-from activities.errors import retry_after, to_temporal_error
-from activities.tools import ToolCallInput, execute, output_text, render_output, render_value
-from tools import ToolContext, ToolRegistry
+from durable_assistants.activities.errors import retry_after, to_temporal_error
+from durable_assistants.activities.tools import ToolCallInput, execute, output_text, render_output, render_value
+from durable_assistants.tools import ToolContext, ToolRegistry
 
 
 class Point(BaseModel):
@@ -203,7 +203,7 @@ async def test_tool_logs_carry_the_run_the_tool_and_the_attempt() -> None:
 
 
 async def test_inline_tools_check_their_arguments_retry_and_time_out_in_place() -> None:
-    from activities.tools import run_inline
+    from durable_assistants.activities.tools import run_inline
 
     registry = ToolRegistry()
 

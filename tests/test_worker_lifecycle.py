@@ -23,24 +23,24 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer, Worker
 
-import worker
-from activities.assistants import AssistantsBackend
-from activities.model_api import ModelActivities
-from activities.responses import ResponsesBackend
-from devstack.temporal import TemporalDevServer
+from durable_assistants import worker
+from durable_assistants.activities.assistants import AssistantsBackend
+from durable_assistants.activities.model_api import ModelActivities
+from durable_assistants.activities.responses import ResponsesBackend
 from durable_assistants.client import enqueue_run
 from durable_assistants.cost import run_actions
+from durable_assistants.devstack.temporal import TemporalDevServer
+from durable_assistants.emulator.server import die_with_parent, stop_process
 from durable_assistants.nexus import NexusRunInput
-from emulator.server import die_with_parent, stop_process
+from durable_assistants.tools import registry
+from durable_assistants.workflows.enqueued_run import EnqueuedRunWorkflow
+from durable_assistants.workflows.models import Callback, LiveSnapshot, RunRequest, ToolCallDecision
+from durable_assistants.workflows.run import AssistantRunWorkflow
+from durable_assistants.workflows.thread_queue import ThreadQueueWorkflow, queue_workflow_id
 from tests.apis import Api, Seen
 from tests.conftest import eventually, script, workflow_outcome
 from tests.test_worker_runs import TOOLS, message, start
 from tests.worker_tools import CANCELLED
-from tools import registry
-from workflows.enqueued_run import EnqueuedRunWorkflow
-from workflows.models import Callback, LiveSnapshot, RunRequest, ToolCallDecision
-from workflows.run import AssistantRunWorkflow
-from workflows.thread_queue import ThreadQueueWorkflow, queue_workflow_id
 
 HISTORIES = Path(__file__).parent / "histories"
 REPO = Path(__file__).parent.parent
@@ -323,7 +323,7 @@ def spawn_worker(server: TemporalDevServer, emulator: Any, task_queue: str, log:
         "TEMPORAL_ADDRESS": server.address,
         "OPENAI_BASE_URL": emulator.base_url,
         "OPENAI_API_KEY": "sk-test",
-        "DA_TOOL_MODULES": "tests.worker_tools,tools.examples",
+        "DA_TOOL_MODULES": "tests.worker_tools,durable_assistants.tools.examples",
         "DA_LOG_FORMAT": "json",
     }
     with log.open("ab") as out:
@@ -488,7 +488,7 @@ def test_worker_says_in_one_line_what_it_cannot_reach(temporal_server: TemporalD
 async def test_the_dev_server_registers_the_search_attributes(temporal_client: Client) -> None:
     from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 
-    from workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
+    from durable_assistants.workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
     response = await temporal_client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace="default"))
     assert set(SEARCH_ATTRIBUTE_TYPES) <= set(response.custom_attributes)

@@ -13,11 +13,11 @@ import pytest
 from openai import OpenAI
 from temporalio.client import Client
 
-from activities.responses import flat_tool
+from durable_assistants.activities.responses import flat_tool
+from durable_assistants.tools import registry
+from durable_assistants.workflows.models import RunRequest
 from tests.conftest import script
 from tests.test_worker_runs import history_events, message, scheduled_activities, start
-from tools import registry
-from workflows.models import RunRequest
 
 
 @pytest.fixture

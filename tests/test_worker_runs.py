@@ -16,19 +16,18 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
+import durable_assistants.tools.examples  # noqa: F401
 import tests.worker_tools  # noqa: F401  (registers the test tools)
-import tools.examples  # noqa: F401
-import worker
-from activities.assistants import AGENT_TAG_KEY, AssistantsBackend
-from activities.progress import TEXT_BATCHES
-from activities.tools import PROGRESS_EVENT_SECONDS
-from durable_assistants import enqueue_run
+from durable_assistants import enqueue_run, worker
+from durable_assistants.activities.assistants import AGENT_TAG_KEY, AssistantsBackend
+from durable_assistants.activities.progress import TEXT_BATCHES
+from durable_assistants.activities.tools import PROGRESS_EVENT_SECONDS
+from durable_assistants.tools import registry
+from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult
+from durable_assistants.workflows.run import AssistantRunWorkflow
 from tests.apis import Api, Seen
 from tests.conftest import OutcomeHandle, eventually, script, workflow_outcome
 from tests.worker_tools import HEAVY_QUEUE
-from tools import registry
-from workflows.models import MessageInput, RunRequest, RunResult
-from workflows.run import AssistantRunWorkflow
 
 TOOLS = [t.schema() for t in registry]
 

@@ -20,12 +20,12 @@ import pytest
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 
-from devstack.temporal import TemporalDevServer
-from emulator.server import die_with_parent, stop_process
+from durable_assistants.devstack.temporal import TemporalDevServer
+from durable_assistants.emulator.server import die_with_parent, stop_process
+from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult
+from durable_assistants.workflows.run import AssistantRunWorkflow
 from tests.conftest import script
 from tests.test_worker_runs import start
-from workflows.models import MessageInput, RunRequest, RunResult
-from workflows.run import AssistantRunWorkflow
 
 REPO = Path(__file__).parent.parent
 CLI = str(Path(sys.executable).parent / "durable-assistants")  # the console script a user runs
@@ -54,7 +54,7 @@ def one_error_line(done: subprocess.CompletedProcess[str]) -> str:
             "worker: cannot import tool module 'no_such_module': no module named 'no_such_module'",
         ),
         (
-            (), {"DA_TOOL_MODULES": "tools.examples,no_such_package.tools"},
+            (), {"DA_TOOL_MODULES": "durable_assistants.tools.examples,no_such_package.tools"},
             "worker: cannot import tool module 'no_such_package.tools': no module named 'no_such_package'",
         ),
         (
@@ -108,7 +108,7 @@ def test_a_tool_module_that_fails_is_named_with_its_error(tmp_path: Path, source
 
 def test_a_tool_module_in_the_current_directory_is_found(tmp_path: Path) -> None:
     """Found and loaded: the worker gets as far as connecting (nothing listens there)."""
-    (tmp_path / "user_tools.py").write_text("from tools import tool\n\n@tool\ndef echo(text: str) -> str:\n    return text\n")
+    (tmp_path / "user_tools.py").write_text("from durable_assistants.tools import tool\n\n@tool\ndef echo(text: str) -> str:\n    return text\n")
     done = run_cli("worker", "--tools", "user_tools", env={"TEMPORAL_ADDRESS": "127.0.0.1:1"}, cwd=tmp_path)
     assert done.returncode == 2 and one_error_line(done).startswith("worker: cannot connect to Temporal")
 
@@ -153,7 +153,7 @@ async def test_sdk_core_warnings_reach_python_logging(temporal_server: TemporalD
     process, because the core forwards its logs every 10 ms and a command may exit sooner."""
     import logging
 
-    import worker
+    from durable_assistants import worker
 
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
@@ -179,7 +179,7 @@ async def test_sdk_core_warnings_reach_python_logging(temporal_server: TemporalD
 def test_a_huge_core_log_line_is_cut() -> None:
     import logging
 
-    import worker
+    from durable_assistants import worker
 
     record = logging.LogRecord("temporalio.core", logging.WARNING, "(sdk-core)", 0, "y" * 1_000_000, (), None)
     assert worker._shorten(record) is True
@@ -212,7 +212,7 @@ def spawn(temporal_server: TemporalDevServer, emulator: Any, task_queue: str, wo
         }
         with worker_log.open("ab") as log:
             process = subprocess.Popen(
-                [CLI, "worker", "--tools", "tests.bad_tools,tools.examples"],
+                [CLI, "worker", "--tools", "tests.bad_tools,durable_assistants.tools.examples"],
                 cwd=REPO, env=full_env, stdout=log, stderr=log, preexec_fn=die_with_parent,
             )
         started.append(process)

@@ -9,7 +9,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from tools import ToolContext, tool
+from durable_assistants.tools import ToolContext, tool
 
 HEAVY_QUEUE = "durable-assistants-test-heavy"
 FAST_RETRY = timedelta(milliseconds=100)

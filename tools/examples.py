@@ -7,7 +7,7 @@ import hashlib
 from datetime import timedelta
 from typing import Literal
 
-from .registry import ToolContext, tool
+from durable_assistants.tools.registry import ToolContext, tool
 
 _FORECASTS = ("sunny", "cloudy", "light rain", "windy", "snow showers")
 

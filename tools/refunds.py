@@ -1,10 +1,10 @@
 """An example tool that needs a person's approval: refunds over 100 wait for a decision
 (``durable-assistants approve|reject``); smaller ones run at once. ``make demo
-DEMO_ARGS=--approval`` loads this module beside ``tools.examples``."""
+DEMO_ARGS=--approval`` loads this module beside ``durable_assistants.tools.examples``."""
 
 from __future__ import annotations
 
-from tools import tool
+from durable_assistants.tools import tool
 
 APPROVAL_OVER = 100.0
 

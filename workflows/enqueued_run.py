@@ -20,7 +20,7 @@ from temporalio.exceptions import CancelledError as TemporalCancelledError
 
 with workflow.unsafe.imports_passed_through():
     from durable_assistants.nexus import NexusRunInput
-    from workflows.models import RunResult
+    from durable_assistants.workflows.models import RunResult
 
 ENQUEUED_RUN_WORKFLOW_NAME = "EnqueuedRun"
 ENQUEUE_TIMEOUT = timedelta(minutes=2)

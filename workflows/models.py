@@ -13,7 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_seriali
 from pydantic.json_schema import SkipJsonSchema
 from temporalio.contrib.workflow_streams import WorkflowStreamState
 
-from tools.registry import ToolPolicy
+from durable_assistants.tools.registry import ToolPolicy
 
 RUN_WORKFLOW_NAME = "AssistantRun"
 THREAD_QUEUE_WORKFLOW_NAME = "ThreadQueue"

@@ -36,9 +36,9 @@ with workflow.unsafe.imports_passed_through():
     import jsonschema
     import pydantic
 
-    from activities import metrics
-    from activities.callbacks import CallbackInput
-    from activities.model_api import (
+    from durable_assistants.activities import metrics
+    from durable_assistants.activities.callbacks import CallbackInput
+    from durable_assistants.activities.model_api import (
         CancelInput,
         CreateThreadInput,
         ModelActivities,
@@ -47,10 +47,10 @@ with workflow.unsafe.imports_passed_through():
         SubmitInput,
         ToolOutput,
     )
-    from activities.tools import INVALID_ARGUMENTS, TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput, output_text
-    from tools import ToolPolicy
-    from workflows import search_attributes as sa
-    from workflows.models import (
+    from durable_assistants.activities.tools import INVALID_ARGUMENTS, TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput, output_text
+    from durable_assistants.tools import ToolPolicy
+    from durable_assistants.workflows import search_attributes as sa
+    from durable_assistants.workflows.models import (
         PROGRESS_TOPIC,
         RUN_EXPIRED,
         RUN_FAILED,

@@ -32,8 +32,8 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes, Workfl
 from temporalio.exceptions import ApplicationError, ChildWorkflowError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import search_attributes as sa
-    from workflows.models import (
+    from durable_assistants.workflows import search_attributes as sa
+    from durable_assistants.workflows.models import (
         IDEMPOTENCY_CONFLICT,
         QUEUE_FULL,
         RUN_WORKFLOW_ID_PREFIX,
