@@ -76,7 +76,8 @@ from temporalio.worker import Worker  # noqa: E402
 
 from durable_assistants import worker  # noqa: E402
 from durable_assistants.devstack.temporal import TemporalDevServer, free_port  # noqa: E402
-from durable_assistants.emulator.server import EmulatorProcess, die_with_parent, stop_process  # noqa: E402
+from durable_assistants.emulator.server import EmulatorProcess  # noqa: E402
+from durable_assistants.processes import die_with_parent, stop_process  # noqa: E402
 from durable_assistants.tools import examples, registry  # noqa: E402  (examples: get_weather, the instant tool every figure calls)
 from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult  # noqa: E402
 from durable_assistants.workflows.run import AssistantRunWorkflow  # noqa: E402

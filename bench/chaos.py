@@ -64,7 +64,8 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 
 from durable_assistants.client import IdempotencyConflictError, RunFailedError, RunHandle, enqueue_run, run_workflow_id  # noqa: E402
 from durable_assistants.devstack.temporal import TemporalDevServer, free_port  # noqa: E402
-from durable_assistants.emulator.server import EmulatorProcess, die_with_parent, stop_process  # noqa: E402
+from durable_assistants.emulator.server import EmulatorProcess  # noqa: E402
+from durable_assistants.processes import die_with_parent, stop_process  # noqa: E402
 from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult  # noqa: E402
 
 TASK_QUEUE = "chaos"

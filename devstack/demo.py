@@ -39,12 +39,13 @@ import httpx
 from openai import AsyncOpenAI
 from temporalio.client import Client
 
-from durable_assistants.cli import describe_cost, render_progress
 from durable_assistants.client import enqueue_run
 from durable_assistants.codec import CodecConfigError, KeyRing, data_converter, keys_from_env
 from durable_assistants.codec_server import TOKEN_VARIABLE, CodecServerProcess
 from durable_assistants.devstack.temporal import TemporalDevServer, free_port
-from durable_assistants.emulator.server import EmulatorProcess, die_with_parent, stop_process
+from durable_assistants.emulator.server import EmulatorProcess
+from durable_assistants.processes import die_with_parent, stop_process
+from durable_assistants.render import describe_cost, render_progress
 from durable_assistants.workflows.models import MessageInput, RunRequest
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)

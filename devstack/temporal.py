@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from durable_assistants.emulator.server import die_with_parent, stop_process
+from durable_assistants.processes import die_with_parent, stop_process
 from durable_assistants.workflows.search_attributes import SEARCH_ATTRIBUTE_TYPES
 
 

@@ -48,7 +48,8 @@ import durable_assistants.tools.examples  # noqa: E402,F401  (registers the exam
 from durable_assistants import enqueue_run, worker  # noqa: E402
 from durable_assistants.client import RunHandle  # noqa: E402
 from durable_assistants.devstack.temporal import TemporalDevServer, free_port  # noqa: E402
-from durable_assistants.emulator.server import EmulatorProcess, die_with_parent, stop_process  # noqa: E402
+from durable_assistants.emulator.server import EmulatorProcess  # noqa: E402
+from durable_assistants.processes import die_with_parent, stop_process  # noqa: E402
 from durable_assistants.tools import registry, tool  # noqa: E402
 from durable_assistants.workflows.models import MessageInput, RunRequest  # noqa: E402
 from durable_assistants.workflows.thread_queue import queue_workflow_id  # noqa: E402

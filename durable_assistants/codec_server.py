@@ -42,7 +42,9 @@ from starlette.routing import Route
 from temporalio.api.common.v1 import Payloads
 from temporalio.converter import PayloadCodec
 
+from durable_assistants.arguments import Parser  # usage errors in one line, as every command's
 from durable_assistants.codec import KEYS_FILE_VARIABLE, KEYS_VARIABLE, CodecConfigError, EncryptionCodec, PayloadDecryptionError, keys_from_env
+from durable_assistants.processes import die_with_parent, ready_url, stop_child
 
 TOKEN_VARIABLE = "DA_CODEC_TOKEN"
 DEFAULT_HOST = "127.0.0.1"
@@ -129,8 +131,6 @@ def _one_line(exc: BaseException) -> str:
 
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
-    from durable_assistants.cli import Parser  # usage errors in one line, as every command's
-
     parser = Parser(
         prog=prog,
         description=f"Temporal codec server: decrypts payloads for the Temporal UI and CLI with the keys in ${KEYS_VARIABLE} "
@@ -214,8 +214,6 @@ class CodecServerProcess:
         self.url = ""
 
     def __enter__(self) -> CodecServerProcess:
-        from durable_assistants.emulator.server import die_with_parent, ready_url  # the test stand-in's process helpers
-
         log = open(self.log_file, "ab") if self.log_file else None
         try:
             self.process = subprocess.Popen(
@@ -235,8 +233,6 @@ class CodecServerProcess:
         raise RuntimeError(f"the codec server did not start (exit code {self.process.returncode}){where}")
 
     def stop(self) -> int | None:
-        from durable_assistants.emulator.server import stop_child
-
         return stop_child(self.process)
 
     def __exit__(self, *exc: object) -> None:

@@ -27,6 +27,8 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+from durable_assistants.arguments import Parser  # usage errors in one line, as every command's
+
 STALE_SECONDS = 30.0
 TICK_SECONDS = 1.0
 PROBE_TIMEOUT_SECONDS = 5.0
@@ -119,8 +121,6 @@ def probe(url: str | None = None, environ: dict[str, str] | None = None) -> tupl
 
 
 def build_parser(prog: str = "durable-assistants healthcheck") -> argparse.ArgumentParser:
-    from durable_assistants.cli import Parser  # usage errors in one line, as every command's
-
     parser = Parser(prog=prog, description="Exit 0 if the worker is ready (GET /readyz answers 200), 1 if not.")
     parser.add_argument("url", nargs="?", help="default: http://127.0.0.1:<port of DA_HEALTH_ADDRESS>/readyz")
     return parser

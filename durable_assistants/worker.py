@@ -115,6 +115,7 @@ from durable_assistants.activities.model_api import ModelActivities
 from durable_assistants.activities.nexus import DurableAssistantsHandler, NexusActivities
 from durable_assistants.activities.responses import BACKGROUND_MODES, ResponsesBackend
 from durable_assistants.activities.tools import running_tools, tool_activities
+from durable_assistants.arguments import Parser  # usage errors in one line, as every command's
 from durable_assistants.health import Health, parse_address, serving
 from durable_assistants.tools import ToolRegistry
 from durable_assistants.tools import registry as default_registry
@@ -781,8 +782,6 @@ def _one_line(exc: BaseException) -> str:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    from durable_assistants.cli import Parser  # usage errors in one line, as every command's
-
     parser = Parser(prog=prog, description="Run the durable-assistants Temporal worker.")
     parser.add_argument("--task-queue", help=f"the run workflow's task queue (default: $DA_TASK_QUEUE or {DEFAULT_TASK_QUEUE})")
     parser.add_argument(

@@ -22,8 +22,8 @@ from temporalio.client import Client
 
 from durable_assistants import enqueue_run
 from durable_assistants.activities.callbacks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify
-from durable_assistants.cli import describe_callback
 from durable_assistants.devstack.temporal import TemporalDevServer
+from durable_assistants.render import describe_callback
 from durable_assistants.workflows.models import Callback
 from tests.apis import Api
 from tests.conftest import eventually, script

@@ -47,7 +47,8 @@ from durable_assistants.codec import (
 )
 from durable_assistants.codec_server import CodecServerProcess
 from durable_assistants.devstack.temporal import TemporalDevServer, temporal_binary
-from durable_assistants.emulator.server import EmulatorProcess, die_with_parent, stop_process
+from durable_assistants.emulator.server import EmulatorProcess
+from durable_assistants.processes import die_with_parent, stop_process
 from durable_assistants.tools import registry
 from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult
 from tests.conftest import script

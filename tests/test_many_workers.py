@@ -18,7 +18,7 @@ from temporalio.client import Client
 from durable_assistants import enqueue_run
 from durable_assistants.client import pollers
 from durable_assistants.devstack.temporal import TemporalDevServer
-from durable_assistants.emulator.server import stop_process
+from durable_assistants.processes import stop_process
 from tests.apis import AssistantsApi, Seen
 from tests.conftest import script
 from tests.test_worker_lifecycle import spawn_worker

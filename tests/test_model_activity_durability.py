@@ -52,7 +52,7 @@ from durable_assistants.activities.model_api import (
 from durable_assistants.activities.responses import ResponsesBackend
 from durable_assistants.client import RunHandle
 from durable_assistants.devstack.temporal import TemporalDevServer
-from durable_assistants.emulator.server import stop_process
+from durable_assistants.processes import stop_process
 from durable_assistants.tools import registry
 from durable_assistants.workflows.models import MessageInput, RunRequest, RunSnapshot
 from tests.conftest import script

@@ -30,8 +30,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from durable_assistants import enqueue_run, worker
 from durable_assistants.devstack.temporal import TemporalDevServer, free_port
-from durable_assistants.emulator.server import die_with_parent, stop_process
 from durable_assistants.health import Health, serving
+from durable_assistants.processes import die_with_parent, stop_process
 from durable_assistants.tools import registry
 from durable_assistants.workflows.models import RunRequest
 from tests.conftest import script

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from durable_assistants.devstack.temporal import TemporalDevServer
-from durable_assistants.emulator.server import die_with_parent, stop_process
+from durable_assistants.processes import die_with_parent, stop_process
 from tests.test_worker_startup import one_error_line, run_cli
 
 REPO = Path(__file__).parent.parent

@@ -30,8 +30,8 @@ from durable_assistants.activities.responses import ResponsesBackend
 from durable_assistants.client import enqueue_run
 from durable_assistants.cost import run_actions
 from durable_assistants.devstack.temporal import TemporalDevServer
-from durable_assistants.emulator.server import die_with_parent, stop_process
 from durable_assistants.nexus import NexusRunInput
+from durable_assistants.processes import die_with_parent, stop_process
 from durable_assistants.tools import registry
 from durable_assistants.workflows.enqueued_run import EnqueuedRunWorkflow
 from durable_assistants.workflows.models import Callback, LiveSnapshot, RunRequest, ToolCallDecision

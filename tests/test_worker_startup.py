@@ -21,7 +21,7 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 
 from durable_assistants.devstack.temporal import TemporalDevServer
-from durable_assistants.emulator.server import die_with_parent, stop_process
+from durable_assistants.processes import die_with_parent, stop_process
 from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult
 from durable_assistants.workflows.run import AssistantRunWorkflow
 from tests.conftest import script
