@@ -86,7 +86,7 @@ def test_a_flag_wins_over_a_bad_variable() -> None:
     ("source", "expected"),
     [
         (
-            "import socket\nfrom tools import tool\n\n@tool\ndef peek(conn: socket.socket) -> str:\n    return ''\n",
+            "import socket\nfrom durable_assistants.tools import tool\n\n@tool\ndef peek(conn: socket.socket) -> str:\n    return ''\n",
             "worker: tool module 'user_tools' failed to import: TypeError: tool 'peek': parameter 'conn' has type socket.socket, "
             "which has no JSON schema",
         ),
