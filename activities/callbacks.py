@@ -16,10 +16,10 @@ import hmac
 import time
 
 import httpx
-from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from durable_assistants.workflows.activity_models import DELIVER_CALLBACK, CallbackInput
 from durable_assistants.workflows.models import CallbackAttempt
 
 SIGNATURE_HEADER = "DA-Signature"
@@ -30,14 +30,6 @@ USER_AGENT = "durable-assistants-callback/1"
 REQUEST_TIMEOUT_SECONDS = 10.0
 CALLBACK_REFUSED = "CallbackRefused"
 CALLBACK_UNREACHABLE = "CallbackUnreachable"
-
-
-class CallbackInput(BaseModel):
-    url: str
-    secret: str
-    delivery_id: str
-    event: str
-    body: str
 
 
 def signature(secret: str, timestamp: int, body: str) -> str:
@@ -59,7 +51,7 @@ def verify(secret: str, header: str, body: str, tolerance_seconds: float = 300, 
     return hmac.compare_digest(expected, fields.get("v1", ""))
 
 
-@activity.defn(name="deliver_callback")
+@activity.defn(name=DELIVER_CALLBACK)
 async def deliver_callback(input: CallbackInput) -> CallbackAttempt:
     """POST the body once. A 2xx is delivered; anything else raises a non-retryable
     ``ApplicationError`` whose details hold the attempt (the workflow decides whether to retry)."""

@@ -19,7 +19,7 @@ from datetime import timedelta
 import openai
 from temporalio.exceptions import ApplicationError
 
-from durable_assistants.activities import metrics
+from durable_assistants.workflows import metrics
 
 RETRYABLE_STATUSES = frozenset({408, 429})
 PERMANENT_CODES = frozenset({"insufficient_quota"})

@@ -19,10 +19,9 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 import structlog
-from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -31,84 +30,20 @@ from durable_assistants.activities.backend import ModelBackend, OnText, TurnIO
 from durable_assistants.activities.progress import ProgressPublisher
 from durable_assistants.activities.tools import run_inline
 from durable_assistants.client import namespace_search_attributes
-from durable_assistants.tools import ToolPolicy, ToolRegistry
-from durable_assistants.workflows.models import ApprovalAsk, Backend, RunRequest, RunSnapshot
+from durable_assistants.tools import ToolRegistry
+from durable_assistants.workflows.activity_models import (
+    CANCEL_RUN,
+    CREATE_THREAD,
+    START_RUN,
+    SUBMIT_TOOL_OUTPUTS,
+    CancelInput,
+    CreateThreadInput,
+    StartInput,
+    StartResult,
+    SubmitInput,
+)
+from durable_assistants.workflows.models import ApprovalAsk, RunRequest, RunSnapshot
 from durable_assistants.workflows.search_attributes import APPROVAL_ATTRIBUTE, RUN_ATTRIBUTES
-
-
-class CreateThreadInput(BaseModel):
-    request: RunRequest
-    key: str
-
-
-INLINE_FIELD = Field(
-    False, description="Run the round's inline tools (@tool(inline=True)) here and hand back their outputs; workflows of "
-    "earlier versions leave it out (they would not read the outputs).",
-)
-
-
-TAIL_FIELD = Field(
-    False, description="Hand back the turn's last streamed text in the result (RunSnapshot.text_tail) instead of "
-    "signalling it just before: one workflow task less per streamed turn. Earlier workflows leave it out.",
-)
-
-
-APPROVAL_FIELD = Field(
-    None, description="The run's approval overrides by tool name (RunRequest.approval): the activity flags the round's "
-    "calls that wait for a decision (RunSnapshot.approvals) and does not run those inline. None: a workflow of an "
-    "earlier version, which flags nothing.",
-)
-
-
-class StartInput(BaseModel):
-    request: RunRequest
-    thread_id: str | None
-    key: str
-    add_messages: bool
-    inline_tools: bool = INLINE_FIELD
-    text_tail: bool = TAIL_FIELD
-    approval: dict[str, str] | None = APPROVAL_FIELD
-
-
-class StartResult(BaseModel):
-    snapshot: RunSnapshot
-    tools: dict[str, ToolPolicy]
-    search_attributes: bool = Field(
-        False, description="Whether the namespace has the project's search attributes, so the workflow may upsert them."
-    )
-    private: bool = Field(
-        False, description="The worker encrypts payloads: what the workflow shows in plain text (activity summaries) "
-        "names tools and sizes, never arguments.",
-    )
-    approval_attribute: bool = Field(False, description="Whether the namespace has AwaitingApproval, so the workflow may upsert it.")
-
-
-class ToolOutput(BaseModel):
-    tool_call_id: str
-    output: str
-
-
-class SubmitInput(BaseModel):
-    snapshot: RunSnapshot
-    outputs: list[ToolOutput]
-    mode: Literal["poll", "stream"] = "poll"
-    request: RunRequest | None = Field(
-        None, description="Responses: the turn settings (model, instructions, tools) each new response repeats."
-    )
-    key: str | None = Field(None, description="The run's tag, as in StartInput; older workflows leave it out.")
-    inline_tools: bool = INLINE_FIELD
-    text_tail: bool = TAIL_FIELD
-    output_cap_chars: int = 16_000
-    approval: dict[str, str] | None = APPROVAL_FIELD
-
-
-class CancelInput(BaseModel):
-    thread_id: str | None
-    run_id: str
-    backend: Backend = "assistants"
-    snapshot: RunSnapshot | None = Field(None, description="The run as the workflow last saw it, with its unanswered calls.")
-    reason: str | None = Field(None, description="Why the run stops: the output its unanswered calls get.")
-
 
 log = structlog.get_logger("model_api")
 
@@ -280,7 +215,7 @@ class ModelActivities:
             )
         return self._namespaces_with_attributes[namespace]
 
-    @activity.defn(name="create_thread")
+    @activity.defn(name=CREATE_THREAD)
     async def create_thread(self, input: CreateThreadInput) -> str:
         _bind(assistant_id=input.request.assistant_id)
         backend = self.backend_for(input.request)
@@ -351,7 +286,7 @@ class ModelActivities:
             snapshot = snapshot.model_copy(update={"text_tail": progress.take_tail()})
         return snapshot
 
-    @activity.defn(name="start_run")
+    @activity.defn(name=START_RUN)
     async def start_run(self, input: StartInput) -> StartResult:
         request = input.request
         _bind(assistant_id=request.assistant_id, thread_id=input.thread_id or request.conversation_id)
@@ -368,7 +303,7 @@ class ModelActivities:
             approval_attribute=approval_attribute,
         )
 
-    @activity.defn(name="submit_tool_outputs")
+    @activity.defn(name=SUBMIT_TOOL_OUTPUTS)
     async def submit_tool_outputs(self, input: SubmitInput) -> RunSnapshot:
         _bind(thread_id=input.snapshot.thread_id, run_id=input.snapshot.run_id)
         backend = self._backend(input.snapshot.backend)
@@ -383,7 +318,7 @@ class ModelActivities:
             snapshot = await self._finish_turn(snapshot, input, input.output_cap_chars, progress)
         return _ended(snapshot)
 
-    @activity.defn(name="cancel_run")
+    @activity.defn(name=CANCEL_RUN)
     async def cancel_run(self, input: CancelInput) -> RunSnapshot:
         _bind(thread_id=input.thread_id, run_id=input.run_id)
         snapshot = input.snapshot or RunSnapshot(

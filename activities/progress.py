@@ -1,4 +1,4 @@
-"""Publishing progress from durable_assistants.activities to the run's Workflow Stream (text deltas, tool progress)."""
+"""Publishing progress from activities to the run's Workflow Stream (text deltas, tool progress)."""
 
 from __future__ import annotations
 

@@ -42,21 +42,21 @@ from typing import Any
 
 import pydantic
 import structlog
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from durable_assistants.activities import metrics, tracing
+from durable_assistants.activities import tracing
 from durable_assistants.activities.progress import ProgressPublisher
 from durable_assistants.tools import Tool, ToolContext, ToolRegistry
 from durable_assistants.tools.registry import type_name
+from durable_assistants.workflows import metrics
+from durable_assistants.workflows.activity_models import INVALID_ARGUMENTS, TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput
 from durable_assistants.workflows.models import InlineToolResult
 
 log = structlog.get_logger("tools")
 
-INVALID_ARGUMENTS = "InvalidToolArguments"
-TOOL_RETRIES_EXHAUSTED = "ToolRetriesExhausted"
 DEFAULT_HEARTBEAT_SECONDS = 10.0
 # A tool's progress reaches followers (the run's stream) at most this often, the newest value
 # each time and the last one at the end; its heartbeats, which the Temporal UI shows live on
@@ -64,33 +64,6 @@ DEFAULT_HEARTBEAT_SECONDS = 10.0
 # task: at one report a second, about 4 history events a second became 4 every 5 s.
 PROGRESS_EVENT_SECONDS = 5.0
 ERROR_CHARS = 1000
-
-
-class ToolCallInput(BaseModel):
-    run_id: str = Field(description="The run (Assistants) or the response that asked for the call (Responses).")
-    thread_id: str | None = Field(description="The thread or conversation; None on a response chain.")
-    call_id: str
-    name: str
-    # A JSON object, so that the Temporal UI shows the activity's input as one readable object;
-    # the text the model sent is accepted too (activities scheduled by earlier versions).
-    arguments: dict[str, Any] | str
-    output_cap_chars: int = 16_000
-
-
-class ToolCallOutput(BaseModel):
-    # A tool's structured return value stays structured (the UI shows it as JSON, not as a
-    # string of JSON); the model gets ``output_text(output)``. Text, or anything cut at the
-    # cap, is a string.
-    output: str | dict[str, Any] | list[Any]
-    attempt: int = Field(
-        description="The attempt that produced the output, as the tool's retry budget counts: 1 + the earlier attempts "
-        "that raised (attempts lost with a worker don't count). Under a retry policy with maximum_attempts set, "
-        "Temporal's limit counts every attempt, and so does this (Temporal's attempt number)."
-    )
-    truncated: bool = False
-    executions: int | None = Field(
-        None, description="Temporal's attempt number: how many times the call was started, lost attempts included."
-    )
 
 
 OUTPUT_NOT_JSON = "ToolOutputNotJson"
@@ -142,13 +115,6 @@ def render_value(value: Any, cap: int, tool: str = "the tool") -> tuple[str | di
 
 def _handed_back(plain: Any, text: str, truncated: bool) -> str | dict[str, Any] | list[Any]:
     return plain if not truncated and isinstance(plain, (dict, list)) else text
-
-
-def output_text(output: str | dict[str, Any] | list[Any]) -> str:
-    """The model's text for a ``ToolCallOutput.output`` (deterministic: the workflow calls it)."""
-    if isinstance(output, str):
-        return output
-    return json.dumps(output, ensure_ascii=False, allow_nan=False)
 
 
 class _NotJson(Exception):

@@ -1,4 +1,4 @@
-"""The Nexus service ``durable-assistants``: enqueue runs from durable_assistants.workflows in other namespaces.
+"""The Nexus service ``durable-assistants``: enqueue runs from workflows in other namespaces.
 
 This module is the contract a caller imports (its models and the service definition, no
 worker code). In a caller's workflow::
@@ -23,18 +23,23 @@ from __future__ import annotations
 import nexusrpc
 from pydantic import BaseModel, Field
 
-from durable_assistants.workflows.models import LiveSnapshot, RunRequest, RunResult
+# NexusRunInput is also the input of the EnqueuedRun workflow and its activity, so it is
+# defined with the workflows' activity models; a caller imports it from here.
+from durable_assistants.workflows.activity_models import NexusRunInput
+from durable_assistants.workflows.models import LiveSnapshot, RunResult
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "SERVICE_NAME",
+    "DurableAssistantsService",
+    "NexusCancelResult",
+    "NexusRunInput",
+    "NexusRunRef",
+    "NexusRunStatus",
+]
 
 SERVICE_NAME = "durable-assistants"
 DEFAULT_ENDPOINT = "durable-assistants"
-
-
-class NexusRunInput(BaseModel):
-    request: RunRequest
-    request_id: str = Field(
-        min_length=1, max_length=200,
-        description="The idempotency key of the run (as for enqueue_run): the same ID with the same request is the same run.",
-    )
 
 
 class NexusRunRef(BaseModel):

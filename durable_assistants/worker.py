@@ -52,7 +52,7 @@ The worker's own settings (a flag wins over its variable; an empty variable coun
     DA_METRICS_ADDRESS          host:port of a Prometheus /metrics endpoint: the Temporal SDK's
                                 metrics (temporal_*) and the project's own (durable_assistants_*:
                                 runs, rounds, tool calls and their durations, model API errors,
-                                tokens; activities/metrics.py). Unset: no endpoint.
+                                tokens; workflows/metrics.py). Unset: no endpoint.
     DA_HEALTH_ADDRESS           host:port of GET /livez (the event loop answers) and GET /readyz
                                 (every worker polls, not shutting down), for Kubernetes probes;
                                 `durable-assistants healthcheck` probes it. Unset: no endpoint.

@@ -125,6 +125,24 @@ def test_the_product_does_not_import_the_test_bench() -> None:
     assert crossing == PRODUCT_RUNS_THE_BENCH
 
 
+@pytest.mark.parametrize(
+    ("layer", "may_import"),
+    [
+        # The deterministic core: the workflows call activities by name with the models of
+        # workflows/activity_models.py, so they import no activity (I/O) code at all.
+        ("durable_assistants.workflows", ("durable_assistants.workflows", "durable_assistants.tools")),
+        ("durable_assistants.tools", ("durable_assistants.tools",)),
+        # The emulator is a stand-in for a server: of the product it uses only the process helpers.
+        ("durable_assistants.emulator", ("durable_assistants.emulator", "durable_assistants.processes")),
+    ],
+)
+def test_each_layer_imports_only_what_is_below_it(layer: str, may_import: tuple[str, ...]) -> None:
+    graph = import_graph()
+    above = {(name, target) for name, targets in graph.items() if name.startswith(layer) for target in targets
+             if not target.startswith(may_import)}
+    assert above == set()
+
+
 @pytest.mark.parametrize("folder", ["workflows", "activities", "tools", "devstack", "emulator"])
 def test_each_folder_is_linked_into_the_package_and_installed(folder: str) -> None:
     link = PACKAGE / folder

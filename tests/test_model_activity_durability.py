@@ -40,20 +40,13 @@ import tests.worker_tools  # noqa: F401  (registers the test tools)
 from durable_assistants import worker
 from durable_assistants.activities.assistants import AssistantsBackend
 from durable_assistants.activities.backend import TurnIO
-from durable_assistants.activities.model_api import (
-    CancelInput,
-    CreateThreadInput,
-    ModelActivities,
-    StartInput,
-    SubmitInput,
-    ToolOutput,
-    heartbeat_interval,
-)
+from durable_assistants.activities.model_api import ModelActivities, heartbeat_interval
 from durable_assistants.activities.responses import ResponsesBackend
 from durable_assistants.client import RunHandle
 from durable_assistants.devstack.temporal import TemporalDevServer
 from durable_assistants.processes import stop_process
 from durable_assistants.tools import registry
+from durable_assistants.workflows.activity_models import CancelInput, CreateThreadInput, StartInput, SubmitInput, ToolOutput
 from durable_assistants.workflows.models import MessageInput, RunRequest, RunSnapshot
 from tests.conftest import script
 from tests.test_responses_backend import backend, earlier_create, request, retry  # noqa: F401  (backend: a fixture)

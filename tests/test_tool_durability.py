@@ -38,10 +38,11 @@ from temporalio.worker import PollerBehaviorAutoscaling, UnsandboxedWorkflowRunn
 
 from durable_assistants import worker
 from durable_assistants.activities import progress
-from durable_assistants.activities.tools import TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput, execute
+from durable_assistants.activities.tools import execute
 from durable_assistants.devstack.temporal import TemporalDevServer
 from durable_assistants.processes import die_with_parent, stop_process
 from durable_assistants.tools import ToolContext, ToolPolicy, ToolRegistry
+from durable_assistants.workflows.activity_models import TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput
 
 REPO = Path(__file__).parent.parent
 

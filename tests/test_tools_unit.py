@@ -17,8 +17,9 @@ from temporalio.exceptions import CancelledError as TemporalCancelledError
 from temporalio.testing import ActivityEnvironment
 
 from durable_assistants.activities.errors import retry_after, to_temporal_error
-from durable_assistants.activities.tools import ToolCallInput, execute, output_text, render_output, render_value
+from durable_assistants.activities.tools import execute, render_output, render_value
 from durable_assistants.tools import ToolContext, ToolRegistry
+from durable_assistants.workflows.activity_models import ToolCallInput, output_text
 
 
 class Point(BaseModel):

@@ -19,7 +19,7 @@ from temporalio.exceptions import ActivityError
 from temporalio.exceptions import CancelledError as TemporalCancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_assistants.nexus import NexusRunInput
+    from durable_assistants.workflows.activity_models import NexusRunInput
     from durable_assistants.workflows.models import RunResult
 
 ENQUEUED_RUN_WORKFLOW_NAME = "EnqueuedRun"

@@ -33,17 +33,19 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     import pydantic
 
-    from durable_assistants.activities import metrics
-    from durable_assistants.activities.model_api import (
+    from durable_assistants.tools import ToolPolicy
+    from durable_assistants.workflows import metrics
+    from durable_assistants.workflows import search_attributes as sa
+    from durable_assistants.workflows.activity_models import (
+        CREATE_THREAD,
+        START_RUN,
+        SUBMIT_TOOL_OUTPUTS,
         CreateThreadInput,
-        ModelActivities,
         StartInput,
         StartResult,
         SubmitInput,
         ToolOutput,
     )
-    from durable_assistants.tools import ToolPolicy
-    from durable_assistants.workflows import search_attributes as sa
     from durable_assistants.workflows.models import (
         PROGRESS_TOPIC,
         RUN_EXPIRED,
@@ -306,21 +308,23 @@ class AssistantRunWorkflow(RunTools, RunCallback):
         try:
             # Assistants runs need a thread first; Responses runs continue a conversation or chain, or start fresh.
             if thread_id is None and request.assistant_id is not None:
-                thread_id = await workflow.execute_activity_method(
-                    ModelActivities.create_thread,
+                thread_id = await workflow.execute_activity(
+                    CREATE_THREAD,
                     CreateThreadInput(request=request, key=key),
+                    result_type=str,
                     start_to_close_timeout=timedelta(minutes=2),
                     schedule_to_close_timeout=self._model_budget(),
                     heartbeat_timeout=MODEL_API_HEARTBEAT,  # a killed worker is noticed in 30 s, not 2 min
                     retry_policy=MODEL_API_RETRY,
                     summary="create thread",
                 )
-            handle = workflow.start_activity_method(
-                ModelActivities.start_run,
+            handle = workflow.start_activity(
+                START_RUN,
                 StartInput(
                     request=request, thread_id=thread_id, key=key, add_messages=request.thread_id is not None,
                     **self._version_asks(), approval=dict(request.approval),
                 ),
+                result_type=StartResult,
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
                 schedule_to_close_timeout=self._model_budget(),
                 heartbeat_timeout=MODEL_API_HEARTBEAT,
@@ -406,8 +410,8 @@ class AssistantRunWorkflow(RunTools, RunCallback):
     async def _submit(self, request: RunRequest, snapshot: RunSnapshot, outputs: list[ToolOutput]) -> RunSnapshot:
         since = workflow.now()
         try:
-            handle = workflow.start_activity_method(
-                ModelActivities.submit_tool_outputs,
+            handle = workflow.start_activity(
+                SUBMIT_TOOL_OUTPUTS,
                 SubmitInput(
                     snapshot=snapshot,
                     outputs=outputs,
@@ -421,6 +425,7 @@ class AssistantRunWorkflow(RunTools, RunCallback):
                     output_cap_chars=request.output_cap_chars,
                     approval=dict(request.approval),
                 ),
+                result_type=RunSnapshot,
                 start_to_close_timeout=MODEL_API_START_TO_CLOSE,
                 schedule_to_close_timeout=self._model_budget(),
                 heartbeat_timeout=MODEL_API_HEARTBEAT,

@@ -19,7 +19,7 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
 
-    from durable_assistants.activities.callbacks import CallbackInput
+    from durable_assistants.workflows.activity_models import DELIVER_CALLBACK, CallbackInput
     from durable_assistants.workflows.models import (
         CallbackAttempt,
         CallbackDelivery,
@@ -57,7 +57,7 @@ class RunCallback(RunState):
             workflow.set_current_details(f"**{status}** · delivering the callback to {callback.url} · attempt {len(attempts) + 1}")
             try:
                 attempt = await workflow.execute_activity(
-                    "deliver_callback",
+                    DELIVER_CALLBACK,
                     CallbackInput(url=callback.url, secret=callback.secret, delivery_id=delivery_id, event=event, body=body),
                     start_to_close_timeout=CALLBACK_ATTEMPT_TIMEOUT,
                     retry_policy=RetryPolicy(maximum_attempts=1),

@@ -26,10 +26,7 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
 
-    from durable_assistants.activities.model_api import (
-        CancelInput,
-        ModelActivities,
-    )
+    from durable_assistants.workflows.activity_models import CANCEL_RUN, CancelInput
     from durable_assistants.workflows.models import (
         RunRequest,
         RunResult,
@@ -150,9 +147,10 @@ class RunStop(RunView):
     async def _cleanup(self, input: CancelInput, summary: str, snapshot: RunSnapshot) -> RunSnapshot:
         """Run ``cancel_run`` to the end: a cancel that arrives meanwhile (the run was stopping
         for another reason) doesn't abandon it, and its failure is told, not raised."""
-        handle = workflow.start_activity_method(
-            ModelActivities.cancel_run,
+        handle = workflow.start_activity(
+            CANCEL_RUN,
             input,
+            result_type=RunSnapshot,
             start_to_close_timeout=CANCEL_START_TO_CLOSE,
             schedule_to_close_timeout=min(CLEANUP_BUDGET, self._model_budget()),
             heartbeat_timeout=MODEL_API_HEARTBEAT,

@@ -26,11 +26,8 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     import jsonschema
 
-    from durable_assistants.activities.model_api import (
-        ToolOutput,
-    )
-    from durable_assistants.activities.tools import INVALID_ARGUMENTS, TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput, output_text
     from durable_assistants.tools import ToolPolicy
+    from durable_assistants.workflows.activity_models import INVALID_ARGUMENTS, TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput, ToolOutput, output_text
     from durable_assistants.workflows.models import (
         ApprovalAsk,
         ApprovalRecord,

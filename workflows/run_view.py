@@ -13,10 +13,8 @@ from temporalio.common import SearchAttributeUpdate
 
 with workflow.unsafe.imports_passed_through():
 
-    from durable_assistants.activities.model_api import (
-        ToolOutput,
-    )
     from durable_assistants.workflows import search_attributes as sa
+    from durable_assistants.workflows.activity_models import ToolOutput
     from durable_assistants.workflows.models import (
         ModelTokens,
         ProgressEvent,
