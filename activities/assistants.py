@@ -18,6 +18,10 @@ decided from the run's own state, never from one error code or event name:
   within ``CANCEL_BOUND_SECONDS``;
 - reads follow ``openai-poll-after-ms`` exactly; without it they come at a fifth of the time
   the turn has taken (``PollPacer``), instead of a flat second from the start.
+
+Why one module of about 460 lines: one class implements the model-API seam for the
+Assistants API, and its idempotency (the tagged lookups above) runs through create, stream
+and poll alike; split, each half would need the other's lookups.
 """
 
 from __future__ import annotations

@@ -35,6 +35,10 @@ Idempotency, with no way to list responses (see README, "Idempotency on the Resp
    ``RESPONSE_WAIT_SECONDS`` after it was created is cancelled and the turn fails (not
    retried), naming it; the same bound holds for the conversation an earlier attempt's
    response (ID unknown) keeps busy; someone else's response gets ``LOCK_WAIT_SECONDS``.
+
+Why one module of about 730 lines: one turn's protocol (create, follow, poll, cancel, and
+adopting an earlier attempt's response) shares the turn's state and the idempotency rules
+above; the wire shapes are responses_wire.py.
 """
 
 from __future__ import annotations
@@ -43,8 +47,6 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -57,10 +59,10 @@ from temporalio.exceptions import ApplicationError
 
 from durable_assistants.activities.backend import DEFAULT_POLL_SECONDS, PollPacer, TurnIO, api_call
 from durable_assistants.activities.errors import api_message, to_temporal_error
+from durable_assistants.activities.responses_wire import TAG_KEY, Turn, flat_tool, item_text, message_item, output_items
 from durable_assistants.tools import ToolRegistry
-from durable_assistants.workflows.models import MessageInput, ResponsesState, RunRequest, RunSnapshot, ToolCall, Usage
+from durable_assistants.workflows.models import ResponsesState, RunRequest, RunSnapshot, ToolCall, Usage
 
-TAG_KEY = "durable_assistants_key"
 ITEM_LOOKBACK = 100
 STREAM_RESUMES = 5
 LOCKED_CODE = "conversation_locked"
@@ -134,7 +136,7 @@ class ResponsesBackend:
         state = (request.responses_state or self.default_state) if fresh else None
         if state == "conversation":
             conversation_id = await self._new_conversation(request, io)
-        turn = _Turn(
+        turn = Turn(
             request=request,
             items=[message_item(m) for m in request.messages],
             conversation_id=conversation_id,
@@ -180,7 +182,7 @@ class ResponsesBackend:
         if request is None:
             raise ApplicationError("a Responses turn needs the run request's settings", type="InvalidRunRequest", non_retryable=True)
         stateless = snapshot.context is not None
-        turn = _Turn(
+        turn = Turn(
             request=request,
             items=[{"type": "function_call_output", "call_id": o["tool_call_id"], "output": o["output"]} for o in outputs],
             conversation_id=snapshot.thread_id,
@@ -259,7 +261,7 @@ class ResponsesBackend:
 
     # ------------------------------------------------------------------ one turn
 
-    async def _turn(self, turn: _Turn, mode: str, io: TurnIO) -> RunSnapshot:
+    async def _turn(self, turn: Turn, mode: str, io: TurnIO) -> RunSnapshot:
         # A foreground response is not recorded for adoption (nothing to poll or resume): a
         # retry of a foreground turn creates the turn's response again (at-least-once).
         turn.foreground = self.foreground or turn.context is not None  # stateless: store false cannot be background
@@ -291,7 +293,7 @@ class ResponsesBackend:
             io.record(conversation_head=head)
         return await self._create(turn, turn.items, mode, io, head)
 
-    async def _create(self, turn: _Turn, items: list[dict[str, Any]], mode: str, io: TurnIO, head: Any = _MISSING) -> RunSnapshot:
+    async def _create(self, turn: Turn, items: list[dict[str, Any]], mode: str, io: TurnIO, head: Any = _MISSING) -> RunSnapshot:
         params = turn.params(items, self._registry_tools())
         if turn.context is not None:
             turn.sent = list(params.get("input", []))
@@ -347,7 +349,7 @@ class ResponsesBackend:
             raise
         return await self._poll_from(response, turn.conversation_id, _prior_usage(turn.prior), io, turn.sent)
 
-    async def _create_call(self, params: dict[str, Any], stream: bool, io: TurnIO, turn: _Turn) -> Any:
+    async def _create_call(self, params: dict[str, Any], stream: bool, io: TurnIO, turn: Turn) -> Any:
         """``responses.create``: the response, or (``stream``) its event stream, or the
         response if the server answered the streamed create with JSON. A background create is
         seen through even if the activity is cancelled meanwhile: a response the server made
@@ -391,7 +393,7 @@ class ResponsesBackend:
                 type="ModelApiStream",
             ) from None
 
-    def _learn(self, response: Response, turn: _Turn) -> None:
+    def _learn(self, response: Response, turn: Turn) -> None:
         """A response created with ``background: true`` that comes back without it ran in the
         foreground: the server ignores background mode. The turn is then a foreground one, and
         in ``auto`` mode this worker runs its later turns in the foreground."""
@@ -406,7 +408,7 @@ class ResponsesBackend:
                 response_id=response.id,
             )
 
-    def _check_chain(self, turn: _Turn, response: Response) -> None:
+    def _check_chain(self, turn: Turn, response: Response) -> None:
         """A response created with ``previous_response_id`` that comes back without it: the
         server dropped the chain, so the model did not see the earlier turns."""
         if turn.previous_response_id is None or getattr(response, "previous_response_id", None) is not None:
@@ -421,7 +423,7 @@ class ResponsesBackend:
             non_retryable=True,
         )
 
-    async def _follow(self, stream: Any, turn: _Turn, response_id: str | None, after: int | None, io: TurnIO) -> RunSnapshot:
+    async def _follow(self, stream: Any, turn: Turn, response_id: str | None, after: int | None, io: TurnIO) -> RunSnapshot:
         """Read a response's events until it ends; resume after the last event seen when the
         connection drops; fall back to polling if it keeps dropping."""
         prior = _prior_usage(turn.prior)
@@ -584,7 +586,7 @@ class ResponsesBackend:
             newer.append(item)
         return list(reversed(newer))
 
-    async def _landed(self, turn: _Turn, head: Any) -> list[Any] | None:
+    async def _landed(self, turn: Turn, head: Any) -> list[Any] | None:
         """If this turn's input items are in the conversation already (an earlier attempt's
         create took effect), the items that came after them; else None."""
         call_ids = {item["call_id"] for item in turn.items if item.get("type") == "function_call_output"}
@@ -597,14 +599,14 @@ class ResponsesBackend:
         if call_ids:
             positions = [i for i, item in enumerate(items) if item.type == "function_call_output" and item.call_id in call_ids]
             return items[positions[-1] + 1 :] if positions else None
-        wanted = [(item["role"], _text(item["content"])) for item in turn.items]
-        seen = [(getattr(i, "role", None), _text(getattr(i, "content", None))) if i.type == "message" else None for i in items]
+        wanted = [(item["role"], item_text(item["content"])) for item in turn.items]
+        seen = [(getattr(i, "role", None), item_text(getattr(i, "content", None))) if i.type == "message" else None for i in items]
         for start in range(len(seen) - len(wanted) + 1):
             if seen[start : start + len(wanted)] == wanted:
                 return items[start + len(wanted) :]
         return None
 
-    async def _adopt_from_items(self, turn: _Turn, head: Any, mode: str, io: TurnIO) -> RunSnapshot:
+    async def _adopt_from_items(self, turn: Turn, head: Any, mode: str, io: TurnIO) -> RunSnapshot:
         """An earlier attempt's response took this turn's input but its ID was lost. Its output
         lands in the conversation when it ends: take the turn's outcome from there. If it ended
         without output (failed, cancelled), continue the conversation without re-sending."""
@@ -618,7 +620,7 @@ class ResponsesBackend:
             since = time.time()
             io.record(waiting_since=since)
         while True:
-            outputs = _outputs(await self._landed(turn, head) or [])
+            outputs = output_items(await self._landed(turn, head) or [])
             if outputs:
                 return self._snapshot_from_items(turn, outputs)
             if time.time() - since > RESPONSE_WAIT_SECONDS:
@@ -660,7 +662,7 @@ class ResponsesBackend:
             _own(io, response.id, turn.conversation_id)
             # The earlier response may have ended with a reply between the read and the create.
             # Its items, not the new response's, are then the turn's outcome.
-            landed = _outputs(await self._landed(turn, head) or [])
+            landed = output_items(await self._landed(turn, head) or [])
             # Read after the items: anything the new response itself put there is in its output.
             mine = {item.id for item in (await api_call(self.client.responses.retrieve(response.id), what)).output}
             theirs = [item for item in landed if item.id not in mine]
@@ -674,7 +676,7 @@ class ResponsesBackend:
                 return self._snapshot_from_items(turn, theirs)
             return await self._poll_from(response, turn.conversation_id, _prior_usage(turn.prior), io)
 
-    def _snapshot_from_items(self, turn: _Turn, outputs: list[Any]) -> RunSnapshot:
+    def _snapshot_from_items(self, turn: Turn, outputs: list[Any]) -> RunSnapshot:
         calls = [item for item in outputs if item.type == "function_call"]
         messages = [item for item in outputs if item.type == "message" and getattr(item, "role", None) == "assistant"]
         if any(getattr(item, "status", None) == "incomplete" for item in outputs):
@@ -689,136 +691,13 @@ class ResponsesBackend:
             status=status,
             tool_calls=[ToolCall(id=c.call_id, name=c.name, arguments=c.arguments) for c in calls],
             usage=_prior_usage(turn.prior),
-            final_text=None if calls else "\n\n".join(_text(m.content) for m in messages),
+            final_text=None if calls else "\n\n".join(item_text(m.content) for m in messages),
             message_ids=[] if calls else [m.id for m in messages],
             incomplete_details={"reason": "unknown: adopted from the conversation's items"} if status == "incomplete" else None,
         )
 
     def _registry_tools(self) -> list[dict[str, Any]]:
         return [flat_tool(schema) for schema in self.tools.schemas()] if self.tools is not None else []
-
-
-@dataclass
-class _Turn:
-    request: RunRequest
-    items: list[dict[str, Any]]
-    conversation_id: str | None
-    previous_response_id: str | None
-    prior: RunSnapshot | None
-    key: str
-    # A stateless run's items so far (None: the server keeps the context).
-    context: list[dict[str, Any]] | None = None
-    # The turn runs in the foreground (no background mode); decided when it is created.
-    foreground: bool = False
-    # A stateless turn's whole input, as sent.
-    sent: list[dict[str, Any]] | None = None
-
-    def params(self, items: list[dict[str, Any]], registry_tools: list[dict[str, Any]]) -> dict[str, Any]:
-        """``responses.create`` keyword arguments: the request's settings, repeated every turn
-        (a response inherits the chain's items, not its instructions or tools)."""
-        request = self.request
-        params: dict[str, Any] = {"metadata": {**(request.metadata or {}), TAG_KEY: self.key}}
-        if not self.foreground:
-            params["background"] = True
-        if self.context is not None:
-            # Nothing is stored; reasoning comes back encrypted, to be sent with the next turn.
-            params["store"] = False
-            params["include"] = ["reasoning.encrypted_content"]
-            items = self.context + items
-        else:
-            params["store"] = True
-        if items:
-            params["input"] = items
-        if self.conversation_id is not None:
-            params["conversation"] = self.conversation_id
-        elif self.previous_response_id is not None:
-            params["previous_response_id"] = self.previous_response_id
-        if request.model is not None:
-            params["model"] = request.model
-        if request.prompt is not None:
-            params["prompt"] = request.prompt.model_dump(exclude_none=True)
-        if request.instructions is not None:
-            params["instructions"] = request.instructions
-        tools = [flat_tool(t) for t in request.tools] if request.tools is not None else (None if request.prompt else registry_tools)
-        if tools:
-            params["tools"] = tools
-        if request.tool_choice is not None:
-            params["tool_choice"] = flat_tool_choice(request.tool_choice)
-        for name in ("parallel_tool_calls", "temperature", "top_p"):
-            if getattr(request, name) is not None:
-                params[name] = getattr(request, name)
-        if request.max_completion_tokens is not None:
-            params["max_output_tokens"] = request.max_completion_tokens
-        if isinstance(request.response_format, dict):
-            params["text"] = {"format": text_format(request.response_format)}
-        return params
-
-
-# ---------------------------------------------------------------------------- shapes
-
-
-def flat_tool(tool: dict[str, Any]) -> dict[str, Any]:
-    """An Assistants/Chat function tool (``{"type": "function", "function": {...}}``) in the
-    flat Responses shape (``{"type": "function", "name": ...}``); other tools as they are."""
-    if tool.get("type") == "function" and isinstance(tool.get("function"), dict):
-        return {"type": "function", **tool["function"]}
-    return tool
-
-
-def flat_tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
-    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("function"), dict):
-        return {"type": "function", "name": choice["function"]["name"]}
-    return choice
-
-
-def text_format(response_format: dict[str, Any]) -> dict[str, Any]:
-    """An Assistants ``response_format`` as a Responses ``text.format``."""
-    if response_format.get("type") == "json_schema" and isinstance(response_format.get("json_schema"), dict):
-        return {"type": "json_schema", **response_format["json_schema"]}
-    return response_format
-
-
-def message_item(message: MessageInput) -> dict[str, Any]:
-    """A request message as a Responses input message (text parts become input_text/output_text)."""
-    content: Any = message.content
-    if isinstance(content, list):
-        text_type = "input_text" if message.role == "user" else "output_text"
-        content = [_content_part(part, text_type) for part in content]
-    return {"type": "message", "role": message.role, "content": content}
-
-
-def _content_part(part: dict[str, Any], text_type: str) -> dict[str, Any]:
-    kind = part.get("type")
-    if kind == "text":
-        text = part.get("text")
-        return {"type": text_type, "text": text.get("value", "") if isinstance(text, dict) else text}
-    if kind == "image_url" and isinstance(part.get("image_url"), dict):
-        image = part["image_url"]
-        return {"type": "input_image", "image_url": image.get("url"), "detail": image.get("detail", "auto")}
-    if kind == "image_file" and isinstance(part.get("image_file"), dict):
-        image = part["image_file"]
-        return {"type": "input_image", "file_id": image.get("file_id"), "detail": image.get("detail", "auto")}
-    return part
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    parts: Iterable[Any] = content or []
-    texts = []
-    for part in parts:
-        text = part.get("text") if isinstance(part, dict) else getattr(part, "text", None)
-        if isinstance(text, str):
-            texts.append(text)
-    return "".join(texts)
-
-
-def _outputs(items: list[Any]) -> list[Any]:
-    """What a response left in a conversation: its function calls and assistant messages."""
-    return [
-        item for item in items
-        if item.type == "function_call" or (item.type == "message" and getattr(item, "role", None) == "assistant")
-    ]
 
 
 def _own(io: TurnIO, response_id: str, conversation_id: str | None, foreground: bool = False) -> None:
@@ -829,7 +708,6 @@ def _own(io: TurnIO, response_id: str, conversation_id: str | None, foreground: 
         io.running(snapshot)
     else:
         io.running(snapshot, response_id=response_id)
-
 
 
 def _created(response: Response) -> float:

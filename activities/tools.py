@@ -19,6 +19,10 @@ Temporal's own limit, which counts every attempt, as before.
 
 Nothing stands between a tool returning and its activity completing: the progress publisher
 is left to flush in the background (``ProgressPublisher(wait_on_exit=False)``).
+
+Why one module of about 490 lines: one tool call's lifecycle as an activity (parse, run,
+heartbeat, count failures, render the output, or run inline) shares the failure counting and
+the rendering rules; they are read together when a tool misbehaves.
 """
 
 from __future__ import annotations

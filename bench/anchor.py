@@ -38,6 +38,9 @@ of a few lines, so the sandbox's per-run import costs what a minimal workflow's 
     .venv/bin/python bench/anchor.py                   # 5 repeats, about 5-8 minutes on 2 cores
     .venv/bin/python bench/anchor.py --repeats 1 --quick
     .venv/bin/python bench/anchor.py --thousand --json
+
+Why one module of about 740 lines: measurement bench. One benchmark: its anchors, the five
+figures and their report, run in one process so subject and anchor share servers.
 """
 
 from __future__ import annotations

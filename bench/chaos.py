@@ -30,6 +30,10 @@ keeps it and prints where).
     .venv/bin/python bench/chaos.py                          # 200 runs, 30 kills, 3 restarts, 20 % faults
     .venv/bin/python bench/chaos.py --runs 20 --kills 3 --restarts 1 --interval 0.5
     make chaos CHAOS_ARGS="--seed 7 --json-out /tmp/chaos.json"
+
+Why one module of about 940 lines: measurement bench. One chaos run: the fault schedule, the
+killed worker, the restarted server, and every check that nothing was lost or done twice,
+over the same state.
 """
 
 from __future__ import annotations

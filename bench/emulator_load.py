@@ -80,6 +80,10 @@ Usage::
 
 Exit status: 0 when the benchmark ran (whatever the figures), 1 when the emulator did not
 start or the benchmark could not run, 130 when interrupted.
+
+Why one module of about 1100 lines: measurement bench. One load test of the emulator with
+its own lean HTTP/1.1 load generator and /proc sampler (a generator built on the SDK
+saturates first, see docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@
 
 Temporal comes from its standard environment configuration (TEMPORAL_ADDRESS, ...), the
 model API from OPENAI_BASE_URL / OPENAI_API_KEY. Errors are one line and a non-zero exit.
+
+Why one module of about 780 lines: the parser and one short function per command, each
+reading its own options; the text they print is render.py, the shared argument types
+arguments.py.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ callers sharing a thread run one at a time, in arrival order. A request for a ne
 starts its ``AssistantRun`` workflow directly. Either way ``request_id`` is an idempotency
 key for the namespace: the same ID with the same request returns the first run's handle,
 with another request it raises ``IdempotencyConflictError`` (docs/idempotency.md).
+
+Why one module of about 790 lines: the caller's whole API (enqueue_run, RunHandle, get_run,
+their errors), which a user reads in one place; the CLI, the gateway and Nexus use it as it
+is.
 """
 
 from __future__ import annotations

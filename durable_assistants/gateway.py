@@ -22,6 +22,10 @@ Authentication: ``Authorization: Bearer <token>``. Tokens are configured by thei
 with no assistant, on the Responses API by model). A token scoped to assistants enqueues only
 for them and sees only their runs; a run still waiting in its thread's queue does not say
 whose it is yet, so such a token sees only that it is queued. See docs/gateway.md.
+
+Why one module of about 490 lines: one HTTP service: its routes, the token check and the
+error mapping each route relies on, the event stream and the OpenAPI document built from the
+same route table.
 """
 
 from __future__ import annotations

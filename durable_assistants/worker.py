@@ -74,6 +74,9 @@ status 2. If one of the process's Temporal workers stops by itself once running 
 fail for good: the namespace is gone, the credentials are refused, ...), the process says
 which and why in one log line, shuts the others down as on SIGTERM and exits with status 1:
 a process that serves nothing should not look alive.
+
+Why one module of about 840 lines: the worker's configuration reference (above) and the
+settings, wiring and lifecycle it documents, read together by whoever deploys it.
 """
 
 from __future__ import annotations

@@ -8,51 +8,86 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
-from openai.types.beta import (
-    assistant_create_params,
-    assistant_update_params,
-    thread_create_and_run_params,
-    thread_create_params,
-    thread_update_params,
-)
-from openai.types.beta.threads import (
-    message_create_params,
-    message_update_params,
-    run_create_params,
-    run_submit_tool_outputs_params,
-    run_update_params,
-)
-from openai.types.conversations import (
-    conversation_create_params,
-    conversation_update_params,
-    item_create_params,
-)
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from durable_assistants.emulator.config import EmulatorConfig
-from durable_assistants.emulator.engine import TERMINAL_STATUSES, AssistantsEngine, RunState, dump, step_body
-from durable_assistants.emulator.errors import APIError, ConnectionDropped, bad_request, not_found, rate_limited, server_error
+from durable_assistants.emulator.engine import AssistantsEngine
+from durable_assistants.emulator.errors import APIError, ConnectionDropped, bad_request, rate_limited, server_error
 from durable_assistants.emulator.faults import FaultInjector, FaultRule
+from durable_assistants.emulator.http import (
+    Handler,
+    error_response,
+)
 from durable_assistants.emulator.ids import IdFactory
-from durable_assistants.emulator.pagination import ListQuery
-from durable_assistants.emulator.responses import ResponsesEngine, response_body
-from durable_assistants.emulator.responses_sse import ResponseEventStream, response_stream
-from durable_assistants.emulator.script import SCENARIO_NAME, ScriptError, parse_script
-from durable_assistants.emulator.sse import RunEventStream, run_stream, stale_tail_stream
+from durable_assistants.emulator.responses import ResponsesEngine
+from durable_assistants.emulator.responses_sse import ResponseEventStream
+from durable_assistants.emulator.routes_admin import (
+    admin_add_fault,
+    admin_clear_faults,
+    admin_delete_fault,
+    admin_delete_prompt,
+    admin_delete_scenario,
+    admin_get_config,
+    admin_health,
+    admin_list_faults,
+    admin_list_prompts,
+    admin_list_scenarios,
+    admin_patch_config,
+    admin_put_prompt,
+    admin_put_scenario,
+    admin_reset,
+    admin_stats,
+)
+from durable_assistants.emulator.routes_assistants import (
+    cancel_run,
+    create_assistant,
+    create_message,
+    create_run,
+    create_thread,
+    create_thread_and_run,
+    delete_assistant,
+    delete_message,
+    delete_thread,
+    list_assistants,
+    list_messages,
+    list_runs,
+    list_steps,
+    retrieve_assistant,
+    retrieve_message,
+    retrieve_run,
+    retrieve_step,
+    retrieve_thread,
+    submit_tool_outputs,
+    update_assistant,
+    update_message,
+    update_run,
+    update_thread,
+)
+from durable_assistants.emulator.routes_responses import (
+    cancel_response,
+    create_conversation,
+    create_items,
+    create_response,
+    delete_conversation,
+    delete_item,
+    delete_response,
+    list_input_items,
+    list_items,
+    retrieve_conversation,
+    retrieve_item,
+    retrieve_response,
+    update_conversation,
+)
+from durable_assistants.emulator.sse import RunEventStream
 from durable_assistants.emulator.stats import Stats
-from durable_assistants.emulator.validation import check_positive, check_range, parse_json_body, validate_params
 
 log = logging.getLogger("emulator")
-
-Handler = Callable[[Request, "Emulator"], Awaitable[Response]]
 
 
 class Emulator:
@@ -65,6 +100,7 @@ class Emulator:
         self.engine = AssistantsEngine(self.config, self.stats, IdFactory(self.config.seed))
         # One ID sequence, one scripted model and one set of scenarios for both API surfaces.
         self.responses = ResponsesEngine(self.config, self.stats, self.engine.ids, self.engine.model, self.engine.scenarios)
+        self.operations = OPERATIONS  # what a fault rule may name
         self.app = build_app(self)
 
     async def reset(self) -> None:
@@ -73,473 +109,6 @@ class Emulator:
         self.faults.clear()
         self.stats.reset()
 
-
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def error_response(error: APIError) -> JSONResponse:
-    return json_response(error.body(), error.status, error.headers)
-
-
-# ---------------------------------------------------------------------------- request helpers
-
-
-async def body_of(request: Request, params_type: Any, **path: str) -> dict[str, Any]:
-    return validate_params(params_type, parse_json_body(await request.body()), path=path)
-
-
-def list_query(request: Request) -> ListQuery:
-    try:
-        return ListQuery.model_validate(dict(request.query_params))
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        name = str(error["loc"][0])
-        raise bad_request(
-            f"Invalid '{name}': {error['msg']}, got {error.get('input')!r}.", param=name, code="invalid_value"
-        ) from None
-
-
-def query_flag(request: Request, name: str) -> bool:
-    raw = request.query_params.get(name)
-    if raw is None or raw.lower() in ("false", "0"):
-        return False
-    if raw.lower() in ("true", "1"):
-        return True
-    raise bad_request(f"Invalid value for '{name}': expected a boolean, got {raw!r}.", param=name, code="invalid_type")
-
-
-def query_int(request: Request, name: str) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise bad_request(f"Invalid value for '{name}': expected an integer, got {raw!r}.", param=name, code="invalid_type") from None
-
-
-def check_sampling(params: dict[str, Any], emu: Emulator) -> None:
-    check_range(params, "temperature", 0, 2)
-    check_range(params, "top_p", 0, 1)
-    check_positive(params, "max_prompt_tokens", 256)
-    # The spec says at least 256; the service took less (16 ended the run `incomplete`).
-    check_positive(params, "max_completion_tokens", 256 if emu.config.strict_spec else 1)
-
-
-def poll_after_headers(emulator: Emulator) -> dict[str, str]:
-    """The pacing hint on reads of an unfinished run or response (none under compat.no_poll_after_header)."""
-    if emulator.config.compat.no_poll_after_header:
-        return {}
-    return {"openai-poll-after-ms": str(emulator.config.poll_after_ms)}
-
-
-def run_response(emulator: Emulator, run_state: RunState, *, read: bool = False) -> JSONResponse:
-    headers = {}
-    if read and run_state.run.status not in TERMINAL_STATUSES:
-        headers = poll_after_headers(emulator)
-    return json_response(dump(run_state.run), headers=headers)
-
-
-# ---------------------------------------------------------------------------- assistants
-
-
-async def create_assistant(request: Request, emu: Emulator) -> Response:
-    params = await body_of(request, assistant_create_params.AssistantCreateParams)
-    check_sampling(params, emu)
-    return json_response(emu.engine.render_assistant(emu.engine.create_assistant(params)))
-
-
-async def list_assistants(request: Request, emu: Emulator) -> Response:
-    return json_response(emu.engine.list_assistants(list_query(request)))
-
-
-async def retrieve_assistant(request: Request, emu: Emulator) -> Response:
-    return json_response(emu.engine.render_assistant(emu.engine.get_assistant(request.path_params["assistant_id"])))
-
-
-async def update_assistant(request: Request, emu: Emulator) -> Response:
-    params = await body_of(request, assistant_update_params.AssistantUpdateParams)
-    check_sampling(params, emu)
-    return json_response(emu.engine.render_assistant(emu.engine.update_assistant(request.path_params["assistant_id"], params)))
-
-
-async def delete_assistant(request: Request, emu: Emulator) -> Response:
-    return json_response(emu.engine.delete_assistant(request.path_params["assistant_id"]))
-
-
-# ---------------------------------------------------------------------------- threads
-
-
-async def create_thread(request: Request, emu: Emulator) -> Response:
-    params = await body_of(request, thread_create_params.ThreadCreateParams)
-    return json_response(dump(emu.engine.create_thread(params).thread))
-
-
-async def retrieve_thread(request: Request, emu: Emulator) -> Response:
-    return json_response(dump(emu.engine.get_thread(request.path_params["thread_id"]).thread))
-
-
-async def update_thread(request: Request, emu: Emulator) -> Response:
-    params = await body_of(request, thread_update_params.ThreadUpdateParams)
-    return json_response(dump(emu.engine.update_thread(request.path_params["thread_id"], params)))
-
-
-async def delete_thread(request: Request, emu: Emulator) -> Response:
-    return json_response(emu.engine.delete_thread(request.path_params["thread_id"]))
-
-
-# ---------------------------------------------------------------------------- messages
-
-
-async def create_message(request: Request, emu: Emulator) -> Response:
-    params = await body_of(request, message_create_params.MessageCreateParams)
-    return json_response(dump(emu.engine.create_message(request.path_params["thread_id"], params)))
-
-
-async def list_messages(request: Request, emu: Emulator) -> Response:
-    run_id = request.query_params.get("run_id")
-    return json_response(emu.engine.list_messages(request.path_params["thread_id"], list_query(request), run_id))
-
-
-async def retrieve_message(request: Request, emu: Emulator) -> Response:
-    p = request.path_params
-    return json_response(dump(emu.engine.get_message(p["thread_id"], p["message_id"])))
-
-
-async def update_message(request: Request, emu: Emulator) -> Response:
-    p = request.path_params
-    params = await body_of(request, message_update_params.MessageUpdateParams, thread_id=p["thread_id"])
-    return json_response(dump(emu.engine.update_message(p["thread_id"], p["message_id"], params)))
-
-
-async def delete_message(request: Request, emu: Emulator) -> Response:
-    p = request.path_params
-    return json_response(emu.engine.delete_message(p["thread_id"], p["message_id"]))
-
-
-# ---------------------------------------------------------------------------- runs
-
-
-async def create_run(request: Request, emu: Emulator) -> Response:
-    thread_id = request.path_params["thread_id"]
-    params = await body_of(request, run_create_params.RunCreateParams)
-    check_sampling(params, emu)
-    run_state = emu.engine.create_run(thread_id, params)
-    return _started(emu, run_state, stream=bool(params.get("stream")))
-
-
-async def create_thread_and_run(request: Request, emu: Emulator) -> Response:
-    params = await body_of(request, thread_create_and_run_params.ThreadCreateAndRunParams)
-    check_sampling(params, emu)
-    run_state = emu.engine.create_thread_and_run(params)
-    prelude = [("thread.created", dump(run_state.thread.thread))]
-    return _started(emu, run_state, stream=bool(params.get("stream")), prelude=prelude)
-
-
-def _started(emu: Emulator, run_state: RunState, *, stream: bool, prelude: list[Any] | None = None) -> Response:
-    if not stream:
-        emu.engine.launch(run_state)
-        return run_response(emu, run_state)
-    return run_stream(
-        run_state,
-        lambda: emu.engine.launch(run_state),
-        emu.config.keepalive_seconds,
-        prelude,
-        completed_after_requires_action=emu.config.compat.completed_after_requires_action,
-    )
-
-
-async def list_runs(request: Request, emu: Emulator) -> Response:
-    return json_response(emu.engine.list_runs(request.path_params["thread_id"], list_query(request)))
-
-
-async def retrieve_run(request: Request, emu: Emulator) -> Response:
-    p = request.path_params
-    return run_response(emu, emu.engine.get_run(p["thread_id"], p["run_id"]), read=True)
-
-
-async def update_run(request: Request, emu: Emulator) -> Response:
-    p = request.path_params
-    params = await body_of(request, run_update_params.RunUpdateParams, thread_id=p["thread_id"])
-    return json_response(dump(emu.engine.update_run(p["thread_id"], p["run_id"], params)))
-
-
-async def cancel_run(request: Request, emu: Emulator) -> Response:
-    p = request.path_params
-    return json_response(dump(emu.engine.cancel_run(p["thread_id"], p["run_id"])))
-
-
-async def submit_tool_outputs(request: Request, emu: Emulator) -> Response:
-    p = request.path_params
-    params = await body_of(
-        request, run_submit_tool_outputs_params.RunSubmitToolOutputsParams, thread_id=p["thread_id"]
-    )
-    if not params.get("stream"):
-        run_state = emu.engine.submit_tool_outputs(p["thread_id"], p["run_id"], params)
-        return run_response(emu, run_state)
-    run_state = emu.engine.get_run(p["thread_id"], p["run_id"])
-    compat = emu.config.compat
-    if compat.stale_done_on_submit:
-        # What the run's previous stream sent after requires_action, replayed instead of this
-        # submit's own events: `done`, after the stale `thread.run.completed` if that was sent.
-        tail = [("thread.run.completed", dump(run_state.run))] if compat.completed_after_requires_action else []
-        return stale_tail_stream(
-            run_state,
-            lambda: emu.engine.submit_tool_outputs(p["thread_id"], p["run_id"], params),
-            tail,
-            emu.config.keepalive_seconds,
-        )
-    return run_stream(
-        run_state,
-        lambda: emu.engine.submit_tool_outputs(p["thread_id"], p["run_id"], params),
-        emu.config.keepalive_seconds,
-        completed_after_requires_action=compat.completed_after_requires_action,
-    )
-
-
-async def list_steps(request: Request, emu: Emulator) -> Response:
-    p = request.path_params
-    return json_response(emu.engine.list_steps(p["thread_id"], p["run_id"], list_query(request)))
-
-
-async def retrieve_step(request: Request, emu: Emulator) -> Response:
-    p = request.path_params
-    return json_response(step_body(emu.engine.get_step(p["thread_id"], p["run_id"], p["step_id"])))
-
-
-# ---------------------------------------------------------------------------- responses
-
-
-def not_supported() -> APIError:
-    """What a gateway without this Responses operation answers (compat.responses_*_unsupported)."""
-    return server_error("not supported")
-
-
-async def create_response(request: Request, emu: Emulator) -> Response:
-    params = emu.responses.check_create(parse_json_body(await request.body()))
-    state = emu.responses.create(params)
-    background = bool(state.response.background)  # never under compat.responses_background_ignored
-    if params.get("stream") and not (background and emu.config.compat.responses_background_stream_as_json):
-        return response_stream(state, lambda: emu.responses.launch(state), emu.config.keepalive_seconds)
-    emu.responses.launch(state)
-    if not background:
-        await state.finished.wait()  # a foreground response answers when it has ended
-    return json_response(response_body(state.response))
-
-
-async def retrieve_response(request: Request, emu: Emulator) -> Response:
-    if emu.config.compat.responses_retrieve_unsupported:
-        raise not_supported()
-    response_id = request.path_params["response_id"]
-    stream = query_flag(request, "stream")
-    starting_after = query_int(request, "starting_after")
-    state = emu.responses.get(response_id)
-    if stream:
-        if not state.response.background:
-            raise bad_request(
-                f"Response {response_id} was not created with background=true; only background responses can be streamed again.",
-                param="stream",
-            )
-        return ResponseEventStream(state, emu.config.keepalive_seconds, starting_after)
-    headers = {} if state.done else poll_after_headers(emu)
-    return json_response(response_body(state.response), headers=headers)
-
-
-async def cancel_response(request: Request, emu: Emulator) -> Response:
-    if emu.config.compat.responses_cancel_unsupported:
-        raise not_supported()
-    state = await emu.responses.cancel(request.path_params["response_id"])
-    return json_response(response_body(state.response))
-
-
-async def delete_response(request: Request, emu: Emulator) -> Response:
-    return json_response(await emu.responses.delete(request.path_params["response_id"]))
-
-
-async def list_input_items(request: Request, emu: Emulator) -> Response:
-    return json_response(emu.responses.list_input_items(request.path_params["response_id"], list_query(request)))
-
-
-# ---------------------------------------------------------------------------- conversations
-
-
-def conversations_api(handler: Handler) -> Handler:
-    """A Conversations API handler, or the 404 of a server that has none (compat.conversations_absent)."""
-
-    async def gated(request: Request, emu: Emulator) -> Response:
-        if emu.config.compat.conversations_absent:
-            raise APIError(404, "Not Found")
-        return await handler(request, emu)
-
-    return gated
-
-
-@conversations_api
-async def create_conversation(request: Request, emu: Emulator) -> Response:
-    body = parse_json_body(await request.body())
-    params = emu.responses.check_items(body, conversation_create_params.ConversationCreateParams, required=False)
-    return json_response(dump(emu.responses.create_conversation(params).conversation))
-
-
-@conversations_api
-async def retrieve_conversation(request: Request, emu: Emulator) -> Response:
-    return json_response(dump(emu.responses.get_conversation(request.path_params["conversation_id"]).conversation))
-
-
-@conversations_api
-async def update_conversation(request: Request, emu: Emulator) -> Response:
-    params = await body_of(request, conversation_update_params.ConversationUpdateParams)
-    return json_response(dump(emu.responses.update_conversation(request.path_params["conversation_id"], params)))
-
-
-@conversations_api
-async def delete_conversation(request: Request, emu: Emulator) -> Response:
-    return json_response(emu.responses.delete_conversation(request.path_params["conversation_id"]))
-
-
-@conversations_api
-async def create_items(request: Request, emu: Emulator) -> Response:
-    body = parse_json_body(await request.body())
-    params = emu.responses.check_items(body, item_create_params.ItemCreateParams, required=True)
-    return json_response(emu.responses.add_items(request.path_params["conversation_id"], params))
-
-
-@conversations_api
-async def list_items(request: Request, emu: Emulator) -> Response:
-    return json_response(emu.responses.list_items(request.path_params["conversation_id"], list_query(request)))
-
-
-@conversations_api
-async def retrieve_item(request: Request, emu: Emulator) -> Response:
-    p = request.path_params
-    return json_response(emu.responses.get_item(p["conversation_id"], p["item_id"]))
-
-
-@conversations_api
-async def delete_item(request: Request, emu: Emulator) -> Response:
-    p = request.path_params
-    return json_response(dump(emu.responses.delete_item(p["conversation_id"], p["item_id"])))
-
-
-# ---------------------------------------------------------------------------- admin
-
-
-async def admin_health(request: Request, emu: Emulator) -> Response:
-    engine = emu.engine
-    active = sum(1 for t in engine.threads.values() if t.active_run is not None)
-    responses = emu.responses
-    active_responses = sum(1 for r in responses.responses.values() if r.response.status in ("queued", "in_progress"))
-    return json_response(
-        {
-            "status": "ok",
-            "threads": len(engine.threads),
-            "runs": len(engine.runs),
-            "active_runs": active,
-            "conversations": len(responses.conversations),
-            "responses": len(responses.responses),
-            "active_responses": active_responses,
-        }
-    )
-
-
-async def admin_stats(request: Request, emu: Emulator) -> Response:
-    return json_response(emu.stats.snapshot())
-
-
-async def admin_reset(request: Request, emu: Emulator) -> Response:
-    await emu.reset()
-    return json_response({"reset": True})
-
-
-async def admin_get_config(request: Request, emu: Emulator) -> Response:
-    return json_response(emu.config.model_dump(exclude={"api_key"}))
-
-
-async def admin_patch_config(request: Request, emu: Emulator) -> Response:
-    changes = parse_json_body(await request.body())
-    if "api_key" in changes:
-        raise bad_request("The API key is set when the server starts (--api-key); it can't be changed live.", param="api_key")
-    if isinstance(changes, dict) and isinstance(changes.get("compat"), dict):
-        # Switches not named keep their value: a PATCH changes only what it names.
-        changes = {**changes, "compat": {**emu.config.compat.model_dump(), **changes["compat"]}}
-    try:
-        merged = EmulatorConfig.model_validate({**emu.config.model_dump(), **changes})
-    except ValidationError as exc:
-        raise _admin_error(exc) from None
-    for key in changes:
-        setattr(emu.config, key, getattr(merged, key))
-    return json_response(emu.config.model_dump(exclude={"api_key"}))
-
-
-async def admin_list_faults(request: Request, emu: Emulator) -> Response:
-    return json_response({"data": [r.model_dump() for r in emu.faults.rules]})
-
-
-async def admin_add_fault(request: Request, emu: Emulator) -> Response:
-    try:
-        rule = FaultRule.model_validate(parse_json_body(await request.body()))
-    except ValidationError as exc:
-        raise _admin_error(exc) from None
-    if rule.operation != "*" and rule.operation not in OPERATIONS:
-        raise bad_request(
-            f"Unknown operation {rule.operation!r}; use '*' or one of: {', '.join(sorted(OPERATIONS))}.",
-            param="operation",
-        )
-    return json_response(emu.faults.add(rule).model_dump())
-
-
-async def admin_clear_faults(request: Request, emu: Emulator) -> Response:
-    emu.faults.clear()
-    return json_response({"deleted": True})
-
-
-async def admin_delete_fault(request: Request, emu: Emulator) -> Response:
-    fault_id = request.path_params["fault_id"]
-    if not emu.faults.remove(fault_id):
-        raise not_found("fault", fault_id)
-    return json_response({"id": fault_id, "deleted": True})
-
-
-async def admin_list_scenarios(request: Request, emu: Emulator) -> Response:
-    return json_response({name: s.model_dump(exclude_defaults=True) for name, s in emu.engine.scenarios.items()})
-
-
-async def admin_put_scenario(request: Request, emu: Emulator) -> Response:
-    name = request.path_params["name"]
-    if not SCENARIO_NAME.match(name):
-        raise bad_request(f"Invalid scenario name {name!r}: use 1-64 letters, digits, '_', '-' or '.'.", param="name")
-    try:
-        script = parse_script(parse_json_body(await request.body()), source=f"scenario {name!r}")
-    except ScriptError as exc:
-        raise bad_request(str(exc), code="invalid_emulator_script") from None
-    emu.engine.scenarios[name] = script
-    return json_response({"name": name, "script": script.model_dump(exclude_defaults=True)})
-
-
-async def admin_delete_scenario(request: Request, emu: Emulator) -> Response:
-    name = request.path_params["name"]
-    if emu.engine.scenarios.pop(name, None) is None:
-        raise not_found("scenario", name)
-    return json_response({"name": name, "deleted": True})
-
-
-async def admin_list_prompts(request: Request, emu: Emulator) -> Response:
-    return json_response(emu.responses.list_prompts())
-
-
-async def admin_put_prompt(request: Request, emu: Emulator) -> Response:
-    return json_response(emu.responses.put_prompt(request.path_params["prompt_id"], parse_json_body(await request.body())))
-
-
-async def admin_delete_prompt(request: Request, emu: Emulator) -> Response:
-    return json_response(emu.responses.delete_prompt(request.path_params["prompt_id"]))
-
-
-def _admin_error(exc: ValidationError) -> APIError:
-    error = exc.errors(include_url=False)[0]
-    name = ".".join(str(p) for p in error["loc"]) or "body"
-    return bad_request(f"Invalid '{name}': {error['msg']}, got {error.get('input')!r}.", param=name)
 
 
 # ---------------------------------------------------------------------------- wiring

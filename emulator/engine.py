@@ -7,6 +7,10 @@ to parse. Each active run has one asyncio task that walks it through its lifecyc
 (queued → in_progress → requires_action … → a terminal status) and publishes the same
 transitions as stream events to whoever is subscribed. The turns themselves come from the
 API-agnostic ``ScriptedModel``.
+
+Why one module of about 880 lines: test bench. The Assistants state machine: runs, steps,
+messages and their expiry share one store and one lock, as on the server it imitates; the
+routes are routes_assistants.py.
 """
 
 from __future__ import annotations

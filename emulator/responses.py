@@ -19,6 +19,10 @@ Conversations: a response's input items are appended to its conversation when it
 created; its output items when it ends ``completed`` or ``incomplete`` (not when it fails or
 is cancelled). While a response on a conversation is queued or in progress, the
 conversation refuses another response (400 ``conversation_locked``).
+
+Why one module of about 840 lines: test bench. The Responses and Conversations state
+machine: a response's lifecycle, its items and the conversation lock share one store and one
+lock; the routes are routes_responses.py.
 """
 
 from __future__ import annotations

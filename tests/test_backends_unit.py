@@ -7,7 +7,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from durable_assistants.activities.responses import _Turn, flat_tool, flat_tool_choice, message_item, text_format
+from durable_assistants.activities.responses_wire import Turn, flat_tool, flat_tool_choice, message_item, text_format
 from durable_assistants.tools import ToolRegistry
 from durable_assistants.workflows.models import MessageInput, RunRequest
 
@@ -91,7 +91,7 @@ def test_every_turn_repeats_the_settings_and_tags_what_it_creates() -> None:
         model="gpt-4o", instructions="Be brief.", max_completion_tokens=300, tool_choice="required", metadata={"team": "a"}
     )
     registry_tools = [flat_tool(s) for s in registry.schemas()]
-    first = _Turn(request, [{"type": "message", "role": "user", "content": "hi"}], None, None, None, "wf-1").params(
+    first = Turn(request, [{"type": "message", "role": "user", "content": "hi"}], None, None, None, "wf-1").params(
         [{"type": "message", "role": "user", "content": "hi"}], registry_tools
     )
     assert first["background"] is True and first["store"] is True
@@ -99,12 +99,12 @@ def test_every_turn_repeats_the_settings_and_tags_what_it_creates() -> None:
     assert first["metadata"] == {"team": "a", "durable_assistants_key": "wf-1"}
     assert [t["name"] for t in first["tools"]] == ["add"] and "function" not in first["tools"][0]
     assert "previous_response_id" not in first and "conversation" not in first
-    later = _Turn(request, [], None, "resp_1", None, "wf-1").params([], registry_tools)
+    later = Turn(request, [], None, "resp_1", None, "wf-1").params([], registry_tools)
     assert later["previous_response_id"] == "resp_1" and "input" not in later and later["instructions"] == "Be brief."
-    on_conversation = _Turn(request, [], "conv_1", None, None, "wf-1").params([], registry_tools)
+    on_conversation = Turn(request, [], "conv_1", None, None, "wf-1").params([], registry_tools)
     assert on_conversation["conversation"] == "conv_1" and "previous_response_id" not in on_conversation
     # A stored prompt brings its own tools: the registry's are not added.
-    prompted = _Turn(RunRequest(prompt={"id": "pmpt_1", "version": "2"}), [], None, None, None, "k").params([], registry_tools)  # type: ignore[arg-type]
+    prompted = Turn(RunRequest(prompt={"id": "pmpt_1", "version": "2"}), [], None, None, None, "k").params([], registry_tools)  # type: ignore[arg-type]
     assert prompted["prompt"] == {"id": "pmpt_1", "version": "2"} and "tools" not in prompted and "model" not in prompted
 
 

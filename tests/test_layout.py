@@ -39,9 +39,20 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node of a module but those under ``if TYPE_CHECKING:`` (imports for annotations
+    only, which never run)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
 def imported(path: Path) -> Iterator[str]:
-    """What a module imports, at any depth of its code (a function's imports count too)."""
-    for node in ast.walk(ast.parse(path.read_text())):
+    """What a module imports when it runs, at any depth of its code (a function's imports
+    count too; those for type annotations only do not)."""
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             yield node.module
             yield from (f"{node.module}.{alias.name}" for alias in node.names)
@@ -106,6 +117,12 @@ def test_the_graph_sees_every_folder_of_the_product() -> None:
     assert "durable_assistants.workflows.models" in graph["durable_assistants.workflows.run"]
 
 
+def test_imports_for_annotations_only_are_not_edges(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from a import b\ndef f():\n    import c\n")
+    assert set(imported(module)) == {"typing", "typing.TYPE_CHECKING", "c"}
+
+
 def test_the_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
@@ -168,3 +185,18 @@ def test_importing_the_package_imports_nothing_else() -> None:
     code = "import durable_assistants; print(durable_assistants.enqueue_run.__module__)"
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "durable_assistants.client"
+
+
+LONG_MODULE_LINES = 450  # "about 400"; a module over it says why it is one module
+
+
+def test_a_long_module_says_why_it_is_one() -> None:
+    """Product and bench modules over ``LONG_MODULE_LINES`` lines carry a "Why one module"
+    paragraph in their docstring (test modules are exempt: one file per subject under test)."""
+    paths = list(modules().values()) + sorted((REPO / "bench").glob("*.py"))
+    unexplained = []
+    for path in paths:
+        source = path.read_text()
+        if source.count("\n") > LONG_MODULE_LINES and "Why one module" not in (ast.get_docstring(ast.parse(source)) or ""):
+            unexplained.append(f"{path.relative_to(REPO)} ({source.count(chr(10))} lines)")
+    assert unexplained == []

@@ -13,7 +13,7 @@ import pytest
 from openai import OpenAI
 from temporalio.client import Client
 
-from durable_assistants.activities.responses import flat_tool
+from durable_assistants.activities.responses_wire import flat_tool
 from durable_assistants.tools import registry
 from durable_assistants.workflows.models import RunRequest
 from tests.conftest import script

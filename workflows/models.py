@@ -1,6 +1,11 @@
 """The run workflow's contract: its input, its output, and the snapshots activities hand
 back. Plain pydantic models with explicit fields, so they travel as readable JSON through
-Temporal (``pydantic_data_converter``) and other languages can produce and read them."""
+Temporal (``pydantic_data_converter``) and other languages can produce and read them.
+
+Why one module of about 860 lines: the run workflow's whole contract, from which schemas/ is
+generated and which callers in other languages read beside it; the activities' models are
+activity_models.py.
+"""
 
 from __future__ import annotations
 

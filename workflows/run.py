@@ -15,6 +15,10 @@ approval update). The workflow class inherits the rest, one concern to a module:
     run_callback.py  the completion callback
     run_state.py     what a run keeps (declared for all of them)
     run_settings.py  timeouts, retries, limits and the patch IDs
+
+Why one module of about 460 lines: the loop, the three model-API steps it awaits and the
+handlers a caller reaches (queries, the approval update) read together; every other concern
+is a module of its own (above).
 """
 
 from __future__ import annotations
