@@ -155,22 +155,23 @@ class AssistantsBackend:
         self, request: RunRequest | None, snapshot: RunSnapshot, outputs: list[dict[str, str]], mode: str, io: TurnIO
     ) -> RunSnapshot:
         assert snapshot.thread_id is not None
+        run_id = _run_id(snapshot)
         io.running(snapshot)
         runs = self.client.beta.threads.runs
-        what = f"submit {len(outputs)} tool outputs to {snapshot.run_id}"
+        what = f"submit {len(outputs)} tool outputs to {run_id}"
         answered = frozenset(o["tool_call_id"] for o in outputs)
         try:
             if mode == "stream":
                 stream = await runs.submit_tool_outputs(
-                    snapshot.run_id, thread_id=snapshot.thread_id, tool_outputs=outputs, stream=True  # type: ignore[arg-type]
+                    run_id, thread_id=snapshot.thread_id, tool_outputs=outputs, stream=True  # type: ignore[arg-type]
                 )
                 return await self._follow(stream, snapshot.thread_id, io, known=snapshot, answered=answered)
-            run = await runs.submit_tool_outputs(snapshot.run_id, thread_id=snapshot.thread_id, tool_outputs=outputs)  # type: ignore[arg-type]
+            run = await runs.submit_tool_outputs(run_id, thread_id=snapshot.thread_id, tool_outputs=outputs)  # type: ignore[arg-type]
         except openai.APIStatusError as exc:
             # Refused, whatever the code: OpenAI answers a repeat with 400, other servers with
             # 404, or 500 for call IDs of a round that is over. The run says what happened.
             try:
-                run = await self._retrieve(snapshot.thread_id, snapshot.run_id)
+                run = await self._retrieve(snapshot.thread_id, run_id)
             except ApplicationError as read_error:
                 if read_error.non_retryable:
                     raise to_temporal_error(exc, what) from None
@@ -187,7 +188,7 @@ class AssistantsBackend:
 
     async def wait(self, snapshot: RunSnapshot, io: TurnIO) -> RunSnapshot:
         assert snapshot.thread_id is not None
-        return await self._poll(await self._retrieve(snapshot.thread_id, snapshot.run_id), io)
+        return await self._poll(await self._retrieve(snapshot.thread_id, _run_id(snapshot)), io)
 
     async def cancel(self, snapshot: RunSnapshot, io: TurnIO, reason: str | None = None) -> RunSnapshot:
         """Stop the run and wait until it is terminal, within ``CANCEL_BOUND_SECONDS``.
@@ -198,7 +199,7 @@ class AssistantsBackend:
         call (once per call), then the cancel again; otherwise the cancel is asked again after
         a pause. A run still not stopped at the bound fails the activity, non-retryable, with a
         message that names the bound and the status the run was left in."""
-        thread_id, run_id = snapshot.thread_id, snapshot.run_id
+        thread_id, run_id = snapshot.thread_id, _run_id(snapshot)
         assert thread_id is not None
         deadline = time.monotonic() + CANCEL_BOUND_SECONDS
         run, outcome = await self._request_cancel(thread_id, run_id)
@@ -373,7 +374,7 @@ class AssistantsBackend:
             # The submit was accepted (the stream began) but the server sent no fresh run
             # event, e.g. only a stale `done`: the run it was sent to says where it is.
             log.info("the submit stream ended with no run event; polling the run", run_id=known.run_id)
-            run = await self._retrieve(thread_id, known.run_id)
+            run = await self._retrieve(thread_id, _run_id(known))
         # A stream that ended early (or broke) is finished by polling.
         return await self._poll(run, io, answered=answered)
 
@@ -463,3 +464,11 @@ async def _run_events(stream: Any) -> AsyncIterator[tuple[str, Run | str]]:
             error = data.get("error") if isinstance(data, dict) else None
             message = error.get("message") if isinstance(error, dict) else None
             raise openai.APIError(message or "An error occurred during streaming", request=stream.response.request, body=error)
+
+
+def _run_id(snapshot: RunSnapshot) -> str:
+    """An Assistants snapshot always names its run (only a Responses turn can lose its ID)."""
+    if snapshot.run_id is None:
+        raise ApplicationError(f"an Assistants snapshot without a run ID reached the Assistants backend: {snapshot!r}",
+                               type="ModelApiBadSnapshot", non_retryable=True)
+    return snapshot.run_id

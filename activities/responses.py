@@ -77,7 +77,6 @@ LOCK_WAIT_SECONDS = 600.0
 # naming the response (or conversation) and the time waited. Long enough for background
 # reasoning responses; a response still running after an hour is treated as stuck.
 RESPONSE_WAIT_SECONDS = 3600.0
-UNKNOWN_RESPONSE = "unknown"
 # How long a create that asked for background may take to answer: a server that runs the turn
 # in the foreground anyway answers when the turn is over (the activity heartbeats meanwhile).
 # A turn this worker runs in the foreground itself gets RESPONSE_WAIT_SECONDS.
@@ -194,7 +193,7 @@ class ResponsesBackend:
         return await self._turn(turn, mode, io)
 
     async def wait(self, snapshot: RunSnapshot, io: TurnIO) -> RunSnapshot:
-        if snapshot.run_id == UNKNOWN_RESPONSE:
+        if snapshot.run_id is None:  # adopted from the conversation's items: nothing to poll
             return snapshot
         return await self._poll(snapshot.run_id, snapshot.thread_id, _prior_usage(snapshot), io)
 
@@ -206,7 +205,7 @@ class ResponsesBackend:
         if snapshot.foreground and snapshot.status != "requires_action":
             # Nothing to cancel or poll: the request that ran it was dropped with the activity.
             return snapshot.model_copy(update={"status": "cancelled"})
-        if snapshot.run_id != UNKNOWN_RESPONSE and snapshot.status != "requires_action":
+        if snapshot.run_id is not None and snapshot.status != "requires_action":
             await self._cancel_call(snapshot.run_id, io)
             done = await self._poll(snapshot.run_id, snapshot.thread_id, _prior_usage(snapshot), io)
         if done.status == "requires_action":
@@ -685,7 +684,7 @@ class ResponsesBackend:
         else:
             status = "requires_action" if calls else "completed"
         return RunSnapshot(
-            run_id=UNKNOWN_RESPONSE,
+            run_id=None,  # the response that produced these items is not known
             thread_id=turn.conversation_id,
             backend="responses",
             status=status,

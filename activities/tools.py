@@ -445,7 +445,7 @@ async def _heartbeat_until_done(beat: _Beat, changed: asyncio.Event, stop: async
 
 
 async def run_inline(
-    tool: Tool, call_id: str, arguments: str, run_id: str, thread_id: str | None, cap: int, attempt: int
+    tool: Tool, call_id: str, arguments: str, run_id: str | None, thread_id: str | None, cap: int, attempt: int
 ) -> InlineToolResult:
     """Run an inline tool (``@tool(inline=True)``) inside the model activity that learned of
     its call: the arguments checked as an activity would, the tool's own retries (its

@@ -73,9 +73,11 @@ def print_result(result: RunResult, as_json: bool) -> None:
         return
     if result.backend == "responses":
         where = f" on {result.thread_id}" if result.thread_id else ""
-        print(f"{result.status}: response {result.run_id}{where}, {result.rounds} rounds, {len(result.tool_calls)} tool calls")
+        response = f"response {result.run_id}" if result.run_id else "no response ID"
+        print(f"{result.status}: {response}{where}, {result.rounds} rounds, {len(result.tool_calls)} tool calls")
     else:
-        print(f"{result.status}: run {result.run_id} on {result.thread_id}, {result.rounds} rounds, {len(result.tool_calls)} tool calls")
+        run = f"run {result.run_id} on {result.thread_id}" if result.run_id else "no run created"
+        print(f"{result.status}: {run}, {result.rounds} rounds, {len(result.tool_calls)} tool calls")
     if result.cost is not None:
         print(f"cost: {describe_cost(result.cost)}")
     if result.failure:

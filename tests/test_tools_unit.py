@@ -288,3 +288,12 @@ def test_approval_options_that_cannot_work_are_refused_at_registration(options: 
 
     with pytest.raises(ValueError, match=error):
         ToolRegistry().tool(pay, **options)  # type: ignore[arg-type]
+
+
+def test_the_idempotency_key_names_the_run_when_it_is_known() -> None:
+    known = ToolContext(run_id="run_1", thread_id="thread_1", call_id="call_1", tool_name="t", attempt=1)
+    assert known.idempotency_key == "run_1:call_1"
+    # A Responses turn adopted from a conversation's items has no response ID: the key is the
+    # call's own, never a placeholder such as "None:call_1".
+    lost = ToolContext(run_id=None, thread_id="conv_1", call_id="call_1", tool_name="t", attempt=1)
+    assert lost.idempotency_key == "call_1"

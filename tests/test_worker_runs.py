@@ -23,6 +23,7 @@ from durable_assistants.activities.assistants import AGENT_TAG_KEY, AssistantsBa
 from durable_assistants.activities.progress import TEXT_BATCHES
 from durable_assistants.activities.tools import PROGRESS_EVENT_SECONDS
 from durable_assistants.tools import registry
+from durable_assistants.workflows import search_attributes as sa
 from durable_assistants.workflows.models import MessageInput, RunRequest, RunResult
 from durable_assistants.workflows.run import AssistantRunWorkflow
 from tests.apis import Api, Seen
@@ -498,14 +499,19 @@ async def test_a_lost_create_reply_on_a_new_response_run_makes_no_second_respons
     for operation in ("conversations.create", "responses.create"):
         admin.post("/faults", json={"operation": operation, "nth": 1, "action": "drop", "when": "after"}).raise_for_status()
     request = RunRequest(backend="responses", model="gpt-4o", messages=[message(script(rounds=[[{"name": "structured", "arguments": {"n": 2}}]]))])
-    result = await (await start(temporal_client, task_queue, request)).result()
+    handle = await start(temporal_client, task_queue, request)
+    result = await handle.result()
     assert result.status == "completed" and result.rounds == 1
     stats = admin.get("/stats").json()
     assert stats["faults_fired"] == {"conversations.create": 1, "responses.create": 1}
     created = [rid for rid, c in stats["runs"].items() if c.get("responses_created")]
     assert len(created) == 2  # one per turn, no orphan
-    # The adopted turn's response ID is not known (no API lists responses; its outcome came from the items).
-    assert set(result.response_ids) - {"unknown"} <= set(created)
+    # The adopted turn's response ID is not known (no API lists responses; its outcome came from
+    # the items): absent, not a placeholder, in the result and in the search attributes.
+    assert set(result.response_ids) <= set(created) and len(result.response_ids) == 1, result.response_ids
+    assert result.run_id == result.response_ids[-1]
+    assert (await handle.describe()).typed_search_attributes.get(sa.RUN_ID) == result.run_id
+    assert [t.id for t in result.cost.turns] == [None, result.run_id] or [t.id for t in result.cost.turns] == [result.run_id], result.cost
     items = client.conversations.items.list(result.thread_id, order="asc", limit=100).data  # type: ignore[arg-type]
     assert [i.type for i in items] == ["message", "function_call", "function_call_output", "message"]
     # Two conversations: the run's, and an empty one whose create reply was lost.

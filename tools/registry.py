@@ -113,7 +113,7 @@ class ToolContext:
     """
 
     def __init__(
-        self, *, run_id: str, thread_id: str | None, call_id: str, tool_name: str, attempt: int, failures: int = 0
+        self, *, run_id: str | None, thread_id: str | None, call_id: str, tool_name: str, attempt: int, failures: int = 0
     ) -> None:
         self.run_id = run_id
         self.thread_id = thread_id
@@ -129,7 +129,8 @@ class ToolContext:
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.run_id}:{self.call_id}"
+        # A call ID is unique on its own; the run or response (when known) makes the key say whose it is.
+        return f"{self.run_id}:{self.call_id}" if self.run_id else self.call_id
 
     def heartbeat(self, progress: Any = None) -> None:
         with self._lock:

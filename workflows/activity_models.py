@@ -98,7 +98,7 @@ class SubmitInput(BaseModel):
 
 class CancelInput(BaseModel):
     thread_id: str | None
-    run_id: str
+    run_id: str | None = Field(description="The run or response to stop; None when its ID was never known.")
     backend: Backend = "assistants"
     snapshot: RunSnapshot | None = Field(None, description="The run as the workflow last saw it, with its unanswered calls.")
     reason: str | None = Field(None, description="Why the run stops: the output its unanswered calls get.")
@@ -112,7 +112,7 @@ TOOL_RETRIES_EXHAUSTED = "ToolRetriesExhausted"
 
 
 class ToolCallInput(BaseModel):
-    run_id: str = Field(description="The run (Assistants) or the response that asked for the call (Responses).")
+    run_id: str | None = Field(description="The run (Assistants) or the response that asked for the call (Responses); None if its ID was lost.")
     thread_id: str | None = Field(description="The thread or conversation; None on a response chain.")
     call_id: str
     name: str

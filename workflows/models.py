@@ -433,7 +433,7 @@ class TurnTokens(BaseModel):
     reports usage once per run)."""
 
     turn: int = Field(description="1 for the run's first turn that reported usage, and so on.")
-    id: str = Field(description="The response (Responses) or run (Assistants) the tokens are billed to.")
+    id: str | None = Field(description="The response (Responses) or run (Assistants) the tokens are billed to; None for a response whose ID was lost.")
     model: str | None = None
     input_tokens: int
     output_tokens: int
@@ -518,7 +518,11 @@ class RunCost(BaseModel):
 class RunSnapshot(BaseModel):
     """What an activity saw of the run: compact, never the whole run object."""
 
-    run_id: str = Field(description="The run ID (Assistants) or the ID of the turn's response (Responses).")
+    run_id: str | None = Field(
+        description="The run ID (Assistants) or the ID of the turn's response (Responses). None when no ID is known: a "
+        "Responses turn whose outcome was taken from the conversation's items after an earlier attempt's reply, with "
+        "the response's ID, was lost."
+    )
     thread_id: str | None = Field(description="The thread (Assistants) or conversation (Responses); None for a response chain.")
     backend: Backend = "assistants"
     status: RunStatus
@@ -650,7 +654,10 @@ RUN_EXPIRED = "RunExpired"
 
 class RunResult(BaseModel):
     status: RunStatus
-    run_id: str = Field(description="The run (Assistants) or the last response (Responses).")
+    run_id: str | None = Field(
+        description="The run (Assistants) or the last response (Responses). None when there is none to name: the run "
+        "stopped before its first turn was created, or its last response's ID was lost (RunSnapshot.run_id)."
+    )
     thread_id: str | None = Field(description="The thread (Assistants), the conversation or None (Responses).")
     backend: Backend = "assistants"
     response_ids: list[str] = Field(default_factory=list, description="Responses: every turn's response, in order.")

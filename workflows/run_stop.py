@@ -109,7 +109,7 @@ class RunStop(RunView):
             # Stopped before the first turn was under way: no API run exists to stop.
             self._emit("status", status=status)
             workflow.set_current_details(f"**{status}** before the run started\n\nstopped: {self._failure}")
-            return RunResult(status=status, run_id="", thread_id=request.context_id, backend=request.implied_backend() or "assistants",
+            return RunResult(status=status, run_id=None, thread_id=request.context_id, backend=request.implied_backend() or "assistants",
                              rounds=self._round, failure=self._failure)
         snapshot = self._snapshot
         if snapshot.backend == "responses" and snapshot.status == "requires_action":

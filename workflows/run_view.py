@@ -49,7 +49,7 @@ class RunView(RunState):
         for event in snapshot.text_tail:  # the turn's last text, carried by the result
             self._progress.publish(event)
         snapshot.text_tail.clear()  # once: a snapshot carried over continue-as-new is observed again
-        if snapshot.backend == "responses" and snapshot.run_id not in self._response_ids:
+        if snapshot.backend == "responses" and snapshot.run_id is not None and snapshot.run_id not in self._response_ids:
             self._response_ids.append(snapshot.run_id)
         self._count_tokens(snapshot)
         self._emit("status", status=snapshot.status, run_id=snapshot.run_id, thread_id=snapshot.thread_id)
@@ -57,7 +57,9 @@ class RunView(RunState):
             status: str = snapshot.status
             if status == "requires_action" and workflow.patched(RUNNING_TOOLS_STATUS):
                 status = RUNNING_TOOLS  # the round starts in this same workflow task
-            updates: list[SearchAttributeUpdate[Any]] = [sa.RUN_ID.value_set(snapshot.run_id), sa.RUN_STATUS.value_set(status)]
+            updates: list[SearchAttributeUpdate[Any]] = [sa.RUN_STATUS.value_set(status)]
+            if snapshot.run_id is not None:  # absent means absent: no placeholder in ApiRunId
+                updates.insert(0, sa.RUN_ID.value_set(snapshot.run_id))
             if self._request.assistant_id is not None:
                 updates.append(sa.ASSISTANT_ID.value_set(self._request.assistant_id))
             if snapshot.thread_id is not None:
@@ -108,7 +110,7 @@ class RunView(RunState):
         API run's status."""
         if snapshot.backend == "responses":
             where = f"conversation `{snapshot.thread_id}` · " if snapshot.thread_id else ""
-            who = f"{self._request.agent_label} · {where}response `{snapshot.run_id}`"
+            who = f"{self._request.agent_label} · {where}" + (f"response `{snapshot.run_id}`" if snapshot.run_id else "response (ID not known)")
         else:
             who = f"{self._request.agent_label} · thread `{snapshot.thread_id}` · run `{snapshot.run_id}`"
         done = self._records_dropped + len(self._records) + self._finished_in_round
