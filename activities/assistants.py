@@ -130,7 +130,7 @@ class AssistantsBackend:
             # A request that named no API and ran here by the worker's default: the workflow
             # made no thread, so this turn does, remembering it for a retry.
             thread_id = io.recalled.get("thread_id") or await self.create_conversation(request, key)
-            io.record(thread_id=thread_id)
+            io.remember_for_retry(thread_id=thread_id)
             add_messages = False  # they went in with the thread
         if add_messages and request.messages:
             await self._add_messages(request, thread_id, key)
@@ -147,8 +147,8 @@ class AssistantsBackend:
                 return await self._follow(stream, thread_id, io)
             run = await _api(self.client.beta.threads.runs.create(**params), f"create run on {thread_id}")
         assert run is not None  # found, or created just above
-        io.running(RunSnapshot(run_id=run.id, thread_id=thread_id, status=run.status))
-        io.beat(run_id=run.id, status=run.status)
+        io.under_way(RunSnapshot(run_id=run.id, thread_id=thread_id, status=run.status))
+        io.progress(run_id=run.id, status=run.status)
         return await self._poll(run, io)
 
     async def submit_and_wait(
@@ -156,7 +156,7 @@ class AssistantsBackend:
     ) -> RunSnapshot:
         assert snapshot.thread_id is not None
         run_id = _run_id(snapshot)
-        io.running(snapshot)
+        io.under_way(snapshot)
         runs = self.client.beta.threads.runs
         what = f"submit {len(outputs)} tool outputs to {run_id}"
         answered = frozenset(o["tool_call_id"] for o in outputs)
@@ -221,7 +221,7 @@ class AssistantsBackend:
                 run, outcome = await self._request_cancel(thread_id, run_id)
                 pacer.restart()
                 continue
-            io.beat(run_id=run_id, status=run.status, polls=reads, cancel=outcome, answered=len(answered))
+            io.progress(run_id=run_id, status=run.status, polls=reads, cancel=outcome, answered=len(answered))
             await asyncio.sleep(pacer.delay())
             run, hint = await self._read(run)
             reads += 1
@@ -311,7 +311,7 @@ class AssistantsBackend:
                         "submitting them again",
                         type="ModelApiSubmitNotApplied",
                     )
-            io.beat(run_id=run.id, status=run.status, polls=polls)
+            io.progress(run_id=run.id, status=run.status, polls=polls)
             await asyncio.sleep(pacer.delay())
             run, hint = await self._read(run)
             polls += 1
@@ -350,9 +350,9 @@ class AssistantsBackend:
                             log.info("ignoring a stale run event for the round just answered", run_id=data.id, sse_event=name)
                             continue
                         if run is None:
-                            io.running(RunSnapshot(run_id=data.id, thread_id=thread_id, status=data.status))
+                            io.under_way(RunSnapshot(run_id=data.id, thread_id=thread_id, status=data.status))
                         run = data
-                        io.beat(run_id=run.id, status=run.status, event=name)
+                        io.progress(run_id=run.id, status=run.status, event=name)
                         if run.status == "requires_action" or run.status in TERMINAL_STATUSES:
                             break
                     else:

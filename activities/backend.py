@@ -59,26 +59,26 @@ class TurnIO:
         self.recorded = {**self.recalled, **self.recorded}
         self._sent = dict(self.recorded)
 
-    def running(self, snapshot: RunSnapshot, **details: Any) -> None:
+    def under_way(self, snapshot: RunSnapshot, **details: Any) -> None:
         """Name the API run or response now under way: this attempt stops it if the workflow is
         cancelled; the heartbeat carries it (``in_flight``, with ``details``) for when the
         attempt cannot."""
         self.in_flight = snapshot
-        self.record(in_flight=snapshot.model_dump(include={"run_id", "thread_id", "backend", "foreground"}), **details)
+        self.remember_for_retry(in_flight=snapshot.model_dump(include={"run_id", "thread_id", "backend", "foreground"}), **details)
 
-    def record(self, **details: Any) -> None:
+    def remember_for_retry(self, **details: Any) -> None:
         """Remember ``details`` for a retry of this activity, and heartbeat them now."""
         self.recorded.update(details)
         self._send(dict(self.recorded))
 
-    def forget(self, *keys: str) -> None:
+    def forget_for_retry(self, *keys: str) -> None:
         """Drop ``keys`` from what a retry recalls (and from what a cancel would stop)."""
         for key in (*keys, "in_flight"):
             self.recorded.pop(key, None)
         self.in_flight = None
         self._send(dict(self.recorded))
 
-    def beat(self, **progress: Any) -> None:
+    def progress(self, **progress: Any) -> None:
         """Heartbeat ``progress`` along with everything recorded so far."""
         self._send({**self.recorded, **progress})
 

@@ -88,7 +88,7 @@ def _text_publisher(io: TurnIO) -> ProgressPublisher:
     what reached the workflow is recorded (``sequence_number``): a retry resumes a response's
     stream after it, so a delta received but not yet delivered when the worker died is streamed
     again, not lost; one delivered twice is dropped by followers (``is_repeat``)."""
-    return ProgressPublisher(paced=True, on_delivered=lambda run_id, sequence: io.record(sequence_number=sequence))
+    return ProgressPublisher(paced=True, on_delivered=lambda run_id, sequence: io.remember_for_retry(sequence_number=sequence))
 
 
 @contextlib.asynccontextmanager
@@ -309,7 +309,7 @@ class ModelActivities:
         backend = self._backend(input.snapshot.backend)
         if not input.outputs:
             async with _kept_alive(_io()) as io:
-                io.running(input.snapshot)
+                io.under_way(input.snapshot)
                 return _ended(self._flag_approvals(await _cancellable(backend, io, backend.wait(input.snapshot, io)), input.approval))
         outputs = [o.model_dump() for o in input.outputs]
         async with _kept_alive(_io(input.key)) as io, _text_publisher(io) as progress:

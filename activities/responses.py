@@ -95,7 +95,9 @@ DONE = frozenset({"completed", "failed", "cancelled", "incomplete"})
 
 log = structlog.get_logger("responses")
 
-_MISSING = object()
+# The conversation's newest item before a turn (its "head") was never recorded: not the same as
+# None, a head recorded for a conversation that was empty.
+_HEAD_NOT_RECORDED = object()
 
 
 class ResponsesBackend:
@@ -171,7 +173,7 @@ class ResponsesBackend:
         except openai.OpenAIError as exc:
             raise to_temporal_error(exc, "create the run's conversation") from None
         # Empty: every item after "no head" is this run's.
-        io.record(conversation_id=conversation.id, conversation_head=None)
+        io.remember_for_retry(conversation_id=conversation.id, conversation_head=None)
         log.info("conversation created", conversation_id=conversation.id)
         return conversation.id
 
@@ -236,7 +238,7 @@ class ResponsesBackend:
                     ) from None
             except openai.OpenAIError as exc:  # a connection error or timeout: retried by the activity
                 raise to_temporal_error(exc, f"cancel response {response_id}") from None
-            io.beat(cancelling=response_id, tried=tried)
+            io.progress(cancelling=response_id, tried=tried)
             await asyncio.sleep(pause)
             pause *= 2
 
@@ -244,7 +246,7 @@ class ResponsesBackend:
         conversation_id = snapshot.thread_id
         assert conversation_id is not None
         answered = {
-            item.call_id for item in await self._items_after(conversation_id, _MISSING) if item.type == "function_call_output"
+            item.call_id for item in await self._items_after(conversation_id, _HEAD_NOT_RECORDED) if item.type == "function_call_output"
         }
         items = [
             {"type": "function_call_output", "call_id": call.id, "output": f"Error: the run stopped before this call was answered: {reason}"}
@@ -280,19 +282,19 @@ class ResponsesBackend:
                     return await self._follow(stream, turn, recalled_id, after, io)
             return await self._poll(recalled_id, turn.conversation_id, _prior_usage(turn.prior), io)
 
-        head: Any = _MISSING
+        head: Any = _HEAD_NOT_RECORDED
         if turn.conversation_id is not None:
-            head = io.recorded.get("conversation_head", _MISSING)  # an earlier attempt's, or a new conversation's
+            head = io.recorded.get("conversation_head", _HEAD_NOT_RECORDED)  # an earlier attempt's, or a new conversation's
             # Only a retry can find its own input already there.
             landed = await self._landed(turn, head) if io.attempt > 1 else None
             if landed is not None:
                 return await self._adopt_from_items(turn, head, mode, io)
-            if head is _MISSING:
+            if head is _HEAD_NOT_RECORDED:
                 head = await self._newest_item(turn.conversation_id)
-            io.record(conversation_head=head)
+            io.remember_for_retry(conversation_head=head)
         return await self._create(turn, turn.items, mode, io, head)
 
-    async def _create(self, turn: Turn, items: list[dict[str, Any]], mode: str, io: TurnIO, head: Any = _MISSING) -> RunSnapshot:
+    async def _create(self, turn: Turn, items: list[dict[str, Any]], mode: str, io: TurnIO, head: Any = _HEAD_NOT_RECORDED) -> RunSnapshot:
         params = turn.params(items, self._registry_tools())
         if turn.context is not None:
             turn.sent = list(params.get("input", []))
@@ -334,7 +336,7 @@ class ResponsesBackend:
                         type="ConversationLocked",
                         non_retryable=True,
                     ) from None
-                io.beat(waiting_for="conversation_locked")
+                io.progress(waiting_for="conversation_locked")
                 await asyncio.sleep(DEFAULT_POLL_SECONDS / 4)
             except openai.OpenAIError as exc:
                 raise to_temporal_error(exc, f"create a response {where}") from None
@@ -443,7 +445,7 @@ class ResponsesBackend:
                         if isinstance(sequence, int):
                             after = sequence  # this attempt resumes after what it received
                             # A retry resumes after what reached followers: the publisher records that.
-                            io.beat(event=event.type)
+                            io.progress(event=event.type)
                         if isinstance(response, Response) and response.status in DONE:
                             return await self._snapshot(response, turn.conversation_id, prior, turn.sent)
             except openai.APIStatusError as exc:
@@ -496,7 +498,7 @@ class ResponsesBackend:
                     type="ResponseWaitExceeded",
                     non_retryable=True,
                 )
-            io.beat(status=response.status, polls=polls)
+            io.progress(status=response.status, polls=polls)
             await asyncio.sleep(pacer.delay())
             try:
                 raw = await self.client.responses.with_raw_response.retrieve(response.id)
@@ -580,7 +582,7 @@ class ResponsesBackend:
         )
         newer = []
         for item in page.data:
-            if head is not _MISSING and getattr(item, "id", None) == head:
+            if head is not _HEAD_NOT_RECORDED and getattr(item, "id", None) == head:
                 break
             newer.append(item)
         return list(reversed(newer))
@@ -589,7 +591,7 @@ class ResponsesBackend:
         """If this turn's input items are in the conversation already (an earlier attempt's
         create took effect), the items that came after them; else None."""
         call_ids = {item["call_id"] for item in turn.items if item.get("type") == "function_call_output"}
-        if not call_ids and head is _MISSING:
+        if not call_ids and head is _HEAD_NOT_RECORDED:
             return None  # messages can only be matched against a recorded head
         items = await self._items_after(turn.conversation_id, head)  # type: ignore[arg-type]
         if not turn.items:
@@ -617,7 +619,7 @@ class ResponsesBackend:
         since = io.recorded.get("waiting_since")
         if not isinstance(since, (int, float)):
             since = time.time()
-            io.record(waiting_since=since)
+            io.remember_for_retry(waiting_since=since)
         while True:
             outputs = output_items(await self._landed(turn, head) or [])
             if outputs:
@@ -652,7 +654,7 @@ class ResponsesBackend:
                         ) from None
                 else:
                     raise to_temporal_error(exc, what) from None
-                io.beat(waiting_for="earlier response", polls=polls)
+                io.progress(waiting_for="earlier response", polls=polls)
                 polls += 1
                 await asyncio.sleep(DEFAULT_POLL_SECONDS / 4)
                 continue
@@ -671,7 +673,7 @@ class ResponsesBackend:
                     await self.client.responses.cancel(response.id)
                 except openai.OpenAIError:
                     pass  # it ended already: an extra reply no one can take back
-                io.forget("response_id")
+                io.forget_for_retry("response_id")
                 return self._snapshot_from_items(turn, theirs)
             return await self._poll_from(response, turn.conversation_id, _prior_usage(turn.prior), io)
 
@@ -704,9 +706,9 @@ def _own(io: TurnIO, response_id: str, conversation_id: str | None, foreground: 
     foreground response is named for a cancel only: a retry cannot adopt it."""
     snapshot = RunSnapshot(run_id=response_id, thread_id=conversation_id, backend="responses", status="in_progress", foreground=foreground)
     if foreground:
-        io.running(snapshot)
+        io.under_way(snapshot)
     else:
-        io.running(snapshot, response_id=response_id)
+        io.under_way(snapshot, response_id=response_id)
 
 
 def _created(response: Response) -> float:

@@ -315,10 +315,10 @@ async def test_a_cancel_reaches_an_activity_whose_call_is_slow_to_answer(
 def test_a_retry_heartbeats_what_the_attempt_before_recorded_until_it_replaces_it() -> None:
     sent: list[dict[str, Any]] = []
     io = TurnIO(heartbeat=sent.append, attempt=2, recalled={"conversation_head": "msg_1", "response_id": "resp_1"})
-    io.beat(waiting_for="earlier response")
-    io.forget("response_id")
+    io.progress(waiting_for="earlier response")
+    io.forget_for_retry("response_id")
     io.keep_alive()
-    io.record(conversation_head="msg_2")
+    io.remember_for_retry(conversation_head="msg_2")
     assert sent == [
         {"conversation_head": "msg_1", "response_id": "resp_1", "waiting_for": "earlier response"},
         {"conversation_head": "msg_1"},

@@ -50,7 +50,7 @@ class RunStop(RunView):
     def _model_cancellation(self) -> workflow.ActivityCancellationType:
         """Model activities: a cancelled workflow waits while the activity stops what it has
         under way. Histories from before this (patch absent) abandoned the activity at once."""
-        if self._cancels_handled():
+        if self._waits_for_model_cancel():
             return workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
         return workflow.ActivityCancellationType.TRY_CANCEL
 
@@ -60,7 +60,7 @@ class RunStop(RunView):
         task as the cancel still counts, and otherwise the activity is asked to stop what it has
         under way and hands back its final state. Either way ``keep`` stores it, then the cancel
         goes on, so that stopping starts from what really happened."""
-        if not self._cancels_handled():
+        if not self._waits_for_model_cancel():
             return await handle  # as before the patch
         try:
             return await asyncio.shield(handle)
@@ -83,13 +83,13 @@ class RunStop(RunView):
             raise asyncio.CancelledError()
 
     @staticmethod
-    def _cancels_handled() -> bool:
+    def _waits_for_model_cancel() -> bool:
         return workflow.patched(WAIT_FOR_MODEL_CANCEL)
 
     def _raise_if_cancelled(self, exc: ActivityError) -> None:
         """A model activity that ended because the workflow is being cancelled (cancelled, or
         failed or timed out once the cancel was requested, which Temporal does not retry)."""
-        if not self._cancels_handled():
+        if not self._waits_for_model_cancel():
             return  # as before the patch: the failure fails the workflow
         if isinstance(exc.cause, TemporalCancelledError) or exc.retry_state == RetryState.CANCEL_REQUESTED:
             self._note_in_flight(exc)
@@ -97,7 +97,7 @@ class RunStop(RunView):
 
     def _note_in_flight(self, exc: ActivityError) -> None:
         """An activity that timed out (its worker gone) cannot stop what it had under way; its
-        last heartbeat names it (``TurnIO.running``), so that ``_stop`` can."""
+        last heartbeat names it (``TurnIO.under_way``), so that ``_stop`` can."""
         details = getattr(exc.cause, "last_heartbeat_details", None) or ()
         in_flight = details[0].get("in_flight") if details and isinstance(details[0], dict) else None
         if isinstance(in_flight, dict):
@@ -157,7 +157,7 @@ class RunStop(RunView):
             retry_policy=MODEL_API_RETRY,
             summary=summary,
         )
-        if not self._cancels_handled():
+        if not self._waits_for_model_cancel():
             return await handle  # as before the patch
         while True:
             try:
