@@ -43,9 +43,10 @@ from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
@@ -330,33 +331,20 @@ class Gateway:
             if not resume.isdigit():
                 raise ApiError(400, "invalid_request", f"Last-Event-ID must be an event's id (a number), got {resume!r}", param="Last-Event-ID")
             start = int(resume) + 1
-        return StreamingResponse(self._event_stream(handle, start), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        # sse-starlette: the framing, a keep-alive comment every KEEPALIVE_SECONDS, the headers
+        # proxies need not to buffer the stream, and streams that end when uvicorn shuts down
+        # (so a gateway with followers connected still stops within its grace period).
+        return EventSourceResponse(
+            self._event_stream(handle, start), ping=KEEPALIVE_SECONDS, sep="\n", headers={"Cache-Control": "no-cache"},
+            ping_message_factory=lambda: ServerSentEvent(comment="keep-alive", sep="\n"),
+        )
 
-    async def _event_stream(self, handle: Any, start: int) -> AsyncIterator[bytes]:
-        items = handle.progress_items(start).__aiter__()
-        yield b": stream of run " + handle.workflow_id.encode() + b"\n\n"
-        pending: asyncio.Task[Any] | None = None
-        try:
-            while True:
-                pending = pending or asyncio.ensure_future(items.__anext__())
-                done, _ = await asyncio.wait({pending}, timeout=KEEPALIVE_SECONDS)
-                if not done:
-                    yield b": keep-alive\n\n"
-                    continue
-                try:
-                    offset, event = pending.result()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    pending = None
-                yield _sse(str(offset), event.kind, event.model_dump_json(exclude_none=True))
-            outcome = await self._outcome(handle)
-            yield _sse(None, "end", json.dumps(outcome))
-        finally:
-            if pending is not None:
-                pending.cancel()
-            with contextlib.suppress(Exception):
-                await items.aclose()
+    async def _event_stream(self, handle: Any, start: int) -> AsyncIterator[ServerSentEvent]:
+        yield ServerSentEvent(comment=f"stream of run {handle.workflow_id}", sep="\n")
+        async with contextlib.aclosing(handle.progress_items(start)) as items:
+            async for offset, event in items:
+                yield ServerSentEvent(id=str(offset), event=event.kind, data=event.model_dump_json(exclude_none=True), sep="\n")
+        yield ServerSentEvent(event="end", data=json.dumps(await self._outcome(handle)), sep="\n")
 
     async def _outcome(self, handle: Any) -> dict[str, Any]:
         try:
@@ -370,11 +358,6 @@ class Gateway:
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
-
-
-def _sse(event_id: str | None, name: str, data: str) -> bytes:
-    head = f"id: {event_id}\n" if event_id is not None else ""
-    return f"{head}event: {name}\ndata: {data}\n\n".encode()
 
 
 def build_app(gateway: Gateway) -> Starlette:

@@ -16,10 +16,11 @@ from starlette.responses import StreamingResponse
 
 from durable_assistants.emulator.errors import ConnectionDropped
 from durable_assistants.emulator.responses import FINAL_EVENTS, Event, ResponseState
+from durable_assistants.emulator.sse import KEEP_ALIVE, frame
 
 
 def encode(event: Event) -> bytes:
-    return f"event: {event['type']}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+    return frame(event["type"], json.dumps(event, separators=(",", ":")))
 
 
 class ResponseEventStream(StreamingResponse):
@@ -56,7 +57,7 @@ class ResponseEventStream(StreamingResponse):
                 try:
                     event = await asyncio.wait_for(self._queue.get(), keepalive_seconds)
                 except TimeoutError:
-                    yield b": keep-alive\n\n"
+                    yield KEEP_ALIVE
                     continue
                 if sent == self._cut:
                     raise ConnectionDropped

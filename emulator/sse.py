@@ -7,17 +7,28 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from sse_starlette import ServerSentEvent
 from starlette.responses import StreamingResponse
 
 from durable_assistants.emulator.engine import FINAL_EVENTS, Event, RunState
 from durable_assistants.emulator.errors import ConnectionDropped
 
-DONE = b"event: done\ndata: [DONE]\n\n"
 REQUIRES_ACTION = "thread.run.requires_action"
 
 
+def frame(event: str, data: str) -> bytes:
+    """One event as OpenAI frames it (``event:``, ``data:``, lines ending in ``\\n``), by
+    sse-starlette; both the run streams and the response streams (responses_sse.py) use it."""
+    return ServerSentEvent(data=data, event=event, sep="\n").encode()
+
+
 def encode(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return frame(event, json.dumps(data, separators=(",", ":")))
+
+
+DONE = frame("done", "[DONE]")
+# A comment line: what OpenAI's streams send while nothing happens.
+KEEP_ALIVE = ServerSentEvent(comment="keep-alive", sep="\n").encode()
 
 
 class RunEventStream(StreamingResponse):
@@ -57,7 +68,7 @@ class RunEventStream(StreamingResponse):
                 try:
                     event, data = await asyncio.wait_for(self._queue.get(), keepalive_seconds)
                 except TimeoutError:
-                    yield b": keep-alive\n\n"
+                    yield KEEP_ALIVE
                     continue
                 if sent == self._cut:
                     raise ConnectionDropped
