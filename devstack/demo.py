@@ -50,7 +50,6 @@ from durable_assistants.workflows.models import MessageInput, RunRequest
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
-REPO = Path(__file__).resolve().parent.parent
 ASSISTANT_NAME = "durable-assistants-demo"
 QUESTION = "Compare the weather and population of Lisbon and Oslo, convert the temperatures to Fahrenheit, and compile a short report."
 # What the emulator's scripted model does for the demo assistant (a real model decides for itself).
@@ -86,8 +85,10 @@ def demo_scenario(approval: bool) -> dict[str, Any]:
 
 
 def state_dir() -> Path:
-    """Where the stack keeps Temporal's SQLite file, the logs and its lock."""
-    return Path(os.environ.get("DA_STATE_DIR") or REPO / ".local")
+    """Where the stack keeps Temporal's SQLite file, the logs and its lock: ``$DA_STATE_DIR``,
+    else ``.local`` in the directory it was started from (the checkout, for `make demo`; never
+    the installed package's own directory)."""
+    return Path(os.environ.get("DA_STATE_DIR") or Path.cwd() / ".local")
 
 
 class StackRunning(Exception):
@@ -164,7 +165,8 @@ def port_or_free(preferred: int) -> int:
 def worker_process(env: dict[str, str], state: Path) -> Iterator[subprocess.Popen[bytes]]:
     log = (state / "worker.log").open("ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "durable_assistants.worker"], cwd=REPO, env=env, stdout=log, stderr=log, preexec_fn=die_with_parent
+        # In the caller's directory: the worker imports tool modules from there (DA_TOOL_MODULES).
+        [sys.executable, "-m", "durable_assistants.worker"], cwd=Path.cwd(), env=env, stdout=log, stderr=log, preexec_fn=die_with_parent
     )
     try:
         yield process

@@ -202,3 +202,15 @@ async def test_emulator_command_serves_and_stops_cleanly() -> None:
         assert (await sdk.beta.assistants.create(model="gpt-4o")).id.startswith("asst_")
     process.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+def test_the_local_stack_keeps_its_state_where_it_was_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`durable-assistants dev` from an installed package: its state goes to the directory it
+    was started from (never into site-packages), or to $DA_STATE_DIR."""
+    from durable_assistants.devstack.demo import state_dir
+
+    monkeypatch.delenv("DA_STATE_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert state_dir() == tmp_path / ".local"
+    monkeypatch.setenv("DA_STATE_DIR", str(tmp_path / "elsewhere"))
+    assert state_dir() == tmp_path / "elsewhere"
