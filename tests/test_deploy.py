@@ -37,7 +37,7 @@ from packaging.utils import canonicalize_name
 from temporalio.envconfig import ClientConfigProfile
 
 import durable_assistants.cli
-from durable_assistants import worker
+from durable_assistants import worker, worker_settings
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -404,7 +404,7 @@ def test_the_worker_scales_and_stops_gracefully() -> None:
     worker_service = services["worker"]
     for blocker in ("container_name", "ports"):
         assert blocker not in worker_service, f"`docker compose up --scale worker=N` needs a worker without {blocker}"
-    grace = float(worker_service["environment"].get("DA_SHUTDOWN_GRACE_SECONDS", worker.DEFAULT_SHUTDOWN_GRACE_SECONDS))
+    grace = float(worker_service["environment"].get("DA_SHUTDOWN_GRACE_SECONDS", worker_settings.DEFAULT_SHUTDOWN_GRACE_SECONDS))
     stop = worker_service["stop_grace_period"]
     assert stop.endswith("s") and float(stop[:-1]) > grace + worker.SHUTDOWN_MARGIN_SECONDS
     assert worker_service["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}
@@ -543,12 +543,12 @@ def test_workers_stop_gracefully_within_their_termination_grace_period() -> None
     assert {d.name for d, _ in deployments} >= {"durable-assistants-worker", "durable-assistants-heavy-tools"}
     for deployment, container in deployments:
         env = container_env(container)
-        grace = float(env.get("DA_SHUTDOWN_GRACE_SECONDS", worker.DEFAULT_SHUTDOWN_GRACE_SECONDS))
+        grace = float(env.get("DA_SHUTDOWN_GRACE_SECONDS", worker_settings.DEFAULT_SHUTDOWN_GRACE_SECONDS))
         period = deployment.document["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
         assert period > grace + worker.SHUTDOWN_MARGIN_SECONDS, (deployment.name, period, grace)
         startup = container["startupProbe"]
         startup_budget = startup["periodSeconds"] * startup["failureThreshold"]
-        retry = float(env.get("DA_STARTUP_RETRY_SECONDS", worker.DEFAULT_STARTUP_RETRY_SECONDS))
+        retry = float(env.get("DA_STARTUP_RETRY_SECONDS", worker_settings.DEFAULT_STARTUP_RETRY_SECONDS))
         assert startup_budget > retry, f"{deployment.name}: the startup probe gives up before the worker's startup retries do"
 
 
