@@ -7,6 +7,9 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
+# The command line's name, as errors and hints print it.
+PROG = "durable-assistants"
+
 
 class Parser(argparse.ArgumentParser):
     """argparse, with a usage error on one line (the usage is what ``--help`` is for)."""

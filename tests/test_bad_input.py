@@ -36,6 +36,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 import durable_assistants.cli as cli_module
+import durable_assistants.commands as commands_module
 from durable_assistants import enqueue_run
 from durable_assistants.client import IdempotencyConflictError, RunFailedError, RunNotFoundError, get_run
 from durable_assistants.devstack.temporal import TemporalDevServer
@@ -188,7 +189,7 @@ def test_cli_refuses_before_sending_anything(
         connected.append(True)
         raise AssertionError("this case must be refused before connecting to Temporal")
 
-    monkeypatch.setattr(cli_module, "connect", no_connect)
+    monkeypatch.setattr(commands_module, "connect", no_connect)  # where the commands look it up
     monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:1")  # were it to connect anyway, nothing is there
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:1/v1")
     args = [a.replace("{tmp}", str(request_files)) for a in argv]
