@@ -77,6 +77,7 @@ from temporalio.client import Client, WorkflowHandle  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
+from bench.proc import read_proc  # noqa: E402
 from durable_assistants import worker  # noqa: E402
 from durable_assistants.devstack.temporal import TemporalDevServer, free_port  # noqa: E402
 from durable_assistants.emulator.server import EmulatorProcess  # noqa: E402
@@ -181,10 +182,15 @@ async def durable_start(stack: Stack, message: str, mode: str, task_queue: str |
     )
 
 
+def failed_calls(result: RunResult) -> list[str]:
+    """The run's tool calls that its tool did not answer (an unknown tool, a failure)."""
+    return [f"{c.name}: {c.error}" for c in result.tool_calls if c.error]
+
+
 def check_result(result: RunResult, what: str) -> None:
     if result.status != "completed" or not result.final_text:
         raise RuntimeError(f"{what}: the run ended {result.status} ({result.failure or 'no reply'})")
-    failed = [f"{c.name}: {c.error}" for c in result.tool_calls if c.error]
+    failed = failed_calls(result)
     if failed:  # a tool the worker lacks, say: the run completes, but the figure would be of something else
         raise RuntimeError(f"{what}: {len(failed)} tool call(s) failed, the first {failed[0]}")
 
@@ -349,13 +355,11 @@ async def figure_vs_sdk(stack: Stack, repeat: int, mode: str, turn_seconds: floa
 
 def cpu_seconds(pid: int | None = None) -> float:
     """User + system CPU seconds a process has used so far: this one's (the workers, the
-    clients, the SDK loops), or another's from /proc/<pid>/stat."""
+    clients, the SDK loops), or another's from /proc."""
     if pid is None:
         times = os.times()
         return times.user + times.system
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return read_proc(pid).cpu_seconds
 
 
 def cpu_by_process(stack: Stack) -> dict[str, float]:
@@ -426,14 +430,13 @@ async def solo_counters(stack: Stack, mode: str, turn_seconds: float) -> dict[st
 # ---------------------------------------------------------------------------- figure 5: 1,000 runs
 
 
-def _proc_status(pid: int) -> dict[str, int]:
-    found: dict[str, int] = {}
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                found[key] = int(value.split()[0])  # kB
-    return found
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """The process's RSS and its high-water mark; (0, 0) once it has gone."""
+    try:
+        reading = read_proc(pid)
+    except OSError:
+        return 0, 0
+    return reading.rss_kib, reading.hwm_kib
 
 
 async def figure_thousand(stack: Stack, server: TemporalDevServer, emulator: EmulatorProcess, runs: int,
@@ -470,7 +473,7 @@ async def figure_thousand(stack: Stack, server: TemporalDevServer, emulator: Emu
         async def sample() -> None:
             nonlocal peak_rss
             while not stop_sampling.is_set():
-                peak_rss = max(peak_rss, _proc_status(process.pid).get("VmRSS", 0))
+                peak_rss = max(peak_rss, _memory_kib(process.pid)[0])
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop_sampling.wait(), 0.5)
 
@@ -491,12 +494,11 @@ async def figure_thousand(stack: Stack, server: TemporalDevServer, emulator: Emu
         wall = time.perf_counter() - started
         for future in not_ended:
             future.cancel()
-        hwm = _proc_status(process.pid).get("VmHWM", 0)
+        hwm = _memory_kib(process.pid)[1]
         stop_sampling.set()
         await sampler
         # Completed, and every tool call answered by the tool (not "unknown tool" or a failure).
-        completed = sum(1 for f in done if f.exception() is None and f.result().status == "completed"
-                        and not any(c.error for c in f.result().tool_calls))
+        completed = sum(1 for f in done if f.exception() is None and f.result().status == "completed" and not failed_calls(f.result()))
         kinds: Counter[str] = Counter()
         timeout_types: Counter[str] = Counter()
         fetch_gate = asyncio.Semaphore(20)

@@ -115,6 +115,7 @@ import aiohttp  # noqa: E402
 import httpx2  # noqa: E402
 from openai import AsyncOpenAI  # noqa: E402
 
+from bench.proc import ProcReading, read_proc  # noqa: E402
 from durable_assistants.emulator.server import EmulatorProcess  # noqa: E402
 
 # The SDK marks every Assistants method deprecated; this project exists to keep that API alive.
@@ -125,7 +126,6 @@ T = TypeVar("T")
 
 TERMINAL = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
 API_KEY = "sk-bench"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Requirement figures, shown next to the measured ones (informational, not an exit status).
 REQUIRED_CONCURRENT_RUNS = 1000
 REQUIRED_REQUESTS_PER_SECOND = 200.0
@@ -167,31 +167,6 @@ def script_message(**script: Any) -> str:
 CONCURRENCY_SCRIPT = script_message(rounds=[PARALLEL_CALLS, PARALLEL_CALLS], reply="done: {outputs}")
 # Phase 2 and warm-up: one round at once, then the run waits in requires_action.
 PARKED_SCRIPT = script_message(rounds=[PARALLEL_CALLS], reply="done", turn_seconds=0)
-
-
-# ---------------------------------------------------------------------------- /proc readings
-
-
-@dataclass(frozen=True)
-class ProcReading:
-    cpu_seconds: float  # user + system time of the process so far
-    rss_kib: int  # VmRSS
-    hwm_kib: int  # VmHWM, the RSS high-water mark
-
-
-def read_proc(pid: int) -> ProcReading:
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        stat = f.read()
-    # Fields after the command name (which may contain spaces): state is field 3, utime 14, stime 15.
-    fields = stat[stat.rindex(")") + 2 :].split()
-    cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    memory: dict[str, int] = {}
-    with open(f"/proc/{pid}/status", encoding="ascii") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                memory[key] = int(value.split()[0])
-    return ProcReading(cpu, memory.get("VmRSS", 0), memory.get("VmHWM", 0))
 
 
 @dataclass

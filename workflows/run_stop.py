@@ -116,40 +116,28 @@ class RunStop(RunView):
             # The response has ended, with calls nobody will answer. Nothing runs on the API
             # side, but a conversation refuses new responses until every call has an output.
             if snapshot.thread_id is not None and snapshot.tool_calls and workflow.patched(ANSWER_STOPPED_CALLS):
-                snapshot = await self._cleanup(
-                    CancelInput(
-                        thread_id=snapshot.thread_id, run_id=snapshot.run_id, backend=snapshot.backend,
-                        snapshot=snapshot, reason=self._failure,
-                    ),
-                    f"answer {len(snapshot.tool_calls)} stopped calls in {snapshot.thread_id}",
-                    snapshot,
-                )
+                snapshot = await self._cleanup(snapshot, f"answer {len(snapshot.tool_calls)} stopped calls in {snapshot.thread_id}")
             snapshot = snapshot.model_copy(update={"status": status})
             self._snapshot = snapshot
         elif not snapshot.terminal:
             # Also when the workflow itself is being cancelled: the API run must stop too.
-            snapshot = await self._cleanup(
-                # The snapshot's pending calls and the reason: a server that refuses to cancel a
-                # run at requires_action gets them answered with this reason first.
-                CancelInput(
-                    thread_id=snapshot.thread_id, run_id=snapshot.run_id, backend=snapshot.backend,
-                    snapshot=snapshot, reason=self._failure,
-                ),
-                f"cancel run {snapshot.run_id}",
-                snapshot,
-            )
+            snapshot = await self._cleanup(snapshot, f"cancel run {snapshot.run_id}")
             self._snapshot = snapshot
         self._observe(snapshot)
         result = self._result(snapshot)
         result.status = status  # type: ignore[assignment]
         return result
 
-    async def _cleanup(self, input: CancelInput, summary: str, snapshot: RunSnapshot) -> RunSnapshot:
-        """Run ``cancel_run`` to the end: a cancel that arrives meanwhile (the run was stopping
-        for another reason) doesn't abandon it, and its failure is told, not raised."""
+    async def _cleanup(self, snapshot: RunSnapshot, summary: str) -> RunSnapshot:
+        """Run ``cancel_run`` on ``snapshot`` to the end: a cancel that arrives meanwhile (the run
+        was stopping for another reason) doesn't abandon it, and its failure is told, not raised.
+        It gets the snapshot's pending calls and the reason: a server that refuses to cancel a run
+        at requires_action gets them answered with this reason first."""
         handle = workflow.start_activity(
             CANCEL_RUN,
-            input,
+            CancelInput(
+                thread_id=snapshot.thread_id, run_id=snapshot.run_id, backend=snapshot.backend, snapshot=snapshot, reason=self._failure,
+            ),
             result_type=RunSnapshot,
             start_to_close_timeout=CANCEL_START_TO_CLOSE,
             schedule_to_close_timeout=min(CLEANUP_BUDGET, self._model_budget()),
