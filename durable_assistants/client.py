@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, timedelta
 from typing import Any, Literal
 
-from temporalio.api.enums.v1 import PendingActivityState, TaskQueueType
+from temporalio.api.enums.v1 import DescribeTaskQueueMode, PendingActivityState, TaskQueueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -457,16 +457,49 @@ async def awaiting_approval(client: Client, limit: int = 100) -> list[tuple[str,
 
 async def pollers(client: Client, task_queue: str, kind: str = "workflow") -> list[Any]:
     """The workers polling ``task_queue`` for ``kind`` ("workflow" or "activity") tasks, as
-    the server saw them lately (``PollerInfo``: identity, last access time)."""
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW if kind == "workflow" else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+    the server saw them lately (``PollerInfo``: identity, last access time), one a worker
+    identity.
+
+    Two views are merged. A task queue has several partitions (four by default, on the dev
+    server too) and the plain ``DescribeTaskQueue`` answers from the root partition only: a
+    worker whose polls all sit on another partition, their forwarding to the root taken by
+    other workers' polls, is missing from it until its long poll ends (we saw 52 s). The
+    enhanced mode asks every partition, but answers from a cache for some seconds (a worker
+    that has just started can be missing from it for 5 s). The enhanced mode is deprecated
+    in the API; a server that refuses it leaves the root view alone."""
+    task_queue_type = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW if kind == "workflow" else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+    root, everywhere = await asyncio.gather(
+        client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=task_queue), task_queue_type=task_queue_type),
+            timeout=QUERY_TIMEOUT,
         ),
-        timeout=QUERY_TIMEOUT,
+        _pollers_of_every_partition(client, task_queue, task_queue_type),
     )
-    return list(response.pollers)
+    latest: dict[str, Any] = {}
+    for poller in [*root.pollers, *everywhere]:
+        seen = latest.get(poller.identity)
+        if seen is None or poller.last_access_time.ToNanoseconds() > seen.last_access_time.ToNanoseconds():
+            latest[poller.identity] = poller
+    return list(latest.values())
+
+
+async def _pollers_of_every_partition(client: Client, task_queue: str, task_queue_type: Any) -> list[Any]:
+    try:
+        response = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                api_mode=DescribeTaskQueueMode.DESCRIBE_TASK_QUEUE_MODE_ENHANCED,
+                task_queue_types=[task_queue_type],
+                report_pollers=True,
+            ),
+            timeout=QUERY_TIMEOUT,
+        )
+    except RPCError as exc:
+        if exc.status in (RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.FAILED_PRECONDITION):
+            return []
+        raise
+    return [poller for version in response.versions_info.values() for types in version.types_info.values() for poller in types.pollers]
 
 
 async def has_pollers(client: Client, task_queue: str) -> bool:

@@ -1,6 +1,7 @@
 """Several worker processes against one Temporal server, as replicas of a Deployment run:
 the runs spread over all of them, one is killed mid-round, the others finish its runs, and
-nothing reaches the model API twice."""
+nothing reaches the model API twice. And which workers the server lists for a task queue of
+several partitions."""
 
 from __future__ import annotations
 
@@ -9,11 +10,17 @@ import json
 import signal
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
+from google.protobuf.timestamp_pb2 import Timestamp
 from openai import OpenAI
+from temporalio.api.enums.v1 import DescribeTaskQueueMode
+from temporalio.api.taskqueue.v1 import PollerInfo, TaskQueueTypeInfo, TaskQueueVersionInfo
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, DescribeTaskQueueResponse
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 
 from durable_assistants import enqueue_run
 from durable_assistants.client import pollers
@@ -91,3 +98,37 @@ async def test_three_workers_share_the_runs_and_finish_those_of_one_that_is_kill
             again += 1
             assert handle.workflow_id in survivors_slow
     assert again >= 1
+
+
+class _Service:
+    """A workflow service that answers DescribeTaskQueue as a server with partitions does:
+    the plain request from the root partition, the enhanced one from all (or refuses it)."""
+
+    def __init__(self, root: list[PollerInfo], everywhere: list[PollerInfo] | None) -> None:
+        self.root, self.everywhere = root, everywhere
+
+    async def describe_task_queue(self, request: DescribeTaskQueueRequest, timeout: Any = None) -> DescribeTaskQueueResponse:
+        if request.api_mode != DescribeTaskQueueMode.DESCRIBE_TASK_QUEUE_MODE_ENHANCED:
+            return DescribeTaskQueueResponse(pollers=self.root)
+        if self.everywhere is None:
+            raise RPCError("enhanced mode is not supported", RPCStatusCode.UNIMPLEMENTED, b"")
+        types = {int(request.task_queue_types[0]): TaskQueueTypeInfo(pollers=self.everywhere)}
+        return DescribeTaskQueueResponse(versions_info={"": TaskQueueVersionInfo(types_info=types)})
+
+
+def _poller(identity: str, seconds: int) -> PollerInfo:
+    return PollerInfo(identity=identity, last_access_time=Timestamp(seconds=seconds))
+
+
+async def test_pollers_include_workers_the_root_partition_has_not_seen() -> None:
+    # The CI failure this guards: the third replica polled another partition only, and the
+    # root partition's view missed it for a minute.
+    client = SimpleNamespace(namespace="default", workflow_service=_Service(
+        root=[_poller("a@host", 10), _poller("b@host", 10)],
+        everywhere=[_poller("b@host", 12), _poller("c@host", 11)],
+    ))
+    found = await pollers(client, "q")  # type: ignore[arg-type]
+    assert {p.identity: p.last_access_time.seconds for p in found} == {"a@host": 10, "b@host": 12, "c@host": 11}
+    # A server that refuses the enhanced mode (deprecated in the API) leaves the root's view.
+    client.workflow_service = _Service(root=[_poller("a@host", 10)], everywhere=None)
+    assert [p.identity for p in await pollers(client, "q", "activity")] == ["a@host"]  # type: ignore[arg-type]
