@@ -45,6 +45,11 @@ def tools_started(log: Path) -> list[dict[str, Any]]:
     return found
 
 
+def attempts_written(folder: Path) -> set[str]:
+    """The call IDs whose slow tool has written an attempt to its marker file."""
+    return {line.split()[0].rpartition(":")[2] for marker in folder.glob("slow-*") for line in marker.read_text().splitlines() if line}
+
+
 async def test_three_workers_share_the_runs_and_finish_those_of_one_that_is_killed(
     temporal_server: TemporalDevServer, temporal_client: Client, emulator: Any, task_queue: str, admin: httpx.Client, client: OpenAI, tmp_path: Path
 ) -> None:
@@ -64,9 +69,11 @@ async def test_three_workers_share_the_runs_and_finish_those_of_one_that_is_kill
                       [{"name": "structured", "arguments": {"n": 1}}]]
             handles.append(await enqueue_run(temporal_client, api.request([script(rounds=rounds, reply=f"done {i}")]), task_queue=task_queue))
         # Kill a worker while a slow tool runs on it (mid-round). A round's tools start on the
-        # worker that ran the workflow task (eager), so wait for one that has one.
+        # worker that ran the workflow task (eager), so wait for one that has one, and whose
+        # tool has written its attempt (a kill between "tool started" and the write leaves
+        # no trace of the first attempt: seen in CI).
         deadline = time.monotonic() + 60
-        while not (busy := [i for i, log in enumerate(logs) if any(e["tool"] == "slow" for e in tools_started(log))]):
+        while not (busy := [i for i, log in enumerate(logs) if any(e["tool"] == "slow" and e["call_id"] in attempts_written(tmp_path) for e in tools_started(log))]):
             assert time.monotonic() < deadline, "no slow tool started"
             await asyncio.sleep(0.1)
         killed = busy[0]

@@ -348,7 +348,8 @@ async def test_worker_killed_mid_tool_and_restarted_creates_nothing_twice(
     log = tmp_path / "workers.log"
     with KilledWorker(temporal_server, emulator, task_queue, log, api.name) as workers:
         handle = await start(temporal_client, task_queue, request)
-        await wait_for(marker.exists, "the slow tool to start on the first worker")
+        # Its attempt written, not only the file made: a kill between the two loses the line.
+        await wait_for(lambda: marker.exists() and marker.read_text().endswith("\n"), "the slow tool to start on the first worker")
         workers.kill_and_replace()
         result = await asyncio.wait_for(handle.result(), 60)
     second = workers.processes[-1]
