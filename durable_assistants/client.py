@@ -466,21 +466,36 @@ async def pollers(client: Client, task_queue: str, kind: str = "workflow") -> li
     other workers' polls, is missing from it until its long poll ends (we saw 52 s). The
     enhanced mode asks every partition, but answers from a cache for some seconds (a worker
     that has just started can be missing from it for 5 s). The enhanced mode is deprecated
-    in the API; a server that refuses it leaves the root view alone."""
-    task_queue_type = TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW if kind == "workflow" else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+    in the API: a server that refuses it, or fails to answer it, leaves the root's view."""
+    task_queue_type = _task_queue_type(kind)
     root, everywhere = await asyncio.gather(
-        client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=task_queue), task_queue_type=task_queue_type),
-            timeout=QUERY_TIMEOUT,
-        ),
-        _pollers_of_every_partition(client, task_queue, task_queue_type),
+        _root_pollers(client, task_queue, task_queue_type), _pollers_of_every_partition(client, task_queue, task_queue_type)
     )
     latest: dict[str, Any] = {}
-    for poller in [*root.pollers, *everywhere]:
+    for poller in [*root, *everywhere]:
         seen = latest.get(poller.identity)
         if seen is None or poller.last_access_time.ToNanoseconds() > seen.last_access_time.ToNanoseconds():
             latest[poller.identity] = poller
     return list(latest.values())
+
+
+async def has_pollers(client: Client, task_queue: str) -> bool:
+    """Whether a worker polls ``task_queue`` for workflow tasks (seen by the server lately):
+    the root partition's view, and every partition's when that one has none."""
+    task_queue_type = _task_queue_type("workflow")
+    return bool(await _root_pollers(client, task_queue, task_queue_type) or await _pollers_of_every_partition(client, task_queue, task_queue_type))
+
+
+def _task_queue_type(kind: str) -> Any:
+    return TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW if kind == "workflow" else TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY
+
+
+async def _root_pollers(client: Client, task_queue: str, task_queue_type: Any) -> list[Any]:
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=task_queue), task_queue_type=task_queue_type),
+        timeout=QUERY_TIMEOUT,
+    )
+    return list(response.pollers)
 
 
 async def _pollers_of_every_partition(client: Client, task_queue: str, task_queue_type: Any) -> list[Any]:
@@ -495,16 +510,9 @@ async def _pollers_of_every_partition(client: Client, task_queue: str, task_queu
             ),
             timeout=QUERY_TIMEOUT,
         )
-    except RPCError as exc:
-        if exc.status in (RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.FAILED_PRECONDITION):
-            return []
-        raise
+    except RPCError:
+        return []  # the root's view stands (a failure of the connection itself fails that one)
     return [poller for version in response.versions_info.values() for types in version.types_info.values() for poller in types.pollers]
-
-
-async def has_pollers(client: Client, task_queue: str) -> bool:
-    """Whether a worker polls ``task_queue`` for workflow tasks (seen by the server lately)."""
-    return bool(await pollers(client, task_queue))
 
 
 def pending_activities(description: WorkflowExecutionDescription) -> list[PendingActivity]:

@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from durable_assistants import enqueue_run
-from durable_assistants.client import pollers
+from durable_assistants.client import has_pollers, pollers
 from durable_assistants.devstack.temporal import TemporalDevServer
 from durable_assistants.processes import stop_process
 from tests.apis import AssistantsApi, Seen
@@ -111,14 +111,14 @@ class _Service:
     """A workflow service that answers DescribeTaskQueue as a server with partitions does:
     the plain request from the root partition, the enhanced one from all (or refuses it)."""
 
-    def __init__(self, root: list[PollerInfo], everywhere: list[PollerInfo] | None) -> None:
+    def __init__(self, root: list[PollerInfo], everywhere: list[PollerInfo] | RPCStatusCode) -> None:
         self.root, self.everywhere = root, everywhere
 
     async def describe_task_queue(self, request: DescribeTaskQueueRequest, timeout: Any = None) -> DescribeTaskQueueResponse:
         if request.api_mode != DescribeTaskQueueMode.DESCRIBE_TASK_QUEUE_MODE_ENHANCED:
             return DescribeTaskQueueResponse(pollers=self.root)
-        if self.everywhere is None:
-            raise RPCError("enhanced mode is not supported", RPCStatusCode.UNIMPLEMENTED, b"")
+        if isinstance(self.everywhere, RPCStatusCode):
+            raise RPCError("refused", self.everywhere, b"")
         types = {int(request.task_queue_types[0]): TaskQueueTypeInfo(pollers=self.everywhere)}
         return DescribeTaskQueueResponse(versions_info={"": TaskQueueVersionInfo(types_info=types)})
 
@@ -136,6 +136,14 @@ async def test_pollers_include_workers_the_root_partition_has_not_seen() -> None
     ))
     found = await pollers(client, "q")  # type: ignore[arg-type]
     assert {p.identity: p.last_access_time.seconds for p in found} == {"a@host": 10, "b@host": 12, "c@host": 11}
-    # A server that refuses the enhanced mode (deprecated in the API) leaves the root's view.
-    client.workflow_service = _Service(root=[_poller("a@host", 10)], everywhere=None)
-    assert [p.identity for p in await pollers(client, "q", "activity")] == ["a@host"]  # type: ignore[arg-type]
+    assert await has_pollers(client, "q")  # type: ignore[arg-type]
+    client.workflow_service = _Service(root=[], everywhere=[_poller("c@host", 11)])
+    assert await has_pollers(client, "q")  # type: ignore[arg-type]
+    client.workflow_service = _Service(root=[], everywhere=[])
+    assert not await has_pollers(client, "q")  # type: ignore[arg-type]
+    # A server that refuses the enhanced mode (deprecated in the API), or does not answer it
+    # in time, leaves the root's view.
+    for refusal in (RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.DEADLINE_EXCEEDED):
+        client.workflow_service = _Service(root=[_poller("a@host", 10)], everywhere=refusal)
+        assert [p.identity for p in await pollers(client, "q", "activity")] == ["a@host"]  # type: ignore[arg-type]
+        assert await has_pollers(client, "q")  # type: ignore[arg-type]
