@@ -43,6 +43,7 @@ from durable_assistants.devstack.temporal import TemporalDevServer
 from durable_assistants.processes import die_with_parent, stop_process
 from durable_assistants.tools import ToolContext, ToolPolicy, ToolRegistry
 from durable_assistants.workflows.activity_models import TOOL_RETRIES_EXHAUSTED, ToolCallInput, ToolCallOutput
+from durable_assistants.workflows.run_tools import tool_retry_policy
 
 REPO = Path(__file__).parent.parent
 
@@ -94,13 +95,7 @@ class ToolBudgetProbe:
                 start_to_close_timeout=timedelta(seconds=policy.timeout_seconds),
                 schedule_to_close_timeout=timedelta(seconds=policy.time_budget_seconds()) if ours else None,
                 heartbeat_timeout=timedelta(seconds=policy.heartbeat_timeout_seconds or 30),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=policy.initial_retry_seconds),
-                    backoff_coefficient=policy.backoff,
-                    maximum_interval=timedelta(seconds=policy.max_retry_seconds),
-                    maximum_attempts=0 if ours else policy.max_attempts,
-                    non_retryable_error_types=list(policy.non_retryable_errors),
-                ),
+                retry_policy=tool_retry_policy(policy, own_budget=ours),
             )
         except ActivityError as exc:
             cause = exc.cause

@@ -200,13 +200,7 @@ class RunTools(RunStop):
                 # A queue nobody polls would hold the call forever (a run with no expiry has no other bound).
                 schedule_to_start_timeout=timedelta(seconds=request.tool_queue_wait_seconds) if policy.task_queue else None,
                 heartbeat_timeout=timedelta(seconds=policy.heartbeat_timeout_seconds or 30),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=policy.initial_retry_seconds),
-                    backoff_coefficient=policy.backoff,
-                    maximum_interval=timedelta(seconds=policy.max_retry_seconds),
-                    maximum_attempts=0 if own_budget else policy.max_attempts,
-                    non_retryable_error_types=list(policy.non_retryable_errors),
-                ),
+                retry_policy=tool_retry_policy(policy, own_budget=own_budget),
                 summary=_summary(call, self._private),
                 # A cancelled run closes once its tools' cancellation is recorded: no activity
                 # is left pending on a closed workflow.
@@ -262,6 +256,19 @@ async def _all_calls(calls: list[Coroutine[Any, Any, T]]) -> list[T]:
         if going:
             await workflow.wait(going)
         raise
+
+
+def tool_retry_policy(policy: ToolPolicy, *, own_budget: bool) -> RetryPolicy:
+    """How Temporal retries a tool's activity. With the tool's own time budget (``TOOL_BUDGET``,
+    the activity's schedule-to-close) it retries without a limit of attempts within that
+    budget; before that patch, ``max_attempts`` was the bound."""
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=policy.initial_retry_seconds),
+        backoff_coefficient=policy.backoff,
+        maximum_interval=timedelta(seconds=policy.max_retry_seconds),
+        maximum_attempts=0 if own_budget else policy.max_attempts,
+        non_retryable_error_types=list(policy.non_retryable_errors),
+    )
 
 
 class _RunOutOfTime(Exception):
